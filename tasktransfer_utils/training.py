@@ -1,0 +1,477 @@
+"""Fine-tuning runs with resumable run directories (Vu et al. 2020, §2-3).
+
+One run = fine-tune an encoder (optionally initialised from a source run's encoder: intermediate-task
+transfer) on one task's training split in one data regime with one seed, evaluating on the dev split after
+every epoch. Built on Hugging Face ``Trainer`` (AdamW, linear decay, grad-norm clipping per
+:mod:`settings`), dynamic padding and length-grouped batches. Evaluation runs in a callback with its
+own sequential loop (QA post-processing needs the windows in order).
+
+Run directory::
+
+    <run_dir>/config.json    what was asked: task, class, regime, seed, encoder, init_from, settings, versions
+    <run_dir>/model/         final model + tokenizer (save_pretrained); the encoder a later transfer reads
+    <run_dir>/result.json    RunResult: per-epoch dev metrics, loss curve, timings; written last, atomically
+
+A directory with ``result.json`` is a finished run and is loaded, never redone (its config must match the
+request). A directory with ``config.json`` but no ``result.json`` is an interrupted run: it is deleted and
+the run restarts from scratch. No intermediate Trainer checkpoints are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from .features import IGNORE_INDEX, collator_for_class, model_inputs, tokenize_for_class
+from .metrics import classification_metrics, qa_metrics, sequence_labeling_metrics, task_score
+from .models import build_model
+from .qa_postprocess import postprocess_qa_predictions
+from .settings import FineTuneSettings, class_name, preset
+
+logger = logging.getLogger(__name__)
+
+RUN_KIND = "tasktransfer-run"
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+MODEL_SUBDIR = "model"
+# config fields that must agree for a finished run to be reused
+_IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "encoder", "init_from", "settings", "train_split", "eval_split")
+
+
+@dataclass
+class RunResult:
+    """Outcome of one fine-tuning run. Metrics are in [0, 1] units; ``score`` is the mean of the task's
+    metrics after the last epoch. ``loss_curve``: one dict per logged optimiser step with ``step``,
+    ``epoch`` (epochs done, float), ``fraction`` (of all training steps, in (0, 1]), ``loss`` and
+    ``learning_rate``. Times in seconds; ``train_examples_per_s`` counts training examples (not QA windows)
+    processed per second of optimisation, evaluation excluded."""
+
+    task: str
+    task_class: str
+    regime: str
+    seed: int
+    encoder: str
+    init_from: str | None
+    settings: dict
+    epoch_metrics: list[dict]
+    final_metrics: dict
+    score: float
+    loss_curve: list[dict]
+    train_examples: int
+    wall_time_s: float
+    train_examples_per_s: float
+    model_dir: str
+    train_features: int = 0
+    eval_examples: int = 0
+    num_train_steps: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    device: str = "cpu"
+    mixed_precision: str | None = None
+    transfer_report: dict | None = None
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text; with ``path`` also written there atomically (temporary file + rename)."""
+        text = json.dumps(dataclasses.asdict(self), indent=1, ensure_ascii=False)
+        if path is not None:
+            _atomic_write(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "RunResult":
+        """Read a ``result.json``; ``model_dir`` is re-pointed at ``<its folder>/model`` when that exists
+        (run directories can be moved)."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        known = {f.name for f in dataclasses.fields(cls)}
+        r = cls(**{k: v for k, v in d.items() if k in known})
+        local = path.parent / MODEL_SUBDIR
+        if local.is_dir():
+            r.model_dir = str(local.resolve())
+        return r
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve_device(device: str | None = None) -> tuple[str, str | None]:
+    """(device, mixed precision): CUDA with bf16 (fp16 on GPUs without bf16) when available, else CPU
+    (float32, all cores)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return device, ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    return device, None
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import transformers
+
+    from . import __version__
+
+    return {"tasktransfer": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "datasets": datasets.__version__}
+
+
+def _label_names(task_data: Any) -> tuple[str, ...] | None:
+    spec = task_data.spec
+    names = getattr(task_data, "label_names", None)
+    if names is None:
+        names = spec.labels
+    cls = class_name(spec.task_class)
+    if names is None and (cls == "SL" or (cls == "CR" and not spec.is_regression)):
+        raise ValueError(
+            f"{spec.name}: target labels missing: TaskData.label_names and TaskSpec.labels are both None for a "
+            f"{'classification' if cls == 'CR' else 'sequence-labeling'} task"
+        )
+    return tuple(names) if names is not None else None
+
+
+def eval_subset(dataset: Dataset, max_examples: int | None) -> Dataset:
+    """The first ``max_examples`` of a fixed (seed 0) shuffle, in original order: every run on a task is
+    scored on the same dev examples."""
+    if max_examples is None or len(dataset) <= max_examples:
+        return dataset
+    idx = np.sort(np.random.default_rng(0).choice(len(dataset), size=max_examples, replace=False))
+    return dataset.select(idx.tolist())
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_logits(model, features: Dataset, collator, batch_size: int, device: str,
+                   mixed_precision: str | None = None) -> list[Any]:
+    """Forward every feature (sorted by length for tight padding, results in original order).
+    Returns per feature: CR a logits vector [num_labels]; SL logits [seq_len, num_labels];
+    QA a (start [seq_len], end [seq_len]) pair. Float32 numpy, padding removed."""
+    inputs = model_inputs(features)
+    drop = [c for c in ("labels", "start_positions", "end_positions") if c in inputs.column_names]
+    inputs = inputs.remove_columns(drop) if drop else inputs
+    lengths = [len(x) for x in inputs["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    out: list[Any] = [None] * len(inputs)
+    was_training = model.training
+    model.eval()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision or "")
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size].tolist()
+            batch = collator([inputs[i] for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+                res = model(**batch)
+            for j, i in enumerate(idx):
+                n = lengths[i]
+                if hasattr(res, "start_logits"):
+                    out[i] = (res.start_logits[j, :n].float().cpu().numpy(), res.end_logits[j, :n].float().cpu().numpy())
+                elif res.logits.dim() == 3:
+                    out[i] = res.logits[j, :n].float().cpu().numpy()
+                else:
+                    out[i] = res.logits[j].float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate_model(model, tokenizer, task_data: Any, dataset: Dataset, settings: FineTuneSettings | None = None,
+                   features: Dataset | None = None, device: str | None = None,
+                   mixed_precision: str | None = None) -> dict[str, float]:
+    """The task's metrics (``spec.metrics``) of ``model`` on ``dataset`` (a labelled split in the loaders'
+    schema). ``features``: its tokenisation for evaluation, computed when not given."""
+    spec = task_data.spec
+    cls = class_name(spec.task_class)
+    settings = settings or preset(cls)
+    label_names = _label_names(task_data)
+    if device is None:
+        device = str(next(model.parameters()).device)
+    if features is None:
+        features = tokenize_for_class(task_data, dataset, tokenizer, settings, label_names, for_training=False)
+    collator = collator_for_class(cls, tokenizer)
+    logits = predict_logits(model, features, collator, settings.effective_eval_batch_size, device, mixed_precision)
+    if cls == "CR":
+        if spec.is_regression:
+            preds = np.array([float(x[0]) for x in logits])
+        else:
+            preds = np.array([int(np.argmax(x)) for x in logits])
+        return classification_metrics(spec.metrics, preds, np.asarray(dataset["label"]))
+    if cls == "QA":
+        answers = dataset["answers"]
+        version_2 = any(len(a["text"]) == 0 for a in answers)
+        preds = postprocess_qa_predictions(
+            dataset, features, [s for s, _ in logits], [e for _, e in logits],
+            n_best_size=settings.n_best_size, max_answer_length=settings.max_answer_length,
+            version_2_with_negative=version_2,
+        )
+        refs = {qid: list(a["text"]) for qid, a in zip(dataset["id"], answers)}
+        return qa_metrics(spec.metrics, preds, refs)
+    # SL: one feature per sentence; the prediction of a word is that of its first word piece.
+    fallback = "O" if "O" in label_names else None  # words cut off by max_seq_length
+    y_true, y_pred = [], []
+    for tags, word_index, lg in zip(dataset["tags"], features["word_index"], logits):
+        pred = [fallback] * len(tags)
+        for pos, w in enumerate(word_index):
+            if w >= 0:
+                pred[w] = label_names[int(np.argmax(lg[pos]))]
+        y_true.append(list(tags))
+        y_pred.append([p if p is not None else "<none>" for p in pred])
+    return sequence_labeling_metrics(spec.metrics, y_true, y_pred)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split) -> dict:
+    return {
+        "kind": RUN_KIND,
+        "task": task_data.spec.name,
+        "task_class": class_name(task_data.spec.task_class),
+        "regime": getattr(regime, "value", str(regime)),
+        "seed": int(seed),
+        "encoder": str(encoder),
+        "init_from": None if init_from is None else str(Path(init_from).resolve()) if Path(init_from).exists() else str(init_from),
+        "settings": settings.to_dict(),
+        "train_split": train_split,
+        "eval_split": eval_split,
+        "data_source": getattr(task_data, "source", None),
+        "versions": _versions(),
+    }
+
+
+def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
+    """Return the stored RunResult of a finished run with the same identity; clean an interrupted run;
+    refuse a non-empty directory that is not a run directory or a finished run of another configuration."""
+    result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
+    if result_path.is_file():
+        try:
+            stored = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{config_path}: finished run without a readable config ({e})") from e
+        diffs = [f for f in _IDENTITY_FIELDS if stored.get(f) != config.get(f)]
+        if diffs:
+            detail = "; ".join(f"{f}: stored {stored.get(f)!r} vs requested {config.get(f)!r}" for f in diffs)
+            raise ValueError(f"{run_dir}: holds a finished run of another configuration ({detail}); use another directory")
+        return RunResult.from_json(result_path)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        try:
+            stored = json.loads(config_path.read_text())
+            is_run = stored.get("kind") == RUN_KIND
+        except (OSError, json.JSONDecodeError):
+            is_run = False
+        if not is_run:
+            raise ValueError(
+                f"{run_dir}: exists, is not empty and has no {CONFIG_FILE} of a tasktransfer run; refusing to delete it"
+            )
+        logger.info("%s: interrupted run found (no %s); restarting from scratch", run_dir, RESULT_FILE)
+        shutil.rmtree(run_dir)
+    return None
+
+
+def fine_tune(
+    task_data: Any,
+    output_dir: str | os.PathLike,
+    *,
+    encoder: str | None = None,
+    init_from: str | os.PathLike | None = None,
+    regime: Any = "FULL",
+    seed: int = 0,
+    settings: FineTuneSettings | None = None,
+    train_split: str = "train",
+    eval_split: str = "validation",
+    device: str | None = None,
+    callbacks: list | None = None,
+    pad_to_max_length: bool = False,
+) -> RunResult:
+    """Fine-tune ``encoder`` (default :func:`paths.default_encoder`) on ``task_data`` and return the
+    RunResult stored in ``output_dir`` (see module docstring for its layout and resume rules).
+
+    ``init_from``: a finished source run directory (or transformers folder): its encoder weights start the
+    target model, its head is discarded (intermediate-task transfer). ``regime``: FULL or LIMITED (seeded
+    1,000-example sample of ``train_split``). ``settings`` default to the task class preset.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects. ``pad_to_max_length`` pads every batch
+    to ``max_seq_length`` as the authors' code did (for benchmarks; off by default).
+    """
+    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from .paths import default_encoder
+    from .regimes import apply_regime
+
+    t_start = time.perf_counter()
+    spec = task_data.spec
+    cls = class_name(spec.task_class)
+    settings = settings or preset(cls)
+    encoder = str(encoder or default_encoder())
+    run_dir = Path(output_dir)
+    config = _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split)
+    done = prepare_run_dir(run_dir, config)
+    if done is not None:
+        logger.info("%s: finished run found, loading it", run_dir)
+        return done
+
+    for split in (train_split, eval_split):
+        if split not in task_data.splits:
+            raise ValueError(f"{spec.name}: no {split!r} split (have {list(task_data.splits)})")
+    label_names = _label_names(task_data)
+    train = apply_regime(task_data.splits[train_split], regime, seed)
+    dev = eval_subset(task_data.splits[eval_split], settings.max_eval_examples)
+
+    device, mixed_precision = resolve_device(device)
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    set_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    train_features = tokenize_for_class(task_data, train, tokenizer, settings, label_names, for_training=True)
+    if len(train_features) < settings.batch_size:
+        raise ValueError(
+            f"{spec.name}: the {getattr(regime, 'value', regime)} training set has {len(train)} examples "
+            f"({len(train_features)} features), smaller than one batch (batch_size={settings.batch_size})"
+        )
+    dev_features = tokenize_for_class(task_data, dev, tokenizer, settings, label_names, for_training=False)
+    model = build_model(cls, encoder, num_labels=None if label_names is None else len(label_names),
+                        is_regression=spec.is_regression, init_from=init_from, label_names=label_names)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / CONFIG_FILE, json.dumps(config, indent=1, ensure_ascii=False))
+    scratch = run_dir / "trainer"
+
+    evaluator = _EpochEvaluator(model=model, tokenizer=tokenizer, task_data=task_data, dev=dev,
+                                dev_features=dev_features, settings=settings, device=device,
+                                mixed_precision=mixed_precision)
+    args = TrainingArguments(
+        output_dir=str(scratch),
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.effective_eval_batch_size,
+        num_train_epochs=settings.num_epochs,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        adam_epsilon=settings.adam_epsilon,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,  # a float < 1 is a fraction of all steps
+        logging_strategy="steps",
+        logging_steps=settings.logging_steps,
+        eval_strategy="no",  # evaluation runs in _EpochEvaluator
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        use_cpu=device == "cpu",
+        bf16=mixed_precision == "bf16",
+        fp16=mixed_precision == "fp16",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    collator = collator_for_class(cls, tokenizer, pad_to_length=settings.max_seq_length if pad_to_max_length else None)
+    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=model_inputs(train_features),
+                      processing_class=tokenizer, callbacks=[evaluator, *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    t_train = time.perf_counter()
+    trainer.train()
+    train_loop_s = time.perf_counter() - t_train
+    if not evaluator.epoch_metrics:  # eval_every_epoch=False
+        evaluator.evaluate_now(epoch=float(settings.num_epochs))
+    train_time_s = max(train_loop_s - evaluator.eval_time_s, 1e-9)
+
+    model_dir = run_dir / MODEL_SUBDIR
+    trainer.model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    final = {k: v for k, v in evaluator.epoch_metrics[-1].items() if k not in ("epoch", "step", "eval_time_s")}
+    result = RunResult(
+        task=spec.name,
+        task_class=cls,
+        regime=config["regime"],
+        seed=int(seed),
+        encoder=encoder,
+        init_from=config["init_from"],
+        settings=settings.to_dict(),
+        epoch_metrics=evaluator.epoch_metrics,
+        final_metrics=final,
+        score=task_score(final, spec.metrics),
+        loss_curve=_loss_curve(trainer.state.log_history, trainer.state.max_steps),
+        train_examples=len(train),
+        wall_time_s=time.perf_counter() - t_start,
+        train_examples_per_s=len(train) * settings.num_epochs / train_time_s,
+        model_dir=str(model_dir.resolve()),
+        train_features=len(train_features),
+        eval_examples=len(dev),
+        num_train_steps=int(trainer.state.max_steps),
+        train_time_s=train_time_s,
+        eval_time_s=evaluator.eval_time_s,
+        device=device,
+        mixed_precision=mixed_precision,
+        transfer_report=getattr(model, "transfer_report", None),
+        versions=config["versions"],
+    )
+    result.to_json(run_dir / RESULT_FILE)  # last: its presence marks the run finished
+    return result
+
+
+def _loss_curve(log_history: list[dict], max_steps: int) -> list[dict]:
+    curve = []
+    for rec in log_history:
+        if "loss" in rec and "step" in rec:
+            curve.append({
+                "step": int(rec["step"]),
+                "epoch": float(rec.get("epoch", 0.0)),
+                "fraction": int(rec["step"]) / max(max_steps, 1),
+                "loss": float(rec["loss"]),
+                "learning_rate": float(rec.get("learning_rate", float("nan"))),
+            })
+    return curve
+
+
+class _EpochEvaluator(TrainerCallback):
+    """Scores the dev split at the end of every epoch (when ``settings.eval_every_epoch``)."""
+
+    def __init__(self, *, model, tokenizer, task_data, dev, dev_features, settings, device, mixed_precision):
+        self.model, self.tokenizer, self.task_data = model, tokenizer, task_data
+        self.dev, self.dev_features, self.settings = dev, dev_features, settings
+        self.device, self.mixed_precision = device, mixed_precision
+        self.epoch_metrics: list[dict] = []
+        self.eval_time_s = 0.0
+        self.step = 0
+
+    def evaluate_now(self, epoch: float) -> dict:
+        t = time.perf_counter()
+        device = str(next(self.model.parameters()).device)
+        m = evaluate_model(self.model, self.tokenizer, self.task_data, self.dev, self.settings,
+                           features=self.dev_features, device=device, mixed_precision=self.mixed_precision)
+        dt = time.perf_counter() - t
+        self.eval_time_s += dt
+        rec = {"epoch": round(float(epoch), 4), "step": int(self.step), **m, "eval_time_s": dt}
+        self.epoch_metrics.append(rec)
+        logger.info("%s epoch %.2f: %s", self.task_data.spec.name, epoch, m)
+        return rec
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        if self.settings.eval_every_epoch:
+            self.evaluate_now(epoch=state.epoch or 0.0)
