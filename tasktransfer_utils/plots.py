@@ -9,10 +9,11 @@ Table conventions (one row per item; extra columns are ignored):
 
 - transfer results: ``source`` ("" / None / NaN = no-transfer baseline), ``target``, ``score``,
   optional ``regime``, ``seed``, ``source_class``, ``target_class``;
-- transfer gains: ``source``, ``target``, ``gain`` (relative, (p_s→t − p_t) / p_t, a fraction; drawn in %),
-  optional ``regime``, ``source_class``, ``target_class``;
-- selection metrics: ``method`` plus one column per metric (``rho``, ``ndcg``, ``regret@1`` ...),
-  optional grouping columns such as ``target_class`` or ``candidates``.
+- transfer gains: ``source``, ``target``, ``rel_gain`` or ``gain`` (relative, (p_s→t − p_t) / p_t, a
+  fraction; drawn in %), e.g. ``selection_metrics.mean_transfer``; optional ``source_class``, ``target_class``;
+- selection metrics: ``method`` plus one column per metric (``rho``, ``ndcg``, ``regret@1`` ...), or the
+  long form of ``selection_metrics.summarize_selection`` (``metric``, ``value``); optional grouping
+  columns such as ``target_class``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,23 @@ def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 def _is_baseline(source: pd.Series) -> pd.Series:
     """True where a results row is the no-transfer baseline (source empty, None or NaN)."""
     return source.isna() | source.astype(str).str.strip().isin(["", "None", "none", "-"])
+
+
+def _gain_column(table: pd.DataFrame, what: str) -> str:
+    """The relative-gain column of a gains table: ``rel_gain`` (``selection_metrics.mean_transfer``)
+    or ``gain``."""
+    for col in ("rel_gain", "gain"):
+        if isinstance(table, pd.DataFrame) and col in table.columns:
+            return col
+    cols = list(table.columns) if isinstance(table, pd.DataFrame) else type(table).__name__
+    raise KeyError(f"{what}: table lacks column(s) ['gain'] (relative gain, also accepted as 'rel_gain'); "
+                   f"it has {cols}")
+
+
+def _single_regime(table: pd.DataFrame, what: str) -> None:
+    if "regime" in table.columns and table["regime"].nunique() > 1:
+        raise ValueError(f"{what}: the gains table mixes regimes {sorted(map(str, table['regime'].unique()))}; "
+                         "select one regime first")
 
 
 def class_of(names: Iterable[str], task_classes: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -238,10 +256,12 @@ def transfer_gain_heatmap(gains: pd.DataFrame, *, task_classes: Mapping[str, str
     grey = pair not measured (e.g. a task onto itself).
 
     ``gains``: columns ``source``, ``target``, ``gain`` (fraction); averaged over duplicate pairs."""
-    _require(gains, ["source", "target", "gain"], "transfer_gain_heatmap")
+    _require(gains, ["source", "target"], "transfer_gain_heatmap")
+    gcol = _gain_column(gains, "transfer_gain_heatmap")
+    _single_regime(gains, "transfer_gain_heatmap")
     classes = _classes_from_table(gains, task_classes)
     classes = {**class_of(set(gains["source"]) | set(gains["target"]), classes)}
-    mat = gains.groupby(["source", "target"])["gain"].mean().unstack("target") * 100.0
+    mat = gains.groupby(["source", "target"])[gcol].mean().unstack("target") * 100.0
     rows = _order_by_class(mat.index, classes)
     cols = _order_by_class(mat.columns, classes)
     mat = mat.reindex(index=rows, columns=cols)
@@ -351,9 +371,11 @@ def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] |
     ``gains``: columns ``source``, ``target``, ``gain`` (fraction)."""
     import seaborn as sns
 
-    _require(gains, ["source", "target", "gain"], "in_vs_out_of_class")
+    _require(gains, ["source", "target"], "in_vs_out_of_class")
+    gcol = _gain_column(gains, "in_vs_out_of_class")
+    _single_regime(gains, "in_vs_out_of_class")
     classes = class_of(set(gains["source"]) | set(gains["target"]), _classes_from_table(gains, task_classes))
-    g = gains.groupby(["source", "target"], as_index=False)["gain"].mean()
+    g = gains.groupby(["source", "target"], as_index=False)[gcol].mean().rename(columns={gcol: "gain"})
     g["gain_pct"] = g["gain"] * 100.0
     g["target_class"] = g["target"].map(classes)
     g["pair"] = np.where(g["source"].map(classes) == g["target_class"], "in-class", "out-of-class")
@@ -394,9 +416,11 @@ def class_transfer_matrix(gains: pd.DataFrame, *, task_classes: Mapping[str, str
     and the share of source→target pairs with a positive gain.
 
     ``gains``: columns ``source``, ``target``, ``gain`` (fraction)."""
-    _require(gains, ["source", "target", "gain"], "class_transfer_matrix")
+    _require(gains, ["source", "target"], "class_transfer_matrix")
+    gcol = _gain_column(gains, "class_transfer_matrix")
+    _single_regime(gains, "class_transfer_matrix")
     classes = class_of(set(gains["source"]) | set(gains["target"]), _classes_from_table(gains, task_classes))
-    g = gains.groupby(["source", "target"], as_index=False)["gain"].mean()
+    g = gains.groupby(["source", "target"], as_index=False)[gcol].mean().rename(columns={gcol: "gain"})
     g["sc"] = g["source"].map(classes)
     g["tc"] = g["target"].map(classes)
     present = [c for c in CLASS_ORDER + ("?",) if c in set(g["sc"]) | set(g["tc"])]
@@ -437,10 +461,12 @@ def gain_vs_source_size(gains: pd.DataFrame, source_sizes: Mapping[str, float] |
     ``gains``: columns ``source``, ``target``, ``gain``; ``source_sizes``: source -> training examples."""
     from scipy.stats import spearmanr
 
-    _require(gains, ["source", "target", "gain"], "gain_vs_source_size")
+    _require(gains, ["source", "target"], "gain_vs_source_size")
+    gcol = _gain_column(gains, "gain_vs_source_size")
+    _single_regime(gains, "gain_vs_source_size")
     sizes = pd.Series(source_sizes, dtype=float)
     classes = class_of(set(gains["source"]), _classes_from_table(gains, task_classes))
-    per_pair = gains.groupby(["source", "target"], as_index=False)["gain"].mean()
+    per_pair = gains.groupby(["source", "target"], as_index=False)[gcol].mean().rename(columns={gcol: "gain"})
     per_source = per_pair.groupby("source")["gain"].agg(["mean", "min", "max"]) * 100
     missing = sorted(set(per_source.index) - set(sizes.index))
     if missing:
@@ -654,7 +680,7 @@ def similarity_agreement(sim_a: pd.DataFrame, sim_b: pd.DataFrame, *, label_a: s
 # --------------------------------------------------------------------------------------------------
 _METRIC_LABELS = {
     "rho": "ρ: rank of the truly best source (lower is better)",
-    "ndcg": "NDCG of the ranking (%; higher is better)",
+    "ndcg": "NDCG of the ranking (0–1; higher is better)",
     "spearman": "Spearman ρ, predicted vs true ranking (higher is better)",
     "kendall": "Kendall τ, predicted vs true ranking (higher is better)",
 }
@@ -679,6 +705,19 @@ def selection_metric_bars(table: pd.DataFrame, metrics: Iterable[str] = ("rho", 
     ``table``: columns ``method`` (``method_col``), ``group`` (optional) and one column per metric.
     With ``error_col_suffix`` (e.g. "_std"), columns ``<metric><suffix>`` give error bars."""
     metrics = list(metrics)
+    if isinstance(table, pd.DataFrame) and {"metric", "value"} <= set(table.columns):
+        keys = [method_col] + ([group] if group else [])
+        _require(table, keys, "selection_metric_bars")
+        absent = [m for m in metrics if m not in set(table["metric"])]
+        if absent:
+            raise KeyError(f"selection_metric_bars: long table has no rows with metric {absent}; "
+                           f"it has {sorted(table['metric'].unique())}")
+        dup = table[table["metric"].isin(metrics)].duplicated(keys + ["metric"])
+        if dup.any():
+            raise ValueError("selection_metric_bars: several rows per (method, group, metric); filter the summary "
+                             "to one regime and candidate set first")
+        table = (table[table["metric"].isin(metrics)]
+                 .pivot(index=keys, columns="metric", values="value").reset_index())
     _require(table, [method_col, *metrics] + ([group] if group else []), "selection_metric_bars")
     t = table.copy()
     if group is None:

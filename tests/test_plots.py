@@ -243,3 +243,22 @@ def test_missing_columns_and_bad_names_are_reported(tmp_path):
 def test_class_of_prefers_mapping_then_unknown():
     got = plots.class_of(["A1", "not-a-task-xyz"], {"A1": "CR"})
     assert got == {"A1": "CR", "not-a-task-xyz": "?"}
+
+
+def test_gains_from_selection_metrics_table_and_regime_check():
+    gains = _gains().rename(columns={"gain": "rel_gain"})
+    fig = plots.transfer_gain_heatmap(gains, task_classes=CLASSES)
+    assert _heatmap_array(fig)[0, 1] == pytest.approx(5.0)
+    mixed = pd.concat([gains, gains.assign(regime="FULL→FULL")])
+    with pytest.raises(ValueError, match="mixes regimes"):
+        plots.class_transfer_matrix(mixed, task_classes=CLASSES)
+
+
+def test_selection_bars_accept_long_summary():
+    long = pd.DataFrame({"method": ["TextEmb", "TextEmb", "TaskEmb", "TaskEmb"],
+                         "target_class": ["CR", "CR", "CR", "CR"],
+                         "metric": ["rho", "ndcg", "rho", "ndcg"], "value": [2.0, 0.7, 1.0, 0.9]})
+    fig = plots.selection_metric_bars(long, ["rho", "ndcg"])
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 2.0]
+    with pytest.raises(ValueError, match="one regime and candidate set"):
+        plots.selection_metric_bars(pd.concat([long, long]), ["rho"])
