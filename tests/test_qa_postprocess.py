@@ -1,0 +1,117 @@
+"""Offsets-based answer extraction on hand-made windows whose answers are known."""
+
+import numpy as np
+import pytest
+
+from tasktransfer_utils.metrics import squad_v2_scores
+from tasktransfer_utils.qa_postprocess import postprocess_qa_predictions
+
+CONTEXT = "Normans came from Normandy in northern France in the tenth century"
+WORDS = CONTEXT.split()
+
+
+def word_offsets():
+    out, pos = [], 0
+    for w in WORDS:
+        start = CONTEXT.index(w, pos)
+        out.append([start, start + len(w)])
+        pos = start + len(w)
+    return out
+
+
+def window(example_id, first_word, last_word, n_question=2):
+    """A window: [CLS] + question tokens (offset None) + words first..last (one token per word) + [SEP].
+    Returns the feature and a function mapping a word index to its token position in the window."""
+    offs = word_offsets()
+    mapping = [None] * (1 + n_question + 1) + offs[first_word : last_word + 1] + [None]
+    pos = lambda w: 1 + n_question + 1 + (w - first_word)  # noqa: E731
+    return {"example_id": example_id, "offset_mapping": mapping}, pos
+
+
+def logits_for(feature, peaks, base=-5.0):
+    """Start/end logits with given (position, value) peaks; CLS gets `null` when listed as position 0."""
+    n = len(feature["offset_mapping"])
+    s, e = np.full(n, base), np.full(n, base)
+    for kind, p, v in peaks:
+        (s if kind == "s" else e)[p] = v
+    return s, e
+
+
+def run(examples, feats, logits, **kw):
+    return postprocess_qa_predictions(examples, feats, [s for s, _ in logits], [e for _, e in logits], **kw)
+
+
+def test_single_window_span_uses_character_offsets():
+    f, pos = window("q", 0, len(WORDS) - 1)
+    lg = logits_for(f, [("s", pos(3), 5.0), ("e", pos(5), 5.0)])
+    assert run([{"id": "q", "context": CONTEXT}], [f], [lg]) == {"q": "Normandy in northern"}
+
+
+def test_answer_across_a_window_boundary_comes_from_the_window_that_holds_it_whole():
+    # window 1 holds words 0..5, window 2 words 4..10; the answer "northern France" = words 5..6
+    f1, p1 = window("q", 0, 5)
+    f2, p2 = window("q", 4, 10)
+    # window 1 believes strongly in start at word 5 but its end (word 6) is outside: only weak pairs remain
+    lg1 = logits_for(f1, [("s", p1(5), 9.0), ("e", 0, 9.0)])
+    lg2 = logits_for(f2, [("s", p2(5), 4.0), ("e", p2(6), 4.0)])
+    pred = run([{"id": "q", "context": CONTEXT}], [f1, f2], [lg1, lg2])
+    assert pred == {"q": "northern France"}
+    # the best pair inside window 1 alone would be start word 5, end word 5 ("northern", score 9 - 5 = 4 < 8)
+    assert run([{"id": "q", "context": CONTEXT}], [f1], [lg1]) == {"q": "northern"}
+
+
+def test_unanswerable_question_null_score_vs_best_span():
+    f, pos = window("q", 0, len(WORDS) - 1)
+    ex = [{"id": "q", "context": CONTEXT}]
+    null_wins = logits_for(f, [("s", 0, 6.0), ("e", 0, 6.0), ("s", pos(0), 5.0), ("e", pos(0), 5.0)])
+    assert run(ex, [f], [null_wins], version_2_with_negative=True) == {"q": ""}
+    # SQuAD-1 style (no unanswerable questions): the best span is always given
+    assert run(ex, [f], [null_wins], version_2_with_negative=False) == {"q": "Normans"}
+    # a threshold shifts the decision: null 12 > span 10 but not > 10 + 3
+    assert run(ex, [f], [null_wins], version_2_with_negative=True, null_score_diff_threshold=3.0) == {"q": "Normans"}
+
+
+def test_several_windows_use_the_minimum_null_score_and_the_best_span_overall():
+    fa, pa = window("q", 0, 6)
+    fb, pb = window("q", 4, 10)
+    ex = [{"id": "q", "context": CONTEXT}]
+    # window a: null 14, best span 6 ; window b: null 8, best span "tenth century" 9 -> min null 8 < 9 -> answer
+    la = logits_for(fa, [("s", 0, 7.0), ("e", 0, 7.0), ("s", pa(0), 3.0), ("e", pa(0), 3.0)])
+    lb = logits_for(fb, [("s", 0, 4.0), ("e", 0, 4.0), ("s", pb(9), 4.5), ("e", pb(10), 4.5)])
+    pred = run(ex, [fa, fb], [la, lb], version_2_with_negative=True)
+    assert pred == {"q": "tenth century"}
+    # if window b's null rises above the span score the question is unanswerable
+    lb2 = logits_for(fb, [("s", 0, 5.0), ("e", 0, 5.0), ("s", pb(9), 4.5), ("e", pb(10), 4.5)])
+    assert run(ex, [fa, fb], [la, lb2], version_2_with_negative=True) == {"q": ""}
+
+
+def test_span_length_limit_and_order():
+    f, pos = window("q", 0, len(WORDS) - 1)
+    ex = [{"id": "q", "context": CONTEXT}]
+    # best pair spans words 0..10 (11 tokens, score 12); with max_answer_length 5 the best allowed pair is
+    # start word 0 (6) + end word 2 (3) = 9, ahead of words 1..2 (3 + 3 = 6)
+    lg = logits_for(f, [("s", pos(0), 6.0), ("e", pos(10), 6.0), ("s", pos(1), 3.0), ("e", pos(2), 3.0)])
+    assert run(ex, [f], [lg], max_answer_length=30) == {"q": CONTEXT}
+    assert run(ex, [f], [lg], max_answer_length=5) == {"q": "Normans came from"}
+    # end before start is never paired
+    lg = logits_for(f, [("s", pos(5), 6.0), ("e", pos(2), 6.0), ("e", pos(6), 1.0)])
+    assert run(ex, [f], [lg]) == {"q": "northern France"}
+
+
+def test_end_to_end_scores_of_hand_made_predictions():
+    fa, pa = window("a", 0, len(WORDS) - 1)
+    fb, _ = window("b", 0, len(WORDS) - 1)
+    ex = [{"id": "a", "context": CONTEXT}, {"id": "b", "context": CONTEXT}]
+    la = logits_for(fa, [("s", pa(3), 5.0), ("e", pa(3), 5.0)])
+    lb = logits_for(fb, [("s", 0, 9.0), ("e", 0, 9.0)])
+    pred = run(ex, [fa, fb], [la, lb], version_2_with_negative=True)
+    s = squad_v2_scores(pred, {"a": ["Normandy"], "b": []})
+    assert s == {"exact_match": 1.0, "f1": 1.0}
+
+
+def test_mismatched_inputs_are_errors():
+    f, _ = window("q", 0, 3)
+    with pytest.raises(ValueError, match="features but"):
+        postprocess_qa_predictions([{"id": "q", "context": CONTEXT}], [f], [], [])
+    with pytest.raises(ValueError, match="unknown example ids"):
+        postprocess_qa_predictions([{"id": "x", "context": CONTEXT}], [f], [np.zeros(8)], [np.zeros(8)])
