@@ -1,0 +1,333 @@
+"""Selection metrics on small tables whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+from math import log2
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasktransfer_utils import selection_metrics as sm
+from tasktransfer_utils.selection import RandomRanker, Ranker
+
+
+class FixedRanker(Ranker):
+    """Hand-given scores per (target, source)."""
+
+    def __init__(self, table: dict[str, dict[str, float]], method: str = "fixed"):
+        self.table = table
+        self.method = method
+
+    def scores(self, target, candidates):
+        return {c: self.table[target][c] for c in candidates}
+
+
+# ---------------------------------------------------------------- per-target metrics by hand
+
+TRUE4 = pd.Series({"A": 0.80, "B": 0.70, "C": 0.60, "D": 0.50})
+PRED4 = pd.Series({"B": 0.9, "A": 0.8, "D": 0.7, "C": 0.6})  # order B, A, D, C
+
+
+def test_four_candidates_by_hand():
+    m = sm.ranking_metrics(PRED4, TRUE4, ks=(1, 3, 5))
+    assert m["rho"] == 2.0  # A, the best, is second
+    # min-max relevance A=1, B=2/3, C=1/3, D=0; predicted order B, A, D, C
+    dcg = (2 / 3) / log2(2) + 1 / log2(3) + 0 / log2(4) + (1 / 3) / log2(5)
+    idcg = 1 / log2(2) + (2 / 3) / log2(3) + (1 / 3) / log2(4) + 0 / log2(5)
+    assert m["ndcg"] == pytest.approx(dcg / idcg, abs=1e-12)
+    assert m["ndcg"] == pytest.approx(0.907937, abs=1e-6)
+    assert m["regret@1"] == pytest.approx(100 * (0.8 - 0.7) / 0.8)  # 12.5 %
+    assert m["regret@3"] == 0.0 and m["regret@5"] == 0.0
+    # rank differences all 1 -> 1 - 6*4/(4*15); Kendall: 4 concordant, 2 discordant pairs
+    assert m["spearman"] == pytest.approx(0.6)
+    assert m["kendall"] == pytest.approx(1 / 3)
+    assert m["n_candidates"] == 4
+
+
+def test_perfect_and_reversed_orders():
+    perfect = sm.ranking_metrics(TRUE4, TRUE4)
+    assert perfect["rho"] == 1 and perfect["ndcg"] == pytest.approx(1.0)
+    assert perfect["regret@1"] == 0 and perfect["spearman"] == pytest.approx(1) and perfect["kendall"] == pytest.approx(1)
+    rev = sm.ranking_metrics(-TRUE4, TRUE4)
+    assert rev["rho"] == 4 and rev["spearman"] == pytest.approx(-1) and rev["kendall"] == pytest.approx(-1)
+    assert rev["regret@1"] == pytest.approx(100 * 0.3 / 0.8)
+    assert rev["regret@3"] == pytest.approx(100 * 0.1 / 0.8)
+
+
+def test_fully_tied_prediction_is_the_expectation_over_orders():
+    true = np.array([0.9, 0.5, 0.4])
+    m = sm.ranking_metrics(np.zeros(3), true, ks=(1, 2))
+    assert m["rho"] == pytest.approx(2.0)  # (n + 1) / 2
+    rel = np.array([1.0, 0.2, 0.0])
+    expected_dcg = rel.mean() * (1 + 1 / log2(3) + 1 / log2(4))
+    idcg = 1 + 0.2 / log2(3)
+    assert m["ndcg"] == pytest.approx(expected_dcg / idcg)
+    assert m["regret@1"] == pytest.approx(100 * (0.9 - 0.6) / 0.9)  # E[top-1] = mean = 0.6
+    # random 2-subsets {A,B}->0.9, {A,C}->0.9, {B,C}->0.5
+    assert m["regret@2"] == pytest.approx(100 * (0.9 - (0.9 + 0.9 + 0.5) / 3) / 0.9)
+    assert m["spearman"] == 0.0 and m["kendall"] == 0.0
+
+
+def test_partial_tie_in_prediction():
+    true = np.array([0.9, 0.5, 0.4])  # A, B, C
+    pred = np.array([1.0, 1.0, 2.0])  # C first, then A and B tied
+    m = sm.ranking_metrics(pred, true, ks=(1, 2))
+    assert m["rho"] == pytest.approx(2.5)  # orders C,A,B (2) and C,B,A (3)
+    assert m["regret@1"] == pytest.approx(100 * 0.5 / 0.9)
+    assert m["regret@2"] == pytest.approx(100 * (0.9 - 0.5 * (0.9 + 0.5)) / 0.9)
+    # NDCG: mean over the two orders of the tied pair
+    rel = np.array([1.0, 0.2, 0.0])
+    d = [1 / log2(i + 1) for i in (1, 2, 3)]
+    dcg = 0.5 * ((rel[2] * d[0] + rel[0] * d[1] + rel[1] * d[2]) + (rel[2] * d[0] + rel[1] * d[1] + rel[0] * d[2]))
+    idcg = rel[0] * d[0] + rel[1] * d[1]
+    assert m["ndcg"] == pytest.approx(dcg / idcg)
+
+
+def test_tie_in_truth_counts_first_best_source():
+    true = np.array([0.8, 0.8, 0.5])  # A and B both best
+    assert sm.expected_rank_of_best(np.array([1.0, 2.0, 3.0]), true) == 2  # C, B, A: B at 2
+    assert sm.expected_rank_of_best(np.zeros(3), true) == pytest.approx(4 / 3)  # (n+1)/(m+1)
+    m = sm.ranking_metrics(np.array([1.0, 2.0, 3.0]), true)
+    assert m["regret@1"] == pytest.approx(100 * 0.3 / 0.8)
+
+
+def test_single_candidate():
+    m = sm.ranking_metrics([0.3], [0.7])
+    assert m["rho"] == 1 and m["ndcg"] == 1.0 and m["regret@1"] == 0 and m["regret@5"] == 0
+    assert np.isnan(m["spearman"]) and np.isnan(m["kendall"]) and m["n_candidates"] == 1
+
+
+def test_every_source_hurts_relevance_choices():
+    # baseline 0.70; all transfers lower
+    true = np.array([0.60, 0.50, 0.65])
+    pred = np.array([0.2, 0.1, 0.3])  # perfect order C, A, B
+    mm = sm.ranking_metrics(pred, true, relevance="minmax", baseline=0.70)
+    assert mm["ndcg"] == pytest.approx(1.0) and mm["rho"] == 1
+    pg = sm.ranking_metrics(pred, true, relevance="positive_gain", baseline=0.70)
+    assert np.isnan(pg["ndcg"])  # no source helps: nothing relevant
+    bad = sm.ranking_metrics(np.array([0.3, 0.2, 0.1]), true, relevance="minmax")
+    # relevance A=0.6667, B=0, C=1; order A, B, C
+    dcg = (2 / 3) + 0 / log2(3) + 1 / log2(4)
+    idcg = 1 + (2 / 3) / log2(3)
+    assert bad["ndcg"] == pytest.approx(dcg / idcg)
+
+
+def test_positive_gain_relevance_by_hand():
+    true = np.array([0.88, 0.80, 0.84])  # baseline 0.80: gains 0.1, 0, 0.05
+    pred = np.array([0.0, 2.0, 1.0])  # order B, C, A
+    m = sm.ranking_metrics(pred, true, relevance="positive_gain", baseline=0.80)
+    dcg = 0 + 0.05 / log2(3) + 0.1 / log2(4)
+    idcg = 0.1 + 0.05 / log2(3)
+    assert m["ndcg"] == pytest.approx(dcg / idcg)
+    with pytest.raises(ValueError, match="baseline"):
+        sm.ranking_metrics(pred, true, relevance="positive_gain")
+
+
+def test_score_relevance_and_bad_inputs():
+    with pytest.raises(ValueError, match="non-negative"):
+        sm.ranking_metrics([1.0, 2.0], [-0.1, 0.3], relevance="score")
+    with pytest.raises(ValueError, match="relevance must be"):
+        sm.ranking_metrics([1.0, 2.0], [0.1, 0.3], relevance="exp")
+    with pytest.raises(ValueError, match="same non-zero length"):
+        sm.ranking_metrics([1.0], [0.1, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        sm.ranking_metrics([1.0, np.nan], [0.1, 0.3])
+    with pytest.raises(KeyError, match="lack candidates"):
+        sm.ranking_metrics(pd.Series({"A": 1.0}), pd.Series({"A": 0.1, "B": 0.3}))
+    m = sm.ranking_metrics([0.0, 2.0, 1.0], [0.5, 0.1, 0.4], relevance="score")
+    d = [1 / log2(i + 1) for i in (1, 2, 3)]
+    assert m["ndcg"] == pytest.approx((0.1 * d[0] + 0.4 * d[1] + 0.5 * d[2]) / (0.5 * d[0] + 0.4 * d[1] + 0.1 * d[2]))
+
+
+def test_constant_truth_gives_nan_correlations_and_ndcg_one():
+    m = sm.ranking_metrics([0.1, 0.5, 0.3], [0.6, 0.6, 0.6])
+    assert m["ndcg"] == 1.0 and m["rho"] == 1 and m["regret@1"] == 0
+    assert np.isnan(m["spearman"]) and np.isnan(m["kendall"])
+
+
+# ---------------------------------------------------------------- Random: exact vs simulated
+
+
+@pytest.mark.parametrize("true", [
+    np.array([0.81, 0.74, 0.74, 0.60, 0.55, 0.52, 0.40]),
+    np.array([0.5, 0.5, 0.3, 0.2, 0.9, 0.9, 0.9, 0.1]),  # three-way tie for best
+])
+def test_random_expectation_matches_simulation(true):
+    exact = sm.ranking_metrics(np.zeros(true.size), true, ks=(1, 3, 5))
+    n, m_best = true.size, int(np.sum(true == true.max()))
+    assert exact["rho"] == pytest.approx((n + 1) / (m_best + 1))
+    sim = sm.sampled_random_metrics(true, n_draws=4000, seed=1, ks=(1, 3, 5))
+    for metric in ("rho", "ndcg", "regret@1", "regret@3", "regret@5", "spearman", "kendall"):
+        mean, se = sim.loc[metric, "mean"], sim.loc[metric, "se"]
+        assert abs(mean - exact[metric]) < 4 * se + 1e-12, (metric, mean, exact[metric], se)
+    # an independent simulation with plain numpy permutations (rank of the first best source)
+    rng = np.random.default_rng(7)
+    ranks = []
+    for _ in range(4000):
+        order = rng.permutation(n)  # order[i] = candidate at position i + 1
+        ranks.append(1 + int(np.flatnonzero(true[order] == true.max())[0]))
+    ranks = np.array(ranks)
+    assert abs(ranks.mean() - exact["rho"]) < 4 * ranks.std(ddof=1) / np.sqrt(ranks.size)
+
+
+def test_vectorised_permutation_metrics_agree_with_ranking_metrics():
+    true = np.array([0.5, 0.5, 0.3, 0.2, 0.9, 0.7, 0.9, 0.1])
+    rng = np.random.default_rng(0)
+    orders = np.argsort(rng.random((25, true.size)), axis=1)
+    fast = sm.permutation_metrics(true, orders, ks=(1, 3, 5))
+    for d in range(25):
+        pred = np.empty(true.size)
+        pred[orders[d]] = np.arange(true.size, 0, -1)
+        slow = sm.ranking_metrics(pred, true, ks=(1, 3, 5))
+        for metric in fast.columns:
+            assert fast.loc[d, metric] == pytest.approx(slow[metric], abs=1e-12), metric
+
+
+def test_random_ranker_expected_is_all_tied_and_sampled_is_a_permutation():
+    cands = ["A", "B", "C", "D"]
+    exp = RandomRanker(expected=True).rank("T", cands)
+    assert set(exp["rank"]) == {2.5}
+    r1 = RandomRanker(seed=3).rank("T", cands)
+    r2 = RandomRanker(seed=3).rank("T", list(reversed(cands)))
+    assert sorted(r1["rank"]) == [1, 2, 3, 4]
+    assert r1["source"].tolist() == r2["source"].tolist()  # reproducible, order-independent
+    orders = {tuple(RandomRanker(seed=s).rank("T", cands)["source"]) for s in range(30)}
+    assert len(orders) > 5
+
+
+# ---------------------------------------------------------------- tables
+
+def _results_table():
+    """Two CR targets and one SL target, two seeds each. Scores chosen so every answer is simple."""
+    rows = []
+
+    def add(source, target, seed, score, sc, tc, regime="FULL→LIMITED"):
+        rows.append(dict(source=source, target=target, regime=regime, seed=seed, score=score,
+                         source_class=sc, target_class=tc))
+
+    # target RTE (CR): baseline 0.60/0.62; sources MNLI (CR), SST-2 (CR), POS (SL)
+    for seed, base in ((0, 0.60), (1, 0.62)):
+        add(None, "RTE", seed, base, None, "CR")
+    add("MNLI", "RTE", 0, 0.70, "CR", "CR"); add("MNLI", "RTE", 1, 0.72, "CR", "CR")
+    add("SST-2", "RTE", 0, 0.58, "CR", "CR"); add("SST-2", "RTE", 1, 0.64, "CR", "CR")
+    add("POS", "RTE", 0, 0.66, "SL", "CR"); add("POS", "RTE", 1, 0.60, "SL", "CR")
+    # target CoLA (CR): every source hurts; baseline 0.50
+    for seed in (0, 1):
+        add(None, "CoLA", seed, 0.50, None, "CR")
+    add("MNLI", "CoLA", 0, 0.40, "CR", "CR"); add("MNLI", "CoLA", 1, 0.42, "CR", "CR")
+    add("SST-2", "CoLA", 0, 0.45, "CR", "CR"); add("SST-2", "CoLA", 1, 0.47, "CR", "CR")
+    add("POS", "CoLA", 0, 0.30, "SL", "CR"); add("POS", "CoLA", 1, 0.36, "SL", "CR")
+    # target NER (SL): a single in-class candidate POS; self-transfer row must be ignored
+    for seed in (0, 1):
+        add("", "NER", seed, 0.80, None, "SL")
+    add("POS", "NER", 0, 0.84, "SL", "SL"); add("POS", "NER", 1, 0.86, "SL", "SL")
+    add("MNLI", "NER", 0, 0.78, "CR", "SL"); add("MNLI", "NER", 1, 0.80, "CR", "SL")
+    add("NER", "NER", 0, 0.99, "SL", "SL")
+    return pd.DataFrame(rows)
+
+
+PRED = {
+    "RTE": {"MNLI": 0.9, "SST-2": 0.8, "POS": 0.1},   # truth (mean): MNLI .71, POS .63, SST-2 .61
+    "CoLA": {"MNLI": 0.2, "SST-2": 0.9, "POS": 0.5},  # truth: SST-2 .46, MNLI .41, POS .33
+    "NER": {"POS": 0.3, "MNLI": 0.7},                 # truth: POS .85, MNLI .79
+}
+
+
+def test_transfer_gains_and_means_by_hand():
+    gains = sm.transfer_gains(_results_table())
+    row = gains[(gains.target == "RTE") & (gains.source == "MNLI") & (gains.seed == 1)].iloc[0]
+    assert row.baseline_score == pytest.approx(0.62)
+    assert row.abs_gain == pytest.approx(0.10) and row.rel_gain == pytest.approx(0.10 / 0.62)
+    means = sm.mean_transfer(_results_table())
+    m = means[(means.target == "RTE") & (means.source == "SST-2")].iloc[0]
+    assert m.score == pytest.approx(0.61) and m.baseline_score == pytest.approx(0.61)
+    assert m.abs_gain == pytest.approx(0.0, abs=1e-12) and m.n_seeds == 2
+    assert m.score_std == pytest.approx(np.std([0.58, 0.64], ddof=1))
+    assert m.rel_gain_std == pytest.approx(np.std([-0.02 / 0.60, 0.02 / 0.62], ddof=1))
+    cola = means[means.target == "CoLA"]
+    assert (cola.rel_gain < 0).all()  # every source hurts
+    assert cola.set_index("source").loc["POS", "rel_gain"] == pytest.approx((0.33 - 0.5) / 0.5)
+
+
+def test_missing_baseline_and_bad_table_are_reported():
+    table = _results_table()
+    with pytest.raises(ValueError, match="lacks columns"):
+        sm.transfer_gains(table.drop(columns="seed"))
+    no_base = table[~((table.target == "RTE") & table.source.isna())]
+    with pytest.raises(ValueError, match="no no-transfer baseline.*RTE"):
+        sm.transfer_gains(no_base)
+    bad = table.copy()
+    bad.loc[3, "score"] = np.nan
+    with pytest.raises(ValueError, match="row 3: field 'score'"):
+        sm.transfer_gains(bad)
+
+
+def test_candidate_sets():
+    res = sm.add_task_classes(sm.check_results(_results_table()))
+    assert sm.candidate_sources(res, "RTE", "FULL→LIMITED", "in-class") == ["MNLI", "SST-2"]
+    assert sm.candidate_sources(res, "RTE", "FULL→LIMITED", "all-class") == ["MNLI", "POS", "SST-2"]
+    assert sm.candidate_sources(res, "NER", "FULL→LIMITED", "in-class") == ["POS"]  # NER itself excluded
+    with pytest.raises(ValueError, match="candidate_set"):
+        sm.candidate_sources(res, "RTE", "FULL→LIMITED", "cross")
+
+
+def test_evaluate_rankers_table_by_hand():
+    per = sm.evaluate_rankers(_results_table(), {"fixed": FixedRanker(PRED)}, ks=(1, 3, 5))
+    mean_rows = per[per.seed.isna()].set_index(["candidate_set", "target"])
+    # all-class, seed-mean truth
+    assert mean_rows.loc[("all-class", "RTE"), "rho"] == 1
+    assert mean_rows.loc[("all-class", "CoLA"), "rho"] == 1
+    assert mean_rows.loc[("all-class", "NER"), "rho"] == 2
+    assert mean_rows.loc[("all-class", "NER"), "regret@1"] == pytest.approx(100 * 0.06 / 0.85)
+    # RTE all-class: order MNLI, SST-2, POS; relevance MNLI 1, POS 0.2, SST-2 0
+    dcg = 1 + 0 / log2(3) + 0.2 / log2(4)
+    idcg = 1 + 0.2 / log2(3)
+    assert mean_rows.loc[("all-class", "RTE"), "ndcg"] == pytest.approx(dcg / idcg)
+    # in-class NER has one candidate
+    assert mean_rows.loc[("in-class", "NER"), "n_candidates"] == 1
+    assert mean_rows.loc[("in-class", "NER"), "ndcg"] == 1.0
+    # per seed: RTE seed 0 truth MNLI .70, POS .66, SST-2 .58 -> best ranked first; seed 1: MNLI .72 first too
+    seed_rows = per[per.seed.notna() & (per.candidate_set == "all-class")].set_index(["target", "seed"])
+    assert seed_rows.loc[("RTE", 0), "rho"] == 1 and seed_rows.loc[("RTE", 1), "rho"] == 1
+    assert seed_rows.loc[("RTE", 0), "spearman"] == pytest.approx(0.5)  # ranks pred (1,2,3) vs true (1,3,2)
+    assert set(per.target_class) == {"CR", "SL"}
+
+    summary = sm.summarize_selection(per)
+    cell = summary[(summary.candidate_set == "all-class") & (summary.target_class == "all") & (summary.metric == "rho")]
+    assert cell.value.item() == pytest.approx((1 + 1 + 2) / 3)
+    assert cell.n_targets.item() == 3 and cell.n_seeds.item() == 2
+    # seed std of the per-seed target averages of regret@1 (CR targets only)
+    cr = summary[(summary.candidate_set == "all-class") & (summary.target_class == "CR") & (summary.metric == "regret@1")]
+    s0 = np.mean([0.0, 0.0])  # RTE seed 0: MNLI best; CoLA seed 0: SST-2 .45 best, predicted first
+    s1 = np.mean([0.0, 0.0])
+    assert cr.value.item() == 0.0 and cr.seed_std.item() == pytest.approx(np.std([s0, s1], ddof=1))
+    ner = per[(per.target == "NER") & (per.candidate_set == "all-class") & per.seed.notna()].set_index("seed")
+    sl = summary[(summary.candidate_set == "all-class") & (summary.target_class == "SL") & (summary.metric == "regret@1")]
+    assert sl.seed_std.item() == pytest.approx(np.std(ner["regret@1"].to_numpy(), ddof=1))
+    assert ner.loc[0, "regret@1"] == pytest.approx(100 * 0.06 / 0.84)
+    assert ner.loc[1, "regret@1"] == pytest.approx(100 * 0.06 / 0.86)
+    wide = sm.selection_table(summary, "rho")
+    assert wide.loc["fixed", ("FULL→LIMITED", "all", "all-class")] == pytest.approx(4 / 3)
+
+
+def test_random_expected_vs_sampled_on_a_table():
+    table = _results_table()
+    exact = sm.evaluate_rankers(table, {"Random": RandomRanker(expected=True)}, per_seed=False)
+    sampled = sm.evaluate_random_sampled(table, n_draws=3000, seed=0)
+    merged = exact.merge(sampled, on=["regime", "candidate_set", "target"], suffixes=("", "_sim"))
+    assert len(merged) == len(exact) == 6
+    for metric in ("rho", "ndcg", "regret@1"):
+        diff = (merged[metric] - merged[f"{metric}_sim"]).abs()
+        assert (diff <= 4 * merged[f"{metric}_se"] + 1e-12).all(), metric
+    rte = exact[(exact.target == "RTE") & (exact.candidate_set == "all-class")].iloc[0]
+    assert rte.rho == pytest.approx(2.0)
+
+
+def test_baseline_rows_serve_both_limited_regimes():
+    table = _results_table()
+    ll = table[table.source.notna() & (table.source != "")].assign(regime="LIMITED→LIMITED")
+    both = pd.concat([table, ll], ignore_index=True)
+    gains = sm.transfer_gains(both)
+    a = gains[(gains.regime == "LIMITED→LIMITED") & (gains.target == "RTE") & (gains.source == "MNLI") & (gains.seed == 0)]
+    assert a.baseline_score.item() == pytest.approx(0.60)
