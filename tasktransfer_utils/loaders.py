@@ -220,7 +220,8 @@ def _cr_from_row(where: str, row: dict, opts: dict) -> dict:
     return {"text_a": row[opts["text_a"]], "text_b": text_b, "label": label}
 
 
-def read_glue_tsv(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_glue_tsv(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                  report: dict) -> list[RawExample]:
     out = []
     for source in open_sources(spec, data_dir, path, encoding="utf-8-sig"):
         names = opts.get("column_names")
@@ -231,7 +232,8 @@ def read_glue_tsv(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: d
     return out
 
 
-def read_mrpc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_mrpc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+              report: dict) -> list[RawExample]:
     """MRPC as GLUE builds it: train = msr_paraphrase_train.txt minus the pairs listed in dev_ids.tsv."""
     cols = {"text_a": "#1 String", "text_b": "#2 String", "label": "Quality", "label_kind": "index"}
     exclude: set[tuple[str, str]] = set()
@@ -253,7 +255,8 @@ def read_mrpc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict)
     return out
 
 
-def read_lines_per_label(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_lines_per_label(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                         report: dict) -> list[RawExample]:
     """One text per line, one file per label (NLTK sentence_polarity, subjectivity)."""
     out = []
     for label, member in opts["label_files"]:
@@ -265,7 +268,8 @@ def read_lines_per_label(spec: TaskSpec, data_dir: Path, split: str, path: str, 
     return out
 
 
-def read_qc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_qc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+            report: dict) -> list[RawExample]:
     """TREC question classification lines 'COARSE:fine question text' (NLTK qc, latin-1)."""
     out = []
     for source in open_sources(spec, data_dir, path, encoding="latin-1"):
@@ -280,7 +284,8 @@ def read_qc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -
     return out
 
 
-def read_ppattach(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_ppattach(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                  report: dict) -> list[RawExample]:
     """PP-attachment lines 'id verb noun1 prep noun2 V|N'; text_a = 'verb noun1 prep noun2'."""
     out = []
     for source in open_sources(spec, data_dir, path):
@@ -298,7 +303,8 @@ def read_ppattach(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: d
 _RTE_VALUES = {"TRUE": "entailment", "YES": "entailment", "FALSE": "not_entailment", "NO": "not_entailment"}
 
 
-def read_rte_xml(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_rte_xml(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                 report: dict) -> list[RawExample]:
     """PASCAL RTE XML: <pair value|entailment="TRUE|YES|FALSE|NO"><t/><h/></pair>."""
     out = []
     for source in open_sources(spec, data_dir, path):
@@ -317,7 +323,8 @@ def read_rte_xml(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: di
     return out
 
 
-def read_nps_chat(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_nps_chat(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                  report: dict) -> list[RawExample]:
     """NPS Chat XML posts: text = the post, label = its dialogue-act class."""
     out = []
     for source in open_sources(spec, data_dir, path, member_pattern=r"\.xml$"):
@@ -352,7 +359,8 @@ def boolq_example(where: str, qid: str, question: str, passage: str, answer: Any
                               "answers": {"text": [text], "answer_start": [start]}}, passage)
 
 
-def read_boolq_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_boolq_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                     report: dict) -> list[RawExample]:
     out = []
     for source in open_sources(spec, data_dir, path):
         for lineno, line in source.lines():
@@ -398,7 +406,26 @@ def mrqa_example(where: str, qid: str, question: str, context: str,
                               "answers": {"text": texts, "answer_start": starts}}, context)
 
 
-def read_mrqa_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def mrqa_char_spans(detected: Any, where: str) -> list[tuple[int, int]]:
+    """Inclusive char spans from MRQA ``detected_answers`` as the hub serves it (a dict of lists whose
+    ``char_spans`` is one {start: [...], end: [...]} per answer) or as raw JSON (a list of answer dicts)."""
+    spans: list[tuple[int, int]] = []
+    if isinstance(detected, dict):
+        per_answer = detected.get("char_spans", [])
+    else:
+        per_answer = [d.get("char_spans", []) for d in detected]
+    for cs in per_answer:
+        if isinstance(cs, dict):
+            spans.extend(zip(cs.get("start", []), cs.get("end", [])))
+        else:
+            spans.extend((s[0], s[1]) if isinstance(s, (list, tuple)) else (s["start"], s["end"]) for s in cs)
+    if not spans:
+        raise DataFormatError(f"{where}: no char_spans in detected_answers; expected MRQA answer spans")
+    return [(int(s), int(e)) for s, e in spans]
+
+
+def read_mrqa_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                    report: dict) -> list[RawExample]:
     """MRQA 2019 gzipped JSONL: a header line, then one context per line with its ``qas``."""
     out = []
     for source in open_sources(spec, data_dir, path):
@@ -413,8 +440,9 @@ def read_mrqa_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts:
             for qa in rec["qas"]:
                 _need(qa, ("question", "detected_answers"), where)
                 qid = qa.get("id") or qa.get("qid")
-                spans = [tuple(span) for ans in qa["detected_answers"] for span in ans.get("char_spans", [])]
-                out.append(mrqa_example(f"{where} question {qid}", qid, qa["question"], rec["context"], spans))
+                q_where = f"{where} question {qid}"
+                out.append(mrqa_example(q_where, qid, qa["question"], rec["context"],
+                                        mrqa_char_spans(qa["detected_answers"], q_where)))
     return out
 
 
@@ -434,7 +462,8 @@ def squad_examples(where: str, article: dict) -> Iterator[RawExample]:
                                        "answers": answers}, context)
 
 
-def read_squad_json(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_squad_json(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                    report: dict) -> list[RawExample]:
     out = []
     for source in open_sources(spec, data_dir, path):
         text = source.text()
@@ -447,12 +476,24 @@ def read_squad_json(spec: TaskSpec, data_dir: Path, split: str, path: str, opts:
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise DataFormatError(f"{source.label}: expected a JSON object with a 'data' list of articles")
         for a_i, article in enumerate(doc["data"]):
-            out.extend(squad_examples(f"{source.label} article {a_i} ({article.get('title', '')})", article))
+            for ex in squad_examples(f"{source.label} article {a_i} ({article.get('title', '')})", article):
+                if opts.get("drop_unlocatable_answers") and not _answers_match(ex.data):
+                    report.setdefault("dropped", []).append(
+                        {"id": ex.data["id"], "reason": "answer text does not occur at answer_start in its context"})
+                    continue
+                out.append(ex)
     return out
 
 
+def _answers_match(d: dict) -> bool:
+    ctx = d["context"]
+    return all(isinstance(s, int) and ctx[s:s + len(t)] == t
+               for t, s in zip(d["answers"]["text"], d["answers"]["answer_start"]))
+
+
 # --------------------------------------------------------------------------------------------- SL readers
-def read_conll_columns(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_conll_columns(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                       report: dict) -> list[RawExample]:
     """CoNLL column files: one token per line, whitespace-separated columns, blank line between sentences;
     -DOCSTART- lines skipped."""
     n_cols, tok_c, tag_c = opts["num_columns"], opts["token_column"], opts["tag_column"]
@@ -481,7 +522,8 @@ def read_conll_columns(spec: TaskSpec, data_dir: Path, split: str, path: str, op
 _CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
-def read_conllu(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
+def read_conllu(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
+                report: dict) -> list[RawExample]:
     """CoNLL-U: tokens = FORM of syntactic words, tags = XPOS (or UPOS); multiword-token ranges (1-2) and
     empty nodes (8.1) are skipped."""
     col = _CONLLU_COLUMNS.index(opts.get("column", "xpos"))
@@ -546,57 +588,110 @@ def split_bracketed_trees(text: str, where: str) -> Iterator[tuple[int, str]]:
         raise DataFormatError(f"{where} line {start_line}: tree not closed; expected balanced brackets")
 
 
-def tree_tags(tree, mode: str) -> tuple[list[str], list[str]]:
-    """Tokens and per-token tags of one PTB tree (nltk.Tree). mode 'pos': the POS tag; 'parent' /
-    'gparent' / 'ggparent': the constituent label 1/2/3 levels above the POS node ('None' above the
-    root), after Liu et al. (2019). -NONE- traces are dropped; an unlabeled top node is removed."""
-    from nltk.tree import Tree
+_TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_EMPTY_ROOTS = ("", "ROOT", "TOP", "VROOT")
 
-    while isinstance(tree, Tree) and tree.label() in ("", "ROOT", "TOP", "VROOT") and len(tree) == 1 \
-            and isinstance(tree[0], Tree):
-        tree = tree[0]
-    tokens, tags = [], []
-    for pos in tree.treepositions("leaves"):
-        pre = pos[:-1]
-        pos_tag = tree[pre].label() if pre else tree.label()
-        if pos_tag == "-NONE-":
-            continue
-        tokens.append(PTB_SPECIAL_TOKENS.get(tree[pos], tree[pos]))
-        if mode == "pos":
-            tags.append(pos_tag)
-            continue
-        k = _ANCESTOR_LEVELS[mode]
-        if len(pre) - k < 0:
-            tags.append("None")
+
+def parse_bracketed(tree_str: str, where: str) -> list:
+    """Parse one PTB bracketed tree into nested lists ``[label, child, ...]`` (leaves are str)."""
+    stack: list[list] = []
+    root = None
+    items = _TREE_TOKEN.findall(tree_str)
+    i = 0
+    while i < len(items):
+        tok = items[i]
+        if tok == "(":
+            label = ""
+            if i + 1 < len(items) and items[i + 1] not in ("(", ")"):
+                label = items[i + 1]
+                i += 1
+            node = [label]
+            if stack:
+                stack[-1].append(node)
+            stack.append(node)
+        elif tok == ")":
+            if not stack:
+                raise DataFormatError(f"{where}: unbalanced ')'; expected a bracketed tree")
+            root = stack.pop()
         else:
-            tags.append(constituent_label(tree[pre[:len(pre) - k]].label()))
-    return tokens, tags
+            if not stack:
+                raise DataFormatError(f"{where}: word {tok!r} outside brackets")
+            stack[-1].append(tok)
+        i += 1
+    if stack or root is None:
+        raise DataFormatError(f"{where}: tree not closed; expected balanced brackets")
+    return root
 
 
-def read_ptb_trees(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
-    from nltk.tree import Tree
+def tree_token_tags(tree: list, where: str) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
+    """Tokens, POS tags and (parent, grandparent, great-grandparent) constituent labels of every word of a
+    parsed PTB tree, after Liu et al. (2019): an unlabeled top node is removed, -NONE- traces are dropped,
+    function tags stripped, 'None' where the tree has no ancestor at that depth; -LRB- etc. become brackets."""
+    while tree[0] in _EMPTY_ROOTS and len(tree) == 2 and isinstance(tree[1], list):
+        tree = tree[1]
+    tokens, pos, anc = [], [], []
 
+    def walk(node: list, above: list[str]) -> None:
+        label, children = node[0], node[1:]
+        if len(children) == 1 and isinstance(children[0], str):
+            if label == "-NONE-":
+                return
+            if not label:
+                raise DataFormatError(f"{where}: word {children[0]!r} without a POS tag")
+            tokens.append(PTB_SPECIAL_TOKENS.get(children[0], children[0]))
+            pos.append(label)
+            chain = [constituent_label(a) for a in reversed(above[-3:])]
+            anc.append(tuple(chain + ["None"] * (3 - len(chain))))
+            return
+        for child in children:
+            if isinstance(child, str):
+                raise DataFormatError(f"{where}: word {child!r} next to a constituent inside ({label} ...); "
+                                      f"expected every word under its own POS node")
+            walk(child, above + [label])
+
+    walk(tree, [])
+    return tokens, pos, anc
+
+
+_PTB_CACHE: dict[tuple, list] = {}
+
+
+def _ptb_sentences(source: _Source) -> list[tuple[str, list, list, list]]:
+    """Parsed sentences of one .mrg source as (where, tokens, pos, ancestors); cached per file."""
+    key = (source.label,)
+    if key not in _PTB_CACHE:
+        sents = []
+        for lineno, tree_str in split_bracketed_trees(source.text(), source.label):
+            where = f"{source.label} line {lineno}"
+            tokens, pos, anc = tree_token_tags(parse_bracketed(tree_str, where), where)
+            if tokens:
+                sents.append((where, tokens, pos, anc))
+        _PTB_CACHE[key] = sents
+    return _PTB_CACHE[key]
+
+
+def read_ptb_trees(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict, report: dict
+                   ) -> list[RawExample]:
+    """Penn Treebank .mrg files: mode 'pos' (POS tags) or 'parent' / 'gparent' / 'ggparent'
+    (constituent label 1/2/3 levels above each word's POS node)."""
     mode = opts["mode"]
     out = []
     for source in open_sources(spec, data_dir, path, member_pattern=r"wsj_\d{4}\.mrg$"):
-        text = source.text()
-        for lineno, tree_str in split_bracketed_trees(text, source.label):
-            where = f"{source.label} line {lineno}"
-            try:
-                tree = Tree.fromstring(tree_str)
-            except ValueError as err:
-                raise DataFormatError(f"{where}: not a bracketed PTB tree ({err})") from None
-            tokens, tags = tree_tags(tree, mode)
-            if tokens:
-                out.append(RawExample(where, {"tokens": tokens, "tags": tags}, _file_group(source)))
+        for where, tokens, pos, anc in _ptb_sentences(source):
+            tags = pos if mode == "pos" else [a[_ANCESTOR_LEVELS[mode] - 1] for a in anc]
+            out.append(RawExample(where, {"tokens": list(tokens), "tags": list(tags)}, _file_group(source)))
     return out
 
 
-def read_word_tag_lines(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict) -> list[RawExample]:
-    """One sentence per line of 'word<sep>TAG' tokens (MASC 'word_TAG', Brown 'word/tag')."""
+def read_word_tag_lines(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict, report: dict
+                        ) -> list[RawExample]:
+    """One sentence per line of 'word<sep>TAG' tokens (MASC 'word_TAG', Brown 'word/tag'). Pieces without a
+    tag belong to the next tagged word (MASC words with inner spaces such as 'D. C._NN', or words broken over
+    two lines); untagged pieces left at the end of a file are dropped and counted in the report."""
     sep = opts["separator"]
     out = []
     for source in open_sources(spec, data_dir, path, member_pattern=opts.get("member_pattern")):
+        pending: list[str] = []
         for lineno, line in source.lines():
             items = line.split()
             if not items:
@@ -606,10 +701,17 @@ def read_word_tag_lines(spec: TaskSpec, data_dir: Path, split: str, path: str, o
             for item in items:
                 word, s, tag = item.rpartition(sep)
                 if not s or not word or not tag:
-                    raise DataFormatError(f"{where}: token {item!r}; expected 'word{sep}TAG'")
-                tokens.append(word)
+                    pending.append(item)
+                    continue
+                tokens.append(" ".join(pending + [word]))
                 tags.append(tag)
-            out.append(RawExample(where, {"tokens": tokens, "tags": tags}, _file_group(source)))
+                pending = []
+            if tokens:
+                out.append(RawExample(where, {"tokens": tokens, "tags": tags}, _file_group(source)))
+        if pending:
+            report.setdefault("dropped_untagged_pieces", []).append({"file": source.label, "pieces": pending})
+    if not out:
+        raise DataFormatError(f"{path}: no tagged sentences; expected lines of 'word{sep}TAG' tokens")
     return out
 
 
@@ -631,8 +733,9 @@ LOCAL_READERS: dict[str, Callable[..., list[RawExample]]] = {
 }
 
 
-def read_local_raw(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, list[RawExample]], list[str]]:
-    """Parse the task's local files: raw examples per split and the files read."""
+def read_local_raw(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, list[RawExample]], list[str], dict]:
+    """Parse the task's local files: raw examples per split, the files read, and what the reader reports
+    (e.g. examples dropped on purpose, by id)."""
     if spec.local is None:
         raise MissingDataError(f"Task {spec.name} has no local data source ({spec.notes or 'none registered'}); "
                                + ("load it with source='hub'." if spec.hub else "it cannot be loaded here."))
@@ -640,10 +743,11 @@ def read_local_raw(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, list[RawEx
     opts = spec.local.option_dict()
     splits: dict[str, list[RawExample]] = {}
     files = []
+    report: dict = {}
     for split, path in spec.local.files:
-        splits.setdefault(split, []).extend(reader(spec, data_dir, split, path, opts))
+        splits.setdefault(split, []).extend(reader(spec, data_dir, split, path, opts, report))
         files.append(path)
-    return splits, files
+    return splits, files, report
 
 
 # --------------------------------------------------------------------------------------------- post-parse
@@ -791,11 +895,11 @@ def load_task(name_or_spec: str | TaskSpec, data_dir=None, source: str = "local"
         root = resolve_data_dir(data_dir)
         key = (spec, str(root), source, seed)
         if key not in _CACHE:
-            raw, files = read_local_raw(spec, root)
+            raw, files, report = read_local_raw(spec, root)
             splits, label_names, prov = finalize_splits(spec, raw, seed, spec.local.derive_validation)
             prov = {"task": spec.name, "source": "local", "data_dir": str(root), "reader": spec.local.reader,
                     "files": files, "derived_split": prov.pop("derived_split", None), **prov,
-                    "note": spec.local.note}
+                    **report, "note": spec.local.note}
             _CACHE[key] = (splits, label_names, prov)
     else:
         from . import hub_loaders

@@ -330,7 +330,8 @@ _TASKS: list[TaskSpec] = [
     TaskSpec("MR", CR, ACC, ("negative", "positive"), paper_task=False,
              description="Movie-review sentence polarity (Pang & Lee 2005; NLTK sentence_polarity).",
              hub=HubSource("cornell-movie-review-data/rotten_tomatoes", None, "columns",
-                           options=(("text_a", "text"), ("text_b", None), ("label", "label"))),
+                           options=(("text_a", "text"), ("text_b", None), ("label", "label"),
+                                    ("label_map", (("neg", "negative"), ("pos", "positive"))))),
              local=LocalSource("lines_per_label", (("train", "nltk/sentence_polarity.zip"),),
                                options=(("label_files", (("negative", "sentence_polarity/rt-polarity.neg"),
                                                          ("positive", "sentence_polarity/rt-polarity.pos"))),
@@ -378,8 +379,11 @@ _TASKS: list[TaskSpec] = [
              description="Turkish e-commerce / customer-service FAQ in SQuAD v1.1 layout (PnrSvc/dataqa). "
                          "Not SQuAD: Turkish text, and the answer is usually the whole paragraph.",
              local=LocalSource("squad_json", (("train", "pnrsvc_dataqa/dev-v1.1.json"),),
+                               options=(("drop_unlocatable_answers", True),),
                                derive_validation=0.2, group_by="context",
-                               note="557 questions on 33 paragraphs; seeded 80/20 split by paragraph."),
+                               note="557 questions on 33 paragraphs; 34 questions whose answer text does not "
+                                    "occur in their paragraph (a labelling error of the file) are dropped and "
+                                    "listed under 'dropped'; seeded 80/20 split by paragraph."),
              notes="The only non-paper extractive QA data in the bundle; small, non-English, and near-trivial "
                    "span targets, so it widens the offline QA class only weakly."),
     TaskSpec("POS-MASC", SL, TOKEN_ACC, None, paper_task=False,
