@@ -1,0 +1,359 @@
+"""TaskEmb (diagonal Fisher) against naive float64 references with explicit per-batch / per-example loops.
+
+The references use transformers' own losses and retain_grad on hooked activations (the authors'
+approach), independent of the probe tensors and loss code in ``taskemb``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+
+from tasktransfer_utils import taskemb
+from tasktransfer_utils.taskemb import (
+    CLS_COMPONENT,
+    component_names,
+    fisher_from_batches,
+    layer_output_component,
+    multihead_component,
+    parse_component,
+)
+
+VOCAB = 40
+NUM_LAYERS = 2
+CASES = {  # case -> (task class, model class, num_labels, kind)
+    "cr_class": ("CR", BertForSequenceClassification, 3, "class"),
+    "cr_reg": ("CR", BertForSequenceClassification, 1, "regression"),
+    "qa": ("QA", BertForQuestionAnswering, 2, "span"),
+    "sl": ("SL", BertForTokenClassification, 4, "token"),
+}
+LENGTHS = [[5, 3, 7], [4, 6], [6, 2, 5, 3]]  # real tokens per example, per batch (padded to the max)
+
+
+def make_model(case: str, dropout: float = 0.1):
+    _, cls, num_labels, kind = CASES[case]
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=NUM_LAYERS, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=32, type_vocab_size=2, num_labels=num_labels,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    if kind == "regression":
+        cfg.problem_type = "regression"
+    model = cls(cfg).double()
+    with torch.no_grad():  # break the symmetry of freshly initialised LayerNorms / zero biases
+        for n, p in model.named_parameters():
+            if "LayerNorm" in n or n.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def make_batches(case: str, lengths=LENGTHS, seed: int = 0) -> list[dict]:
+    """Hand-built padded batches; ids drawn from few values so that tokens repeat inside an example."""
+    _, _, num_labels, kind = CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for lens in lengths:
+        B, T = len(lens), max(lens)
+        ids = torch.zeros(B, T, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        tt = torch.zeros(B, T, dtype=torch.long)
+        for i, L in enumerate(lens):
+            ids[i, :L] = torch.randint(1, 9, (L,), generator=g)
+            ids[i, 0] = 2
+            mask[i, :L] = 1
+            tt[i, L // 2 : L] = 1
+        b = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
+        if kind == "class":
+            b["labels"] = torch.randint(0, num_labels, (B,), generator=g)
+        elif kind == "regression":
+            b["labels"] = 5 * torch.rand(B, generator=g, dtype=torch.float64)
+        elif kind == "span":
+            st = torch.tensor([int(torch.randint(0, L, (1,), generator=g)) for L in lens])
+            b["start_positions"] = st
+            b["end_positions"] = torch.tensor([min(L - 1, int(s) + 1) for s, L in zip(st, lens)])
+        else:
+            lab = torch.full((B, T), -100, dtype=torch.long)
+            for i, L in enumerate(lens):
+                for t in range(1, L - 1):
+                    if t == 1 or torch.rand(1, generator=g) < 0.7:  # -100 on continuation pieces
+                        lab[i, t] = int(torch.randint(0, num_labels, (1,), generator=g))
+            b["labels"] = lab
+        batches.append(b)
+    return batches
+
+
+def single_examples(batches: list[dict]) -> list[dict]:
+    """Every example as its own batch of one, cut to its real length (no padding)."""
+    out = []
+    for b in batches:
+        for i in range(b["input_ids"].shape[0]):
+            L = int(b["attention_mask"][i].sum())
+            out.append({k: v[i : i + 1, :L] if v.dim() == 2 else v[i : i + 1] for k, v in b.items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------- naive reference
+
+
+def reference_fisher(model, batches, case, loss_fn=None) -> dict[str, np.ndarray]:
+    """Paper estimator by the book: per batch one backward of the HF loss, grad² per parameter; activation
+    gradients via retain_grad in forward hooks, summed with explicit loops over examples and tokens."""
+    task_class, _, _, kind = CASES[case]
+    model.eval()
+    prefix = model.base_model_prefix
+    base = model.base_model
+    acc: dict[str, np.ndarray] = {}
+    n_examples = 0
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        captured = {}
+        hooks = []
+        for i, layer in enumerate(base.encoder.layer):
+            def mh(mod, a, o, i=i):
+                o[0].retain_grad()
+                captured[multihead_component(i)] = o[0]
+
+            def lo(mod, a, o, i=i):
+                o.retain_grad()
+                captured[layer_output_component(i)] = o
+
+            hooks += [layer.attention.self.register_forward_hook(mh), layer.output.register_forward_hook(lo)]
+        if task_class == "CR":
+            def po(mod, a, o):
+                o.retain_grad()
+                captured[CLS_COMPONENT] = o
+
+            hooks.append(base.pooler.register_forward_hook(po))
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        targets = {k: v for k, v in batch.items() if k not in inputs}
+        out = model(**inputs, **({} if loss_fn else targets))
+        loss = loss_fn(out, batch) if loss_fn else out.loss
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        mask = batch["attention_mask"]
+        B, T = mask.shape
+        ntok = float(mask.sum())
+        for n, p in model.named_parameters():
+            name = n[len(prefix) + 1 :] if n.startswith(prefix + ".") else "head." + n
+            g2 = (p.grad.detach() ** 2).numpy() if p.grad is not None else np.zeros(tuple(p.shape))
+            acc[name] = acc.get(name, 0) + g2
+        for name, act in captured.items():
+            if name == CLS_COMPONENT:
+                continue
+            g = act.grad.detach().numpy()
+            s = np.zeros(g.shape[-1])
+            for i in range(B):
+                for t in range(T):
+                    if mask[i, t]:
+                        s += g[i, t]
+            acc[name] = acc.get(name, 0) + s**2 / ntok
+        if task_class == "SL":  # [CLS] carries no label: no cls_output component
+            n_examples += B
+            continue
+        if task_class == "CR":
+            g = captured[CLS_COMPONENT].grad.detach().numpy()
+        else:
+            g = captured[layer_output_component(NUM_LAYERS - 1)].grad.detach().numpy()[:, 0, :]
+        s = np.zeros(g.shape[-1])
+        for i in range(B):
+            s += g[i]
+        acc[CLS_COMPONENT] = acc.get(CLS_COMPONENT, 0) + s**2 / ntok
+        n_examples += B
+    model.zero_grad(set_to_none=True)
+    return {k: v / n_examples for k, v in acc.items()}
+
+
+def assert_components_close(got: dict, want: dict, rtol: float = 1e-5) -> None:
+    """Max abs error / max |reference| < rtol per component. A component that is zero in exact
+    arithmetic (e.g. QA's last layer output: the start/end softmax gradients sum to zero over tokens)
+    is compared against 1e-12 of the largest component instead of its own rounding noise."""
+    assert set(got) == set(want), (set(got) ^ set(want))
+    floor = 1e-12 * max(float(np.abs(v).max()) for v in want.values())
+    for name in want:
+        a, b = np.asarray(got[name], dtype=np.float64), np.asarray(want[name], dtype=np.float64)
+        assert a.shape == b.shape, name
+        scale = max(float(np.abs(b).max()), floor)
+        rel = float(np.abs(a - b).max()) / scale
+        assert rel < rtol, f"{name}: relative error {rel:.2e} (max |ref| {scale:.3e})"
+
+
+def qa_masked_loss(out, batch):
+    """QA loss with padding excluded from the softmax, written out per example."""
+    mask = batch["attention_mask"]
+    total = 0.0
+    for i in range(mask.shape[0]):
+        L = int(mask[i].sum())
+        ls = torch.log_softmax(out.start_logits[i, :L], -1)[batch["start_positions"][i]]
+        le = torch.log_softmax(out.end_logits[i, :L], -1)[batch["end_positions"][i]]
+        total = total - (ls + le) / 2
+    return total / mask.shape[0]
+
+
+# ------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_paper_estimator_matches_naive_reference(case):
+    model = make_model(case)
+    model.train()  # must be switched to eval inside and restored afterwards
+    batches = make_batches(case)
+    got = fisher_from_batches(model, batches, CASES[case][0], estimator="paper").components
+    assert model.training
+    loss_fn = qa_masked_loss if case == "qa" else None
+    want = reference_fisher(model, batches, case, loss_fn=loss_fn)
+    assert_components_close(got, want)
+    assert any(np.abs(v).max() > 0 for v in got.values())
+    if case == "sl":
+        assert CLS_COMPONENT not in got
+    else:
+        assert np.abs(got[CLS_COMPONENT]).max() > 0
+
+
+def test_qa_without_padding_equals_transformers_loss():
+    model = make_model("qa")
+    batches = make_batches("qa", lengths=[[5, 5], [4, 4, 4]])
+    got = fisher_from_batches(model, batches, "QA").components
+    assert_components_close(got, reference_fisher(model, batches, "qa"))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_empirical_estimator_matches_single_example_loop(case):
+    model = make_model(case)
+    batches = make_batches(case)
+    got = fisher_from_batches(model, batches, CASES[case][0], estimator="empirical", per_example_chunk=2)
+    want = reference_fisher(model, single_examples(batches), case)
+    assert_components_close(got.components, want)
+    assert got.num_examples == sum(len(l) for l in LENGTHS)
+
+
+def test_empirical_dense_and_sparse_embedding_paths_agree():
+    model = make_model("cr_class")
+    batches = make_batches("cr_class")
+    sparse = fisher_from_batches(model, batches, "CR", estimator="empirical").components
+    dense = fisher_from_batches(model, batches, "CR", estimator="empirical", sparse_embedding_grads=False).components
+    assert_components_close(sparse, dense, rtol=1e-10)
+    assert np.abs(sparse["embeddings.word_embeddings.weight"]).max() > 0
+
+
+def test_empirical_differs_from_paper():
+    model = make_model("cr_class")
+    batches = make_batches("cr_class")
+    paper = fisher_from_batches(model, batches, "CR", estimator="paper").components
+    emp = fisher_from_batches(model, batches, "CR", estimator="empirical").components
+    w = "encoder.layer.0.attention.self.query.weight"
+    assert np.abs(paper[w] - emp[w]).max() > 0.1 * np.abs(emp[w]).max()
+    # Jensen: (mean of gradients)^2 * B <= mean of squared gradients summed over a batch
+    assert paper["head.classifier.weight"].sum() < emp["head.classifier.weight"].sum()
+
+
+def _sampled_reference_loss(case, gen, k):
+    """The authors' sampled-label objective: mean over draws of the log-likelihood of each draw."""
+    def loss_fn(out, batch):
+        if case == "cr_class":
+            probs = torch.softmax(out.logits.detach().double(), -1)
+            idx = torch.multinomial(probs, k, replacement=True, generator=gen)
+            return -torch.gather(torch.log_softmax(out.logits, -1), 1, idx).mean()
+        if case == "sl":
+            valid = batch["labels"] != -100
+            logits = out.logits[valid]
+            idx = torch.multinomial(torch.softmax(logits.detach().double(), -1), k, replacement=True, generator=gen)
+            return -torch.gather(torch.log_softmax(logits, -1), 1, idx).mean()
+        if case == "qa":
+            mask = batch["attention_mask"].bool()
+            total = 0.0
+            for logits in (out.start_logits, out.end_logits):
+                filled = torch.where(mask, logits, torch.tensor(-1e300, dtype=logits.dtype))
+                logp = torch.log_softmax(filled, -1)
+                idx = torch.multinomial((logp.detach().exp() * mask), k, replacement=True, generator=gen)
+                total = total - torch.gather(logp, 1, idx).mean() / 2
+            return total
+        pred = out.logits[:, 0]
+        draws = taskemb._truncated_normal(pred.detach().double(), 0.25, k, 0.0, 5.0, gen)
+        return (((draws - pred[:, None]) ** 2) / (2 * 0.25**2)).mean()
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sampled_labels_match_reference_draws(case):
+    model = make_model(case)
+    batches = make_batches(case)
+    k = 7
+    got = fisher_from_batches(model, batches, CASES[case][0], labels="sampled", seed=11, num_label_samples=k,
+                              regression_range=(0.0, 5.0)).components
+    gen = torch.Generator().manual_seed(11)
+    want = reference_fisher(model, batches, case, loss_fn=_sampled_reference_loss(case, gen, k))
+    assert_components_close(got, want)
+
+
+@pytest.mark.parametrize("estimator", ["paper", "empirical"])
+def test_sampled_labels_reproducible_under_seed(estimator):
+    model = make_model("sl")
+    batches = make_batches("sl")
+    run = lambda seed: fisher_from_batches(model, batches, "SL", estimator=estimator, labels="sampled",
+                                           seed=seed, num_label_samples=3).components
+    a, b, c = run(5), run(5), run(6)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert any(not np.allclose(a[n], c[n]) for n in a)
+
+
+def test_sampled_regression_draws_stay_in_range():
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.tensor([-1.0, 0.1, 2.5, 4.9, 7.0], dtype=torch.float64)
+    draws = taskemb._truncated_normal(mean, 0.25, 2000, 0.0, 5.0, gen)
+    assert draws.min() >= 0.0 and draws.max() <= 5.0
+    # a prediction well inside the range is unaffected by truncation
+    assert abs(float(draws[2].mean()) - 2.5) < 0.03 and abs(float(draws[2].std()) - 0.25) < 0.02
+
+
+def test_component_names_and_selection():
+    model = make_model("cr_class")
+    names = component_names(model, "CR")
+    assert names[0] == "embeddings.word_embeddings.weight"
+    assert "encoder.layer.1.attention.self.query.weight" in names
+    assert "pooler.dense.weight" in names and "head.classifier.weight" in names
+    assert names[-1] == CLS_COMPONENT
+    assert multihead_component(0) in names and layer_output_component(1) in names
+    assert parse_component("encoder.layer.1.layer_output") == {"kind": "layer_output", "layer": 1}
+    assert parse_component("head.qa_outputs.bias")["kind"] == "head"
+    qa_names = component_names(make_model("qa"), "QA")
+    assert "pooler.dense.weight" not in qa_names and CLS_COMPONENT in qa_names
+    assert CLS_COMPONENT not in component_names(make_model("sl"), "SL")
+
+    batches = make_batches("cr_class")
+    full = fisher_from_batches(model, batches, "CR").components
+    part = fisher_from_batches(model, batches, "CR", components=["encoder.layer.*.layer_output", CLS_COMPONENT]).components
+    assert sorted(part) == sorted([layer_output_component(0), layer_output_component(1), CLS_COMPONENT])
+    for name in part:
+        np.testing.assert_allclose(part[name], full[name], rtol=1e-12)
+    with pytest.raises(ValueError, match="match no component"):
+        fisher_from_batches(model, batches, "CR", components=["encoder.layer.9.*"])
+
+
+def test_cls_only_for_qa_model_uses_last_layer():
+    model = make_model("qa")
+    batches = make_batches("qa")
+    full = fisher_from_batches(model, batches, "QA").components
+    only = fisher_from_batches(model, batches, "QA", components=[CLS_COMPONENT]).components
+    assert list(only) == [CLS_COMPONENT]
+    np.testing.assert_allclose(only[CLS_COMPONENT], full[CLS_COMPONENT], rtol=1e-12)
+    with pytest.raises(ValueError, match="match no component"):
+        fisher_from_batches(make_model("sl"), make_batches("sl"), "SL", components=[CLS_COMPONENT])
+
+
+def test_bad_options_raise():
+    model = make_model("cr_class")
+    with pytest.raises(ValueError, match="estimator"):
+        fisher_from_batches(model, make_batches("cr_class"), "CR", estimator="exact")
+    with pytest.raises(ValueError, match="labels"):
+        fisher_from_batches(model, make_batches("cr_class"), "CR", labels="predicted")
