@@ -213,12 +213,17 @@ def epoch_curves(scores: pd.DataFrame, losses: pd.DataFrame | None = None, *,
     fig = _new_figure(11 if losses is not None else 6, 4)
     axes = fig.subplots(1, 2 if losses is not None else 1, squeeze=False)[0]
     ax = axes[0]
-    for run, g in scores.groupby("run", sort=False):
+    markers = "osD^vP*X"
+    for k, (run, g) in enumerate(scores.groupby("run", sort=False)):
         g = g.sort_values("epoch")
-        ax.plot(g["epoch"], g["score"], marker="o", color=colors[run], label=str(run))
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # shrinking markers of different shapes keep identical points of several runs visible
+        ax.plot(g["epoch"], g["score"], marker=markers[k % len(markers)], markersize=max(9 - 1.5 * k, 4),
+                color=colors[run], label=str(run), alpha=0.9)
+    epochs = sorted(scores["epoch"].unique())
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel(score_label)
     ax.set_title("dev score after each epoch", fontsize=10)

