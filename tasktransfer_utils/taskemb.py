@@ -737,7 +737,7 @@ def compute_taskemb(
     estimator: str = "paper",
     labels: str = "gold",
     seed: int = 0,
-    split: str = "train",
+    split: str | None = None,
     regime: Any = None,
     data_seed: int | None = None,
     batch_size: int = 32,
@@ -755,8 +755,8 @@ def compute_taskemb(
     """TaskEmb of a task from the model fine-tuned on it (``model_dir``: a fine-tuning run directory
     holding ``model/``, or a transformers folder). Returns component name -> TaskEmbedding (flattened).
 
-    The training rows are those the run was fine-tuned on: ``regime`` and ``data_seed`` default to the
-    run's (``result.json``), else FULL and ``seed``. Batches of ``batch_size`` in a random order drawn with
+    The training rows are those the run was fine-tuned on: ``split``, ``regime`` and ``data_seed`` default
+    to the run's (its ``config.json`` / ``result.json``), else "train", FULL and ``seed``. Batches of ``batch_size`` in a random order drawn with
     ``seed`` (the authors' RandomSampler; ``shuffle=False`` keeps the data order); ``seed`` also drives
     sampled labels. Tokenisation: ``features.tokenize_for_class`` with the run's settings (or the class
     preset). ``max_examples`` caps the rows (seeded sample) for quick runs.
@@ -773,6 +773,12 @@ def compute_taskemb(
     if settings is None:
         s = run.get("settings")
         settings = FineTuneSettings.from_dict(s) if isinstance(s, dict) else preset(cls)
+    if run.get("task") not in (None, spec.name):
+        raise ValueError(
+            f"compute_taskemb: {model_dir} was fine-tuned on {run['task']!r} (its config.json), not on "
+            f"{spec.name!r}; TaskEmb needs the model fine-tuned on the task itself"
+        )
+    split = split or run.get("train_split", "train")
     regime = regime if regime is not None else run.get("regime", "FULL")
     data_seed = data_seed if data_seed is not None else int(run.get("seed", seed))
     rows, regime_name = training_rows(task_data, split, regime, data_seed, max_examples)
