@@ -878,9 +878,12 @@ def finalize_splits(spec: TaskSpec, raw: dict[str, list[RawExample]], seed: int 
 _CACHE: dict[tuple, tuple[DatasetDict, tuple[str, ...] | None, dict]] = {}
 
 
-def clear_cache() -> None:
-    """Forget the in-memory cache of loaded tasks."""
-    _CACHE.clear()
+def clear_cache(source: str | None = None) -> None:
+    """Forget the in-memory cache of loaded tasks (only those of ``source`` "local"/"hub" when given)."""
+    for key in [k for k in _CACHE if source is None or k[2] == source]:
+        del _CACHE[key]
+    if source in (None, "local"):
+        _PTB_CACHE.clear()
 
 
 def load_task(name_or_spec: str | TaskSpec, data_dir=None, source: str = "local", seed: int = 0) -> TaskData:
