@@ -1,0 +1,299 @@
+"""Engines that execute a plan (see :mod:`tasktransfer_utils.runner`).
+
+- :class:`LocalEngine` — in this process (``workers=1``) or ``workers`` spawned worker processes
+  sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`).
+- :class:`SubmititEngine` — through `submitit <https://github.com/facebookincubator/submitit>`_:
+  ``cluster="slurm"`` submits job arrays to SLURM, ``cluster="local"`` runs the same submissions as
+  local subprocesses (submitit's LocalExecutor). Every ready job becomes one array task, one array per
+  resource group (``Job.group``, e.g. the task class) with that group's resources; jobs whose
+  dependencies finish later are submitted in later arrays. A job that fails (Python error, or its
+  SLURM task ends without a record: out of memory, node failure) is submitted again until it has
+  failed ``plan.max_attempts`` times; a task that hits its time limit or is preempted is requeued by
+  submitit (``Checkpointable``) up to ``max_num_timeout`` times.
+
+Whatever the engine, a job runs under the runner's lock and writes the runner's atomic record, so a
+killed driver can be restarted (with any engine) and finishes the same study.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .runner import Plan, PlanRef, WorkerSummary, _worker_entry, format_duration, progress, run_worker
+
+logger = logging.getLogger("tasktransfer.engines")
+
+
+def _log_default(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Local
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalEngine:
+    """Run the plan on this machine: sequentially in this process (``workers=1``) or with
+    ``workers`` processes (``multiprocessing`` spawn), each claiming jobs until none is left."""
+
+    workers: int = 1
+    poll_s: float = 5.0
+    torch_threads: int | None = None
+
+    def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
+            log: Callable[[str], None] = _log_default) -> WorkerSummary:
+        if self.workers < 1:
+            raise ValueError(f"LocalEngine.workers = {self.workers}: expected >= 1")
+        if retry_failed:
+            plan.store.reset_failures()
+        if self.workers == 1:
+            _set_torch_threads(self.torch_threads)
+            return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, log=log)
+        if plan.ref is None:
+            raise ValueError("LocalEngine with several workers needs a plan built through PlanRef.load() "
+                             "(each worker process rebuilds the plan)")
+        ctx = multiprocessing.get_context("spawn")
+        kwargs = {"poll_s": self.poll_s, "max_jobs": max_jobs}
+        with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,)) as pool:
+            pending = [pool.apply_async(_worker_entry, (plan.ref, kwargs)) for _ in range(self.workers)]
+            last = 0.0
+            while not all(p.ready() for p in pending):
+                if time.time() - last > 60:
+                    log(f"[{progress(plan, self.workers).line()}]")
+                    last = time.time()
+                time.sleep(1)
+            summaries = [p.get() for p in pending]
+        total = WorkerSummary()
+        for s in summaries:
+            total.ran += s["ran"]
+            total.failed += s["failed"]
+            total.lost += s["lost"]
+        return total
+
+
+def _set_torch_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------------------------------
+# submitit (SLURM, or submitit's local executor)
+# --------------------------------------------------------------------------------------------------
+
+
+try:  # the callable must be importable where the job runs: define it at module level
+    import submitit
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - submitit is a dependency
+    submitit = None
+    _Checkpointable = object
+
+
+class PlanJobTask(_Checkpointable):
+    """What one array task runs: rebuild the plan and run the given job(s) without waiting for others.
+    Checkpointable: on time-out or preemption submitit requeues the same call."""
+
+    def __call__(self, ref: PlanRef, job_ids: list[str]) -> dict:
+        return _worker_entry(ref, {"job_ids": job_ids, "wait": False})
+
+
+#: submitit's generic resource names (AutoExecutor), usable in every group's resources.
+GENERIC_RESOURCES = ("timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "nodes", "tasks_per_node",
+                     "slurm_partition", "slurm_array_parallelism", "slurm_additional_parameters",
+                     "slurm_setup", "slurm_constraint", "slurm_account", "slurm_qos", "slurm_exclude")
+
+
+@dataclass
+class SubmititEngine:
+    """Submit ready jobs as submitit job arrays (one array per resource group) and resubmit failures.
+
+    ``resources`` maps a group name (``Job.group``) or ``"default"`` to submitit AutoExecutor
+    parameters (``timeout_min``, ``cpus_per_task``, ``mem_gb``, ``gpus_per_node``, ``slurm_partition``,
+    ...); a group's dict is laid over ``"default"``. ``cluster`` is ``"slurm"``, ``"local"`` or
+    ``"debug"`` (in-process, for debugging)."""
+
+    folder: str | Path
+    cluster: str = "slurm"
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_num_timeout: int = 3
+    poll_s: float = 10.0
+    #: how long a SLURM task may be absent from squeue without a result before it counts as lost (s)
+    lost_after_s: float = 120.0
+
+    def executor(self, group: str):
+        if submitit is None:  # pragma: no cover
+            raise ImportError("SubmititEngine needs the `submitit` package (pip install submitit)")
+        ex = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster,
+                                   slurm_max_num_timeout=self.max_num_timeout)
+        params = dict(self.resources.get("default", {}))
+        params.update(self.resources.get(group, {}))
+        params.setdefault("name", f"tasktransfer-{group}")
+        if self.cluster == "slurm":
+            params.setdefault("slurm_signal_delay_s", 60)
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
+            log: Callable[[str], None] = _log_default) -> WorkerSummary:
+        if plan.ref is None:
+            raise ValueError("SubmititEngine needs a plan built through PlanRef.load() (each array task "
+                             "rebuilds the plan)")
+        store = plan.store
+        if retry_failed:
+            store.reset_failures()
+        in_flight: dict[str, tuple[Any, int]] = {}  # plan job id -> (submitit job, attempts before)
+        absent_since: dict[str, float] = {}
+        summary = WorkerSummary()
+        submitted = 0
+        last_log = 0.0
+        while True:
+            done = store.done_ids()
+            # collect finished submissions
+            for jid, (sjob, attempts_before) in list(in_flight.items()):
+                if jid in done:
+                    del in_flight[jid]
+                    summary.ran.append(jid)
+                    continue
+                if not self._finished(sjob, jid, absent_since):
+                    continue
+                del in_flight[jid]
+                lock = store.lock_info(jid)
+                if lock is not None and not store.is_stale(lock):
+                    continue  # another worker holds the job: not a failure of this submission
+                if store.attempts(jid) <= attempts_before:
+                    # ended without writing its own failure: killed, out of memory, node failure, ...
+                    err = self._error_of(sjob)
+                    store.record_failure(plan.by_id[jid], err or f"submitit job {sjob.job_id} ended (state "
+                                         f"{self._state(sjob)}) without a record", attempts_before + 1)
+                summary.failed.append(jid)
+                log(f"FAILED {jid} (submitit job {sjob.job_id}, state {self._state(sjob)}); "
+                    f"attempt {store.attempts(jid)}/{plan.max_attempts}")
+            done = store.done_ids()
+            running = store.running()
+            dead = _dead_jobs(plan, done)
+            remaining = [j for j in plan.jobs if j.id not in done and j.id not in dead]
+            if not remaining:
+                break
+            ready = [j for j in remaining
+                     if j.id not in in_flight and j.id not in running and all(d in done for d in j.deps)]
+            if max_jobs is not None:
+                ready = ready[: max(0, max_jobs - submitted)]
+            if ready:
+                by_group: dict[str, list] = {}
+                for j in ready:
+                    by_group.setdefault(j.group, []).append(j)
+                for group, jobs in by_group.items():
+                    ex = self.executor(group)
+                    with ex.batch():
+                        futures = [ex.submit(PlanJobTask(), plan.ref, [j.id]) for j in jobs]
+                    for j, f in zip(jobs, futures):
+                        in_flight[j.id] = (f, store.attempts(j.id))
+                    submitted += len(jobs)
+                    log(f"submitted {len(jobs)} {group} job(s) as array {futures[0].job_id.split('_')[0]} "
+                        f"({self.cluster})")
+            if not in_flight and not ready:
+                if not running:
+                    break  # nothing can run any more (blocked by failures), nothing is running
+            if max_jobs is not None and submitted >= max_jobs and not in_flight:
+                break
+            if time.time() - last_log > 60:
+                log(f"[{progress(plan).line()}] {len(in_flight)} submitted job(s) in flight")
+                last_log = time.time()
+            time.sleep(self.poll_s)
+        return summary
+
+    # helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def _state(sjob) -> str:
+        try:
+            return sjob.state
+        except Exception:  # noqa: BLE001
+            return "UNKNOWN"
+
+    @staticmethod
+    def _error_of(sjob) -> str | None:
+        try:
+            exc = sjob.exception()
+        except Exception as err:  # noqa: BLE001 - no result file at all
+            return f"{type(err).__name__}: {err}"
+        return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+    def _finished(self, sjob, jid: str, absent_since: dict[str, float]) -> bool:
+        if sjob.done():
+            return True
+        if self.cluster != "slurm":
+            return False
+        # Without accounting (no sacct) submitit cannot tell a task that died without a result:
+        # ask squeue whether it is still known.
+        try:
+            out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", sjob.job_id], capture_output=True,
+                                 text=True, timeout=60)
+            present = out.returncode == 0 and out.stdout.strip() != ""
+        except (OSError, subprocess.TimeoutExpired):
+            present = True
+        if present:
+            absent_since.pop(jid, None)
+            return False
+        first = absent_since.setdefault(jid, time.time())
+        return time.time() - first > self.lost_after_s
+
+
+def _dead_jobs(plan: Plan, done: set[str]) -> set[str]:
+    dead = {j.id for j in plan.jobs if j.id not in done and plan.store.attempts(j.id) >= plan.max_attempts}
+    changed = True
+    while changed:
+        changed = False
+        for j in plan.jobs:
+            if j.id not in dead and j.id not in done and any(d in dead for d in j.deps):
+                dead.add(j.id)
+                changed = True
+    return dead
+
+
+# --------------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------------
+
+
+ENGINE_KINDS = ("local", "slurm", "submitit-local")
+
+
+def make_engine(spec: Mapping[str, Any] | None, *, default_folder: Path, workers: int | None = None,
+                kind: str | None = None):
+    """Engine from a config mapping ``{"kind": "local"|"slurm"|"submitit-local", ...}``; ``workers`` and
+    ``kind`` (command-line flags) override the config."""
+    spec = dict(spec or {})
+    kind = kind or spec.pop("kind", "local")
+    spec.pop("kind", None)
+    if kind == "local":
+        allowed = {"workers", "poll_s", "torch_threads"}
+        _check_keys(spec, allowed, "engine (local)")
+        if workers is not None:
+            spec["workers"] = workers
+        return LocalEngine(**{k: v for k, v in spec.items() if k in allowed})
+    if kind in ("slurm", "submitit-local"):
+        allowed = {"folder", "resources", "max_num_timeout", "poll_s", "lost_after_s"}
+        spec.pop("workers", None)
+        _check_keys(spec, allowed, f"engine ({kind})")
+        spec.setdefault("folder", default_folder)
+        return SubmititEngine(cluster="slurm" if kind == "slurm" else "local", **spec)
+    raise ValueError(f"engine kind {kind!r}: expected one of {ENGINE_KINDS}")
+
+
+def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    bad = set(spec) - allowed
+    if bad:
+        raise ValueError(f"{where}: unknown field(s) {sorted(bad)}; expected some of {sorted(allowed)}")
+
+
+__all__ = ["LocalEngine", "SubmititEngine", "PlanJobTask", "make_engine", "ENGINE_KINDS", "format_duration"]

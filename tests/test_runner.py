@@ -1,0 +1,263 @@
+"""The runner's guarantees on a cheap job graph: dependency order, atomic records, resume after
+SIGKILL with identical results, one execution per job across concurrent workers, stale-lock recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from study_toy_plan import TESTS_DIR, read_events, toy_plan
+from tasktransfer_utils.runner import (
+    Job,
+    Plan,
+    PlanRef,
+    ParamsMismatchError,
+    atomic_write_json,
+    load_results,
+    progress,
+    run_worker,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _results(plan) -> dict:
+    return {jid: rec["result"] for jid, rec in load_results(plan).items()}
+
+
+def _worker_cmd(root, **kw) -> list[str]:
+    """A worker process that rebuilds the toy plan through a PlanRef and runs it."""
+    args = (str(root),) + tuple(kw.get(k) for k in ("n", "sleep_s") if k in kw)
+    code = (
+        "from tasktransfer_utils.runner import PlanRef, run_worker\n"
+        f"run_worker(PlanRef('study_toy_plan:toy_plan', {args!r}).load(), poll_s=0.05)\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_sequential_run_respects_dependencies_and_values(tmp_path):
+    plan = toy_plan(tmp_path, n=4)
+    summary = run_worker(plan, wait=False)
+    assert sorted(summary.ran) == sorted(j.id for j in plan.jobs)
+    events = [e for e in read_events(tmp_path) if e[0] == "start"]
+    order = [jid for _, jid, _ in events]
+    for job in plan.jobs:  # every dependency started (and ended) before its dependent
+        for dep in job.deps:
+            assert order.index(dep) < order.index(job.id)
+    res = _results(plan)
+    # values computed another way: by hand from the same seeded draws
+    import random
+
+    gen = [random.Random(i).random() for i in range(4)]
+    mix = [random.Random(7919 * 0 + i).random() + gen[i] + gen[i + 1] for i in range(3)]
+    assert res["gen-2"]["value"] == pytest.approx(gen[2], abs=0)
+    assert res["mix-1"]["value"] == pytest.approx(mix[1], rel=1e-15)
+    assert res["total"]["value"] == pytest.approx(sum(mix), rel=1e-14)
+    rec = json.loads((tmp_path / "records" / "total.json").read_text())
+    assert rec["job_id"] == "total" and rec["deps"] == ["mix-0", "mix-1", "mix-2"] and rec["wall_time_s"] >= 0
+    # a second run skips everything
+    assert run_worker(toy_plan(tmp_path, n=4), wait=False).ran == []
+    assert len([e for e in read_events(tmp_path) if e[0] == "start"]) == len(plan.jobs)
+    p = progress(plan)
+    assert (p.done, p.left, p.running, p.failed) == (len(plan.jobs), 0, 0, 0)
+    assert p.eta_s == 0
+
+
+def test_plan_validation_names_the_problem(tmp_path):
+    f = {"k": lambda p, c: {}}
+    with pytest.raises(ValueError, match="dependencies"):
+        Plan([Job("a", "k", {}, deps=("b",))], f, tmp_path / "r", tmp_path / "s")
+    with pytest.raises(ValueError, match="cycle"):
+        Plan([Job("a", "k", {}, deps=("b",)), Job("b", "k", {}, deps=("a",))], f, tmp_path / "r", tmp_path / "s")
+    with pytest.raises(ValueError, match="duplicate"):
+        Plan([Job("a", "k", {}), Job("a", "k", {})], f, tmp_path / "r", tmp_path / "s")
+    with pytest.raises(ValueError, match="no function"):
+        Plan([Job("a", "other", {})], f, tmp_path / "r", tmp_path / "s")
+    with pytest.raises(ValueError, match="file-name-safe"):
+        Job("a/b", "k", {})
+
+
+def test_changed_params_under_existing_records_are_refused(tmp_path):
+    run_worker(toy_plan(tmp_path, n=2), wait=False)
+    changed = toy_plan(tmp_path, n=2, seed=1)
+    with pytest.raises(ParamsMismatchError, match="params"):
+        run_worker(changed, wait=False)
+
+
+def test_atomic_write_never_leaves_a_partial_record(tmp_path):
+    """A process killed between writing the temporary file and renaming it leaves no record
+    (the job is not done) and only a temporary file, which a later run removes."""
+    plan = toy_plan(tmp_path, n=2)
+    code = (
+        "import os, signal\n"
+        "import tasktransfer_utils.runner as r\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"r.atomic_write_json({str(tmp_path / 'records' / 'gen-0.json')!r}, {{'job_id': 'gen-0', 'x': 'y' * 100000}})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env())
+    assert proc.returncode == -signal.SIGKILL
+    assert not plan.store.is_done("gen-0")
+    leftovers = list((tmp_path / "records").glob(".*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 100000
+    assert plan.store.clean_tmp_files() == 1
+    assert list((tmp_path / "records").iterdir()) == []
+    # and the normal path leaves exactly the record
+    atomic_write_json(tmp_path / "records" / "x.json", {"a": 1})
+    assert [p.name for p in (tmp_path / "records").iterdir()] == ["x.json"]
+
+
+def test_sigkill_mid_study_then_restart_gives_identical_results(tmp_path):
+    ref_plan = toy_plan(tmp_path / "reference", n=6)
+    run_worker(ref_plan, wait=False)
+    reference = _results(ref_plan)
+
+    root = tmp_path / "killed"
+    proc = subprocess.Popen(_worker_cmd(root, n=6, sleep_s=0.4), env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plan = toy_plan(root, n=6, sleep_s=0.4)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill while a job runs, after a few finished
+        started = [e for e in read_events(root) if e[0] == "start"]
+        if len(plan.store.done_ids()) >= 3 and len(started) > len(plan.store.done_ids()):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = plan.store.done_ids()
+    assert 3 <= len(done_before) < len(plan.jobs)
+    orphan_locks = [p.stem for p in (root / "state" / "locks").glob("*.lock")]
+    assert len(orphan_locks) == 1 and orphan_locks[0] not in done_before  # killed mid-job, lock left
+    assert progress(plan).running == 0  # the dead owner's lock is recognised as stale
+
+    summary = run_worker(toy_plan(root, n=6, sleep_s=0.4), wait=False)
+    assert sorted(summary.ran) == sorted(set(j.id for j in plan.jobs) - done_before)
+    records = sorted(p.name for p in (root / "records").iterdir())
+    assert records == sorted(f"{j.id}.json" for j in plan.jobs)  # each exactly once, no temporaries
+    assert _results(plan) == reference
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    ends = Counter(jid for what, jid, _ in read_events(root) if what == "end")
+    assert ends == Counter({j.id: 1 for j in plan.jobs})
+    assert starts[orphan_locks[0]] == 2 and sum(starts.values()) == len(plan.jobs) + 1
+    assert list((root / "state" / "locks").glob("*.lock")) == []
+
+
+def test_concurrent_workers_never_run_the_same_job(tmp_path):
+    procs = [subprocess.Popen(_worker_cmd(tmp_path, n=8, sleep_s=0.05), env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    plan = toy_plan(tmp_path, n=8)
+    events = read_events(tmp_path)
+    starts = Counter(jid for what, jid, _ in events if what == "start")
+    assert starts == Counter({j.id: 1 for j in plan.jobs})
+    assert len({pid for _, _, pid in events}) >= 2  # the work really was shared
+    ref = toy_plan(tmp_path / "ref", n=8)
+    run_worker(ref, wait=False)
+    assert _results(plan) == _results(ref)
+
+
+def test_claims_are_exclusive_and_stale_locks_are_broken(tmp_path):
+    plan = toy_plan(tmp_path, n=2, stale_after_s=5.0)
+    store = plan.store
+    first = store.try_claim("gen-0")
+    assert first is not None and first.owned()
+    assert store.try_claim("gen-0") is None  # held by a live process (this one)
+    first.release()
+    assert store.lock_info("gen-0") is None
+    again = store.try_claim("gen-0")
+    assert again is not None
+    again.release()
+
+    lock = store.lock_path("gen-1")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"token": "t", "host": socket.gethostname(), "pid": dead.pid, "pid_start": "1"}))
+    assert store.is_stale(store.lock_info("gen-1"))  # owner gone on this host
+    claim = store.try_claim("gen-1")
+    assert claim is not None and claim.owned()
+    claim.release()
+
+    lock.write_text(json.dumps({"token": "t", "host": "another-node", "pid": 1}))
+    assert store.try_claim("gen-1") is None  # other host, fresh heartbeat: must be trusted
+    old = time.time() - 10
+    os.utime(lock, (old, old))
+    assert store.is_stale(store.lock_info("gen-1"))  # heartbeat older than stale_after_s
+    claim = store.try_claim("gen-1")
+    assert claim is not None
+    claim.release()
+
+
+def test_heartbeat_keeps_a_long_job_alive_and_a_broken_lock_discards_the_result(tmp_path):
+    plan = toy_plan(tmp_path, n=2, heartbeat_s=0.05, stale_after_s=0.5)
+    claim = plan.store.try_claim("gen-0")
+    path = plan.store.lock_path("gen-0")
+    old = time.time() - 100
+    os.utime(path, (old, old))
+    time.sleep(0.3)
+    assert time.time() - os.stat(path).st_mtime < 0.3  # the heartbeat thread refreshed it
+    # another worker breaks the lock (e.g. this one was suspended): our result must not be stored
+    path.unlink()
+    thief = plan.store.try_claim("gen-0")
+    from tasktransfer_utils.runner import run_job
+
+    assert run_job(plan, plan.by_id["gen-0"], claim) is False
+    assert not plan.store.is_done("gen-0")
+    claim.release()
+    assert thief.owned()  # releasing the lost claim did not remove the new owner's lock
+    thief.release()
+
+
+def test_failures_are_retried_then_block_dependents(tmp_path):
+    plan = toy_plan(tmp_path, n=3, modes={"gen-0": "fail_once", "gen-2": "fail"}, max_attempts=2)
+    summary = run_worker(plan, wait=False)
+    assert "gen-0" in summary.ran and summary.failed.count("gen-0") == 1  # failed once, then succeeded
+    assert summary.failed.count("gen-2") == 2  # failed on both attempts
+    assert plan.store.attempts("gen-2") == 2
+    failure = plan.store.read_failure("gen-2")
+    assert "fails on purpose" in failure["error"]
+    done = plan.store.done_ids()
+    assert {"gen-0", "gen-1", "mix-0"} <= done and not {"gen-2", "mix-1", "total"} & done
+    p = progress(plan)
+    assert p.failed == 1 and p.blocked == 2 and p.left == 0
+    assert "gen-2" in p.table()
+    # retry_failed forgets the failures; the job still fails, dependents stay blocked
+    summary = run_worker(plan, wait=False, retry_failed=True)
+    assert summary.failed == ["gen-2", "gen-2"]
+
+
+def test_progress_eta_uses_measured_times(tmp_path):
+    plan = toy_plan(tmp_path, n=3, sleep_s=0.1)
+    run_worker(plan, wait=False, max_jobs=2)  # gen-0, gen-1 (group A)
+    p = progress(plan)
+    assert p.done == 2 and p.left == len(plan.jobs) - 2
+    walls = [json.loads((tmp_path / "records" / f"gen-{i}.json").read_text())["wall_time_s"] for i in range(2)]
+    mean_a = sum(walls) / 2
+    # one gen job left at the measured mean; mix/total (group B) at seconds-per-cost-unit x cost
+    per_cost = sum(walls) / 2.0
+    expected = mean_a + per_cost * (2.0 + 2.0 + 1.0)
+    assert p.eta_s == pytest.approx(expected, rel=1e-9)
+    assert p.by_group["gen/A"] == {"done": 2, "running": 0, "left": 1, "failed": 0}
+    assert "ETA" in p.line()
+
+
+def test_planref_rebuilds_the_plan(tmp_path):
+    plan = PlanRef("study_toy_plan:toy_plan", (str(tmp_path), 3)).load()
+    assert [j.id for j in plan.jobs][:3] == ["gen-0", "gen-1", "gen-2"] and plan.ref is not None
+    with pytest.raises(ValueError, match="module:function"):
+        PlanRef("no_colon").load()
