@@ -658,7 +658,9 @@ _PTB_CACHE: dict[tuple, list] = {}
 
 def _ptb_sentences(source: _Source) -> list[tuple[str, list, list, list]]:
     """Parsed sentences of one .mrg source as (where, tokens, pos, ancestors); cached per file."""
-    key = (source.label,)
+    archive = Path(source.label.split(".zip:", 1)[0] + ".zip")
+    st = archive.stat()
+    key = (source.label, st.st_size, st.st_mtime_ns)
     if key not in _PTB_CACHE:
         sents = []
         for lineno, tree_str in split_bracketed_trees(source.text(), source.label):
@@ -878,6 +880,18 @@ def finalize_splits(spec: TaskSpec, raw: dict[str, list[RawExample]], seed: int 
 _CACHE: dict[tuple, tuple[DatasetDict, tuple[str, ...] | None, dict]] = {}
 
 
+def _files_stamp(spec: TaskSpec, root: Path) -> tuple:
+    """(path, size, mtime) of the task's local files, so that the cache notices edited files."""
+    stamp = []
+    paths = [p for _, p in spec.local.files] if spec.local else []
+    paths += [v for k, v in (spec.local.options if spec.local else ()) if k == "dev_ids"]
+    for spec_path in paths:
+        path = root / _split_member(spec_path)[0]
+        st = path.stat() if path.is_file() else None
+        stamp.append((str(path), st.st_size if st else None, st.st_mtime_ns if st else None))
+    return tuple(stamp)
+
+
 def clear_cache(source: str | None = None) -> None:
     """Forget the in-memory cache of loaded tasks (only those of ``source`` "local"/"hub" when given)."""
     for key in [k for k in _CACHE if source is None or k[2] == source]:
@@ -896,7 +910,7 @@ def load_task(name_or_spec: str | TaskSpec, data_dir=None, source: str = "local"
         raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
     if source == "local":
         root = resolve_data_dir(data_dir)
-        key = (spec, str(root), source, seed)
+        key = (spec, str(root), source, seed, _files_stamp(spec, root))
         if key not in _CACHE:
             raw, files, report = read_local_raw(spec, root)
             splits, label_names, prov = finalize_splits(spec, raw, seed, spec.local.derive_validation)
