@@ -350,6 +350,144 @@ print(save_key_numbers(numbers, out_dir, "02_finetune_and_transfer"))
 ]
 
 
+# ================================================================================================
+NOTEBOOKS["04_compute_textemb"] = [
+    md("""
+# 4. TextEmb: what the text of a task looks like to the encoder
+
+**TextEmb** (Vu et al. 2020, §3.1) embeds a task by the text it contains. Run the *pretrained*
+encoder (not fine-tuned; eval mode, no gradients) over the task's training set; for each example,
+average the final-layer token vectors over its real tokens ([CLS] and [SEP] included, padding
+excluded); the task embedding is the mean of those example vectors — a hidden-size vector, not
+normalised. For QA every doc-stride window counts as one example.
+
+Sources are then ranked for a target by the **cosine similarity** of their TextEmb to the target's.
+This notebook computes (or loads) TextEmb for a set of tasks, shows the similarity matrix and a 2-D
+map of the task space (the paper's Figure 3a).
+
+Embeddings are kept in an `EmbeddingLibrary` folder: with `recompute = False` stored embeddings are
+loaded and only missing ones are computed.
+"""),
+    params("""
+encoder = None             # None: all-MiniLM-L6-v2 (offline package); or e.g. "bert-base-uncased"
+tasks = None               # None: the offline suite
+regime = "FULL"            # "FULL" or "LIMITED": rows the embedding is computed over
+max_examples = None        # cap on rows per task (None: the whole training set, as in the paper)
+seed = 0
+recompute = False          # True: recompute even when the library holds an embedding
+map_method = "tsne"        # 2-D map: "tsne" (paper), "pca" or "mds"
+data_dir = None
+embeddings_dir = None      # None: results/embeddings in the repository
+output_dir = None          # figures and key numbers; None: figures/
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import FIGURES_DIR, RESULTS_DIR, default_encoder
+from tasktransfer_utils.selection import CosineRanker
+from tasktransfer_utils.similarity import cosine_similarity_matrix
+from tasktransfer_utils.tasks import SUITES, get_task
+from tasktransfer_utils.textemb import compute_textemb
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "embeddings")
+encoder = encoder or default_encoder()
+task_names = [get_task(t).name for t in (tasks or SUITES["offline"])]
+print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime}; library: {library}")
+"""),
+    md("""
+## Compute or load
+
+One forward pass per example over the training set; on a CPU MiniLM embeds roughly a few hundred
+short sentences per second (QA windows of 384 word pieces are slower).
+"""),
+    code("""
+embeddings = {}
+for name in task_names:
+    stored = library.load(task=name, method="TextEmb", encoder_id=encoder_id(encoder), regime=regime, seed=seed,
+                          max_examples=lambda stored_cap: stored_cap == max_examples)
+    if stored and not recompute:
+        embeddings[name] = stored[0]
+        how = "loaded"
+    else:
+        embeddings[name] = compute_textemb(load_task(name, data_dir=data_dir), encoder=encoder, regime=regime,
+                                           seed=seed, max_examples=max_examples)
+        library.add([embeddings[name]])
+        how = f"computed in {embeddings[name].meta['wall_time_s']:.1f} s"
+    print(f"{name:10s} {how:22s} dim={embeddings[name].vector.shape[0]}  examples={embeddings[name].meta['num_examples']}")
+"""),
+    md("""
+## Similarity between tasks
+
+All TextEmb vectors share a large common component (every text activates the encoder's frequent
+directions), so raw cosines sit close to 1; what matters for selection is their **order**. The
+heatmap's colour range covers the off-diagonal values only.
+"""),
+    code("""
+similarity = cosine_similarity_matrix(list(embeddings.values()))
+fig = plots.similarity_heatmap(similarity, title=f"TextEmb cosine similarity ({encoder_id(encoder)}, {regime}): "
+                                                 "do tasks of a class resemble each other?")
+plots.save_figure(fig, "textemb_similarity", out_dir)
+fig
+"""),
+    md("""
+## The task space (Figure 3a)
+
+A t-SNE map of the embeddings (cosine distance). In the paper, TextEmb groups tasks mostly by
+domain and text type: QA tasks cluster, while CR and SL tasks built on similar text sit together.
+"""),
+    code("""
+coords = plots.task_space_coordinates({n: e.vector for n, e in embeddings.items()}, method=map_method, seed=seed)
+fig = plots.task_space_map(None, coordinates=coords, method=map_method,
+                           title=f"Task space by TextEmb ({map_method.upper()}, {encoder_id(encoder)}): do classes cluster?")
+plots.save_figure(fig, "fig3a_textemb_task_space", out_dir)
+fig
+"""),
+    md("""
+## Nearest sources
+
+For each task, the three most similar other tasks — what TextEmb would recommend as source tasks.
+The share of tasks whose nearest neighbour is of the same class summarises how much TextEmb knows
+about task type.
+"""),
+    code("""
+ranker = CosineRanker({n: e.vector for n, e in embeddings.items()}, method="TextEmb")
+nearest = []
+for name in task_names:
+    ranking = ranker.rank(name, [t for t in task_names if t != name]).head(3)
+    nearest.append({"target": name, "class": get_task(name).task_class.value,
+                    **{f"#{i + 1}": f"{s} ({c:.3f})" for i, (s, c) in enumerate(zip(ranking["source"], ranking["score"]))},
+                    "nearest in-class": get_task(ranking["source"].iloc[0]).task_class == get_task(name).task_class})
+nearest = pd.DataFrame(nearest)
+display(nearest)
+print(f"nearest neighbour of the same class for {nearest['nearest in-class'].mean():.0%} of tasks")
+"""),
+    code("""
+numbers = {
+    "encoder": encoder,
+    "encoder_id": encoder_id(encoder),
+    "regime": regime,
+    "tasks": task_names,
+    "dim": int(next(iter(embeddings.values())).vector.shape[0]),
+    "num_examples": {n: e.meta["num_examples"] for n, e in embeddings.items()},
+    "similarity": {a: {b: float(similarity.loc[a, b]) for b in task_names} for a in task_names},
+    "nearest": dict(zip(nearest["target"], nearest["#1"].str.split(" ").str[0])),
+    "nearest_in_class_share": float(nearest["nearest in-class"].mean()),
+    "embeddings_dir": str(library.root),
+    "figures": ["textemb_similarity.png", "fig3a_textemb_task_space.png"],
+}
+print(save_key_numbers(numbers, out_dir, "04_compute_textemb"))
+"""),
+]
+
+
 def build(names: list[str] | None = None) -> list[Path]:
     written = []
     for name, cells in NOTEBOOKS.items():

@@ -43,16 +43,18 @@ ALLOWED_IMPORTS = frozenset({"tasktransfer_utils", "pathlib", "json", "pandas", 
 # Parameters for CI: small enough that every notebook finishes in well under a minute on 2 cores.
 # ``output_dir`` / ``work_dir`` are filled in by ``ci_parameters`` with a temporary folder, and
 # ``encoder`` (for notebooks that have one) with the encoder it is given (the tests pass a tiny
-# random BERT; the command line keeps the notebook's default, the real MiniLM).
+# random BERT; the command line keeps the notebook's default, the real MiniLM). In string values,
+# "{tmp}" stands for that temporary folder (so CI never writes into results/).
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_explore_tasks": {"suite": "offline-small", "examples_per_task": 2},
     "02_finetune_and_transfer": {
         "max_train_examples": 48, "max_eval_examples": 32, "num_epochs": 1,
     },
     "03_run_transfer_study": {},
-    "04_compute_textemb": {"max_examples": 16, "recompute": True,
+    "04_compute_textemb": {"max_examples": 16, "recompute": True, "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "SQuAD-1", "POS-PTB", "NER"]},
-    "05_compute_taskemb": {"max_train_examples": 24, "max_examples": 12, "recompute": True,
+    "05_compute_taskemb": {"max_train_examples": 40, "max_examples": 12, "recompute": True,
+                           "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "POS-PTB"], "num_epochs": 1},
     "06_evaluate_source_selection": {},
     "07_choose_source_for_your_task": {"max_examples": 16},
@@ -243,7 +245,8 @@ def ci_parameters(notebook: str | os.PathLike, out_dir: str | os.PathLike, *, en
     if encoder is not None:
         params["encoder"] = encoder
     params = {k: v for k, v in params.items() if k in known}
-    params.update(CI_PARAMETERS[stem])
+    params.update({k: v.replace("{tmp}", str(out_dir)) if isinstance(v, str) else v
+                   for k, v in CI_PARAMETERS[stem].items()})
     params.update(extra)
     return params
 

@@ -606,8 +606,9 @@ def task_space_coordinates(vectors, *, method: str = "tsne", seed: int = 0,
             perplexity = max(1.0, min(30.0, (n - 1) / 3.0))
         if perplexity >= n:
             raise ValueError(f"task_space_coordinates: perplexity {perplexity} must be < number of tasks {n}")
-        xy = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="random",
-                  random_state=seed).fit_transform(Xn)
+        # exact gradients: a few dozen tasks make Barnes-Hut's approximation pointless and ten times slower
+        xy = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="random", random_state=seed,
+                  method="exact" if n <= 200 else "barnes_hut").fit_transform(Xn)
     else:
         raise ValueError(f"task_space_coordinates: method {method!r}; expected 'tsne', 'pca' or 'mds'")
     return pd.DataFrame({"task": names, "x": xy[:, 0], "y": xy[:, 1]})

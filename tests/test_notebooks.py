@@ -105,3 +105,29 @@ def test_02_finetune_and_transfer(tmp_path, tiny_encoder_dir):
     for label, scores in numbers["epoch_scores"].items():
         assert len(scores) == params["num_epochs"] and all(math.isfinite(s) for s in scores)
     _figures_exist(numbers, params)
+
+
+def test_04_compute_textemb(tmp_path, tiny_encoder_dir):
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.similarity import cosine_similarity_matrix
+
+    numbers, params = run_notebook("04_compute_textemb", tmp_path, encoder=tiny_encoder_dir)
+    tasks = numbers["tasks"]
+    assert tasks == params["tasks"]
+    assert numbers["dim"] == 32  # the tiny encoder's hidden size
+    assert all(0 < n for n in numbers["num_examples"].values())
+    assert all(n <= params["max_examples"] for name, n in numbers["num_examples"].items() if name != "SQuAD-1")
+    sim = np.array([[numbers["similarity"][a][b] for b in tasks] for a in tasks])
+    assert sim.shape == (len(tasks), len(tasks))
+    assert np.allclose(np.diag(sim), 1.0) and np.allclose(sim, sim.T) and (np.abs(sim) <= 1 + 1e-9).all()
+    # agreement with the package: the stored embeddings give the same matrix
+    stored = EmbeddingLibrary(params["embeddings_dir"]).load(method="TextEmb")
+    ref = cosine_similarity_matrix(stored).loc[tasks, tasks].to_numpy()
+    assert np.allclose(sim, ref, atol=1e-12)
+    for t in tasks:  # nearest = argmax of the off-diagonal row
+        row = {b: numbers["similarity"][t][b] for b in tasks if b != t}
+        assert numbers["nearest"][t] == max(row, key=row.get)
+    assert 0.0 <= numbers["nearest_in_class_share"] <= 1.0
+    _figures_exist(numbers, params)
