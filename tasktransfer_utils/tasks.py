@@ -486,3 +486,48 @@ def get_suite(name: str) -> list[TaskSpec]:
         raise KeyError(f"Unknown suite {name!r}; known suites: {', '.join(SUITES)}"
                        + (f" (close: {', '.join(close)})" if close else ""))
     return [get_task(n) for n in SUITES[name]]
+
+
+def describe_tasks(specs: list[TaskSpec], sizes: bool = False, data_dir=None) -> list[dict]:
+    """One row per task (name, class, metrics, paper task, local reader, hub id), plus the real split sizes
+    of local tasks when ``sizes`` (loads them)."""
+    rows = []
+    for t in specs:
+        row = {"task": t.name, "class": t.task_class.value, "metrics": ",".join(t.metrics),
+               "paper": t.paper_task, "local": t.local.reader if t.local else "",
+               "hub": (t.hub.dataset_id + (f"/{t.hub.config}" if t.hub.config else "")) if t.hub else ""}
+        if sizes:
+            from .loaders import load_task
+
+            td = load_task(t, data_dir=data_dir) if t.local else None
+            for split in ("train", "validation", "test"):
+                row[split] = len(td.splits[split]) if td is not None and split in td.splits else None
+            row["derived_split"] = bool(td and td.provenance.get("derived_split"))
+        rows.append(row)
+    return rows
+
+
+def add_tasks_parser(subparsers) -> None:
+    """``tasktransfer tasks``: list registered tasks (optionally a suite or class, with real split sizes)."""
+    p = subparsers.add_parser("tasks", help="list the registered tasks, suites and (with --sizes) split sizes")
+    p.add_argument("--suite", choices=sorted(SUITES), help="only the tasks of this suite")
+    p.add_argument("--class", dest="task_class", choices=[c.value for c in TaskClass], help="only this class")
+    p.add_argument("--sizes", action="store_true", help="load local tasks and print their split sizes")
+    p.add_argument("--data-dir", default=None, help="local data directory (default: $TASKTRANSFER_DATA_DIR)")
+    p.set_defaults(func=_run_tasks_command)
+
+
+def _run_tasks_command(args) -> int:
+    specs = get_suite(args.suite) if args.suite else list_tasks()
+    if args.task_class:
+        specs = [t for t in specs if t.task_class.value == args.task_class]
+    rows = describe_tasks(specs, sizes=args.sizes, data_dir=args.data_dir)
+    if not rows:
+        print("no tasks")
+        return 0
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len("" if r[c] is None else str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(("" if r[c] is None else str(r[c])).ljust(widths[c]) for c in cols))
+    return 0

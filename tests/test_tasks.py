@@ -105,3 +105,14 @@ def test_list_tasks_filters():
     assert len(list_tasks()) > 33
     names = [t.name for t in list_tasks()]
     assert len(names) == len(set(names))
+
+
+def test_tasks_command_lists_a_suite_with_real_sizes(capsys, data_dir):
+    from tasktransfer_utils.cli import main
+
+    assert main(["tasks", "--suite", "offline-small", "--class", "CR", "--sizes", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["task", "class", "metrics"]
+    rows = {line.split()[0]: line.split() for line in out[1:]}
+    assert list(rows) == ["SST-2", "MRPC", "STS-B", "RTE"]
+    assert "67349" in rows["SST-2"] and "872" in rows["SST-2"] and "nyu-mll/glue/sst2" in rows["SST-2"]
