@@ -9,7 +9,7 @@ to the task's label indices and rejects any name outside the label set.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import datasets
 

@@ -194,7 +194,8 @@ def test_boolq_framing_is_the_same_as_local(hub):
             {"question": "is fire cold", "answer": False, "passage": "Fire is hot."}]
     hub.add("google/boolq", None, {s: _ds(rows, f) for s in ("train", "validation")})
     got = _rows(load_task("BoolQ", source="hub").splits["validation"])
-    assert got[0]["context"] == "yes. no. The sky is blue." and got[0]["answers"] == {"text": ["yes"], "answer_start": [0]}
+    assert got[0]["context"] == "yes. no. The sky is blue."
+    assert got[0]["answers"] == {"text": ["yes"], "answer_start": [0]}
     assert got[1]["answers"] == {"text": ["no"], "answer_start": [5]}
     assert got[1]["id"] == "boolq-validation-1"
 

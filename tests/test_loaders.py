@@ -90,7 +90,8 @@ def test_glue_known_examples(data_dir):
                                       "label": 0}
     assert sst.label_names[sst.splits["validation"][0]["label"]] == "positive"
     cola = load_task("CoLA", data_dir=data_dir)  # no header line: the first row is data
-    assert cola.splits["train"][0]["text_a"] == "Our friends won't buy this analysis, let alone the next one we propose."
+    first = "Our friends won't buy this analysis, let alone the next one we propose."
+    assert cola.splits["train"][0]["text_a"] == first
     assert cola.splits["train"][0]["label"] == 1
     assert Counter(_col(cola.splits["validation"], "label")) == {1: 721, 0: 322}
     rte = load_task("RTE", data_dir=data_dir)
@@ -259,7 +260,8 @@ def test_ptb_totals(data_dir):
 
 def test_conll_and_conllu_totals_match_the_manifest(data_dir):
     ewt = load_task("POS-EWT", data_dir=data_dir)
-    assert [sum(map(len, _col(ewt.splits[s], "tokens"))) for s in ("train", "validation", "test")] == [204577, 25147, 25094]
+    words = [sum(map(len, _col(ewt.splits[s], "tokens"))) for s in ("train", "validation", "test")]
+    assert words == [204577, 25147, 25094]
     assert ewt.splits["train"][0]["tokens"][:3] == ["Al", "-", "Zaman"]
     assert ewt.splits["train"][0]["tags"][:4] == ["NNP", "HYPH", "NNP", ":"]
     assert "_" not in ewt.label_names and "NN" in ewt.label_names

@@ -48,7 +48,8 @@ def test_label_sets_and_input_kinds():
 
 
 def test_hub_ids_of_loadable_paper_tasks():
-    expected = {"SST-2": ("nyu-mll/glue", "sst2"), "MNLI": ("nyu-mll/glue", "mnli"), "SQuAD-1": ("rajpurkar/squad", None),
+    expected = {"SST-2": ("nyu-mll/glue", "sst2"), "MNLI": ("nyu-mll/glue", "mnli"),
+                "SQuAD-1": ("rajpurkar/squad", None),
                 "SQuAD-2": ("rajpurkar/squad_v2", None), "NER": ("eriktks/conll2003", None),
                 "Chunk": ("eriktks/conll2000", None), "POS-EWT": ("universal_dependencies", "en_ewt"),
                 "BoolQ": ("google/boolq", None), "SNLI": ("stanfordnlp/snli", None),
