@@ -100,11 +100,12 @@ except ImportError:  # pragma: no cover - submitit is a dependency
 
 
 class PlanJobTask(_Checkpointable):
-    """What one array task runs: rebuild the plan and run the given job(s) without waiting for others.
+    """What one array task runs: rebuild the plan and make one attempt at each given job (no waiting;
+    failed attempts are resubmitted by the engine).
     Checkpointable: on time-out or preemption submitit requeues the same call."""
 
     def __call__(self, ref: PlanRef, job_ids: list[str]) -> dict:
-        return _worker_entry(ref, {"job_ids": job_ids, "wait": False})
+        return _worker_entry(ref, {"job_ids": job_ids, "wait": False, "max_jobs": len(job_ids)})
 
 
 #: submitit's generic resource names (AutoExecutor), usable in every group's resources.
@@ -167,6 +168,9 @@ class SubmititEngine:
                 if not self._finished(sjob, jid, absent_since):
                     continue
                 del in_flight[jid]
+                if store.is_done(jid):  # finished between the listing above and now
+                    summary.ran.append(jid)
+                    continue
                 lock = store.lock_info(jid)
                 if lock is not None and not store.is_stale(lock):
                     continue  # another worker holds the job: not a failure of this submission

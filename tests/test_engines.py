@@ -1,0 +1,111 @@
+"""Engines: local worker processes and submitit's local executor run the same plan to the same results,
+each job once; failed and killed jobs are submitted again up to the attempt limit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+
+import pytest
+
+from study_toy_plan import TESTS_DIR, read_events, toy_plan
+from tasktransfer_utils.engines import LocalEngine, SubmititEngine, make_engine
+from tasktransfer_utils.runner import PlanRef, load_results, run_worker
+
+
+@pytest.fixture(autouse=True)
+def _toy_importable(monkeypatch):
+    """Worker processes import the toy plan's module: put the tests folder on their PYTHONPATH."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
+    if TESTS_DIR not in sys.path:
+        monkeypatch.syspath_prepend(TESTS_DIR)
+
+
+def _reference(tmp_path, n):
+    ref = toy_plan(tmp_path / "reference", n=n)
+    run_worker(ref, wait=False)
+    return {j: r["result"] for j, r in load_results(ref).items()}
+
+
+def _results(plan):
+    return {j: r["result"] for j, r in load_results(plan).items()}
+
+
+def test_local_engine_with_two_worker_processes(tmp_path):
+    root = tmp_path / "pool"
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 6, 0.05)).load()
+    summary = LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None)
+    assert sorted(summary.ran) == sorted(j.id for j in plan.jobs)
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    assert starts == Counter({j.id: 1 for j in plan.jobs})
+    assert len({pid for _, _, pid in read_events(root)}) == 2
+    assert _results(plan) == _reference(tmp_path, 6)
+
+
+def test_local_engine_needs_a_planref_for_several_workers(tmp_path):
+    with pytest.raises(ValueError, match="PlanRef"):
+        LocalEngine(workers=2).run(toy_plan(tmp_path, n=2))
+
+
+def test_submitit_local_executor_runs_arrays_in_dependency_waves(tmp_path):
+    root = tmp_path / "submitit"
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 4)).load()
+    logs = []
+    engine = SubmititEngine(folder=tmp_path / "submitit_logs", cluster="local", poll_s=0.2,
+                            resources={"default": {"timeout_min": 5}, "B": {"timeout_min": 4}})
+    summary = engine.run(plan, log=logs.append)
+    assert sorted(summary.ran) == sorted(j.id for j in plan.jobs)
+    assert _results(plan) == _reference(tmp_path, 4)
+    submitted = [m for m in logs if m.startswith("submitted")]
+    # first array: the four gen jobs (group A); then B arrays as their dependencies finish
+    assert submitted[0].startswith("submitted 4 A job(s)")
+    later = [m.split()[1:3] for m in submitted[1:]]
+    assert all(group == "B" for _, group in later) and sum(int(n) for n, _ in later) == 4
+    records = load_results(plan)
+    assert len({r["worker"]["pid"] for r in records.values()}) == len(plan.jobs)  # one process per task
+
+
+def test_submitit_engine_resubmits_failed_and_killed_jobs(tmp_path):
+    root = tmp_path / "requeue"
+    modes = {"gen-0": "fail_once", "gen-1": "die_once", "gen-2": "fail"}
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 3, 0.0, 0, modes)).load()
+    logs = []
+    engine = SubmititEngine(folder=tmp_path / "logs", cluster="local", poll_s=0.2)
+    summary = engine.run(plan, log=logs.append)
+    done = plan.store.done_ids()
+    assert {"gen-0", "gen-1"} <= done  # each failed once (exception / SIGKILL) and was resubmitted
+    assert "gen-2" not in done and plan.store.attempts("gen-2") == plan.max_attempts
+    assert not {"mix-1", "total"} & done and "mix-0" in done
+    assert Counter(summary.failed) == Counter({"gen-0": 1, "gen-1": 1, "gen-2": 2})
+    failure = plan.store.read_failure("gen-2")
+    assert "fails on purpose" in failure["error"]
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    assert starts["gen-0"] == 2 and starts["gen-1"] == 2 and starts["gen-2"] == 2
+    assert any("FAILED gen-1" in m for m in logs)
+
+
+def test_make_engine_reads_config_and_flags(tmp_path):
+    e = make_engine({"kind": "local", "workers": 3}, default_folder=tmp_path)
+    assert isinstance(e, LocalEngine) and e.workers == 3
+    assert make_engine({"kind": "local", "workers": 3}, default_folder=tmp_path, workers=1).workers == 1
+    s = make_engine({"kind": "slurm", "resources": {"QA": {"mem_gb": 32}}}, default_folder=tmp_path)
+    assert isinstance(s, SubmititEngine) and s.cluster == "slurm" and s.folder == tmp_path
+    s = make_engine(None, default_folder=tmp_path, kind="submitit-local")
+    assert s.cluster == "local"
+    with pytest.raises(ValueError, match="unknown field"):
+        make_engine({"kind": "local", "gpus": 1}, default_folder=tmp_path)
+    with pytest.raises(ValueError, match="engine kind"):
+        make_engine({"kind": "kubernetes"}, default_folder=tmp_path)
+
+
+def test_submitit_executor_gets_group_resources(tmp_path):
+    engine = SubmititEngine(folder=tmp_path, cluster="slurm",
+                            resources={"default": {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8},
+                                       "QA": {"timeout_min": 240, "mem_gb": 32, "gpus_per_node": 1}})
+    ex = engine.executor("QA")
+    p = ex._executor.parameters
+    assert p["time"] == 240 and p["mem"] == "32GB" and p["cpus_per_task"] == 4 and p["gpus_per_node"] == 1
+    assert p["job_name"] == "tasktransfer-QA"
+    p = engine.executor("CR")._executor.parameters
+    assert p["time"] == 60 and p["mem"] == "8GB" and "gpus_per_node" not in p

@@ -1,0 +1,80 @@
+"""The SLURM engine for real: job arrays through submitit's SlurmExecutor on a running cluster
+(``.ci/setup_slurm.sh`` starts a single-node one). Skipped where ``sinfo`` is absent or no node is up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from study_toy_plan import TESTS_DIR, read_events, toy_plan
+from tasktransfer_utils.engines import SubmititEngine
+from tasktransfer_utils.runner import PlanRef, load_results, run_worker
+
+pytestmark = pytest.mark.slurm
+
+
+def _slurm_up() -> str | None:
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "sinfo/sbatch not found (run .ci/setup_slurm.sh as root)"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo failed: {err}"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.rstrip("*") in ("idle", "mixed", "allocated") for s in states):
+        return f"no SLURM node up (sinfo: {out.stdout.strip() or out.stderr.strip()})"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _require_slurm():
+    reason = _slurm_up()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def shared_tmp(tmp_path, monkeypatch):
+    """SLURM tasks run as other processes (maybe other users): keep files readable, toy plan importable."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
+    os.chmod(tmp_path, 0o777)
+    return tmp_path
+
+
+def test_slurm_job_arrays_run_the_plan_with_requeue(shared_tmp):
+    root = shared_tmp / "study"
+    modes = {"gen-1": "die_once"}  # the task is SIGKILLed: the engine must notice and resubmit it
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 3, 0.0, 0, modes)).load()
+    logs = []
+    engine = SubmititEngine(folder=shared_tmp / "slurm_logs", cluster="slurm", poll_s=1.0, lost_after_s=5.0,
+                            resources={"default": {"timeout_min": 5, "cpus_per_task": 1, "mem_gb": 1},
+                                       "B": {"timeout_min": 3}})
+    summary = engine.run(plan, log=logs.append)
+    assert sorted(set(summary.ran)) == sorted(j.id for j in plan.jobs), logs
+    assert summary.failed == ["gen-1"]
+    records = load_results(plan)
+    assert all(r["worker"]["slurm_job_id"] for r in records.values())  # really ran under SLURM
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    assert starts["gen-1"] == 2 and sum(starts.values()) == len(plan.jobs) + 1
+    ref = toy_plan(shared_tmp / "reference", n=3)
+    run_worker(ref, wait=False)
+    assert {j: r["result"] for j, r in records.items()} == {j: r["result"] for j, r in load_results(ref).items()}
+    # the array tasks asked for the group's resources
+    arrays = [m.split("array ")[1].split()[0] for m in logs if m.startswith("submitted")]
+    out = subprocess.run(["scontrol", "show", "job", arrays[0]], capture_output=True, text=True)
+    if out.returncode == 0 and out.stdout:  # finished jobs leave scontrol after MinJobAge
+        assert "TimeLimit=00:05:00" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("sacct") is None, reason="sacct not installed")
+def test_sacct_reports_finished_array_tasks(shared_tmp):
+    """submitit reads job states from sacct: check the cluster's accounting answers."""
+    out = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "--parsable2"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"accounting disabled on this cluster: {out.stderr.strip()}")
+    assert out.stdout.strip()
