@@ -5,6 +5,10 @@ Dataset building as local files (:func:`~tasktransfer_utils.loaders.finalize_spl
 Each mapper takes (spec, hub split Dataset, where-prefix, options, report) and returns raw examples. Class
 labels served as ``ClassLabel`` integers are turned into their names, so the shared validation maps names
 to the task's label indices and rejects any name outside the label set.
+
+The ids and configs are the hub's canonical ones; they cannot be checked from an offline machine. Two of them
+(``universal_dependencies``, ``qangaroo``) are script datasets, which recent ``datasets`` releases no longer
+run: set ``HubSource.revision = "refs/convert/parquet"`` (the hub's parquet conversion) if loading fails.
 """
 
 from __future__ import annotations

@@ -235,9 +235,9 @@ def test_ptb_ancestors_match_an_nltk_parented_tree_computation(data_dir):
     from tasktransfer_utils.loaders import split_bracketed_trees
 
     with zipfile.ZipFile(data_dir / "nltk/treebank.zip") as zf:
-        texts = [zf.read(f"treebank/combined/wsj_{i:04d}.mrg").decode() for i in range(1, 200, 9)]
+        texts = [zf.read(f"treebank/combined/wsj_{i:04d}.mrg").decode() for i in range(1, 200, 17)]
     trees = [t for text in texts for _, t in split_bracketed_trees(text, "wsj")]
-    assert len(trees) > 300
+    assert len(trees) > 150
     by_tokens = {}
     for name in ("POS-PTB", "Parent", "GParent", "GGParent"):
         td = load_task(name, data_dir=data_dir)
