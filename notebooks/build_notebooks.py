@@ -446,7 +446,7 @@ domain and text type: QA tasks cluster, while CR and SL tasks built on similar t
     code("""
 coords = plots.task_space_coordinates({n: e.vector for n, e in embeddings.items()}, method=map_method, seed=seed)
 fig = plots.task_space_map(None, coordinates=coords, method=map_method,
-                           title=f"Task space by TextEmb ({map_method.upper()}, {encoder_id(encoder)}): do classes cluster?")
+                           title=f"Task space by TextEmb ({encoder_id(encoder)}): do tasks of a class cluster?")
 plots.save_figure(fig, "fig3a_textemb_task_space", out_dir)
 fig
 """),
@@ -484,6 +484,209 @@ numbers = {
     "figures": ["textemb_similarity.png", "fig3a_textemb_task_space.png"],
 }
 print(save_key_numbers(numbers, out_dir, "04_compute_textemb"))
+"""),
+]
+
+
+# ================================================================================================
+NOTEBOOKS["05_compute_taskemb"] = [
+    md("""
+# 5. TaskEmb: what the encoder must learn for a task
+
+**TaskEmb** (Vu et al. 2020, §3.2), after Task2Vec, embeds a task by the **diagonal Fisher
+information** of a model fine-tuned on it: how sensitive the task's loss is to each weight or
+activation. Start from the encoder fine-tuned on the task, make one pass over the training set with
+gold labels and, per batch, back-propagate the model's own mean loss once; accumulate for each
+*component*
+
+* every parameter (word embeddings, each layer's weights, the head): grad²;
+* each layer's self-attention output and layer output: the gradient w.r.t. the activation, masked,
+  summed over batch and tokens, squared, divided by the batch's real-token count;
+* the pooled [CLS] output (CR and QA): the gradient summed over the batch, squared, divided by the
+  real-token count;
+
+then divide by the number of examples. Each component is one embedding; sources are ranked by cosine
+similarity per component, and components can be fused by reciprocal-rank fusion.
+
+**Two estimators.** The authors' code squares the gradient of the *batch-mean* loss (`"paper"`,
+the default). The textbook empirical Fisher averages the squared *per-example* gradients
+(`"empirical"`). This notebook computes both and asks whether they order tasks alike; every stored
+embedding records which estimator made it.
+
+TaskEmb needs one fine-tuning run per task, so with `recompute = False` the notebook reads stored
+embeddings from the embedding library; `recompute = True` fine-tunes (resumable run folders under
+`work_dir`) and computes them.
+"""),
+    params("""
+encoder = None                  # None: all-MiniLM-L6-v2 (offline package)
+tasks = None                    # None: the offline-small suite (4 tasks per class)
+regime = "FULL"                 # regime of the fine-tuning run (and of the Fisher pass)
+estimators = ["paper", "empirical"]
+labels = "gold"                 # "gold" or "sampled" (from the model's predictive distribution)
+components = ["encoder.layer.*.multihead_output", "encoder.layer.*.layer_output"]  # plus cls_output for CR/QA
+map_component = None            # component for the heatmap and map; None: the last layer's layer_output
+max_train_examples = None       # cap on each training set before the regime (None: no cap)
+max_eval_examples = None
+num_epochs = None               # None: the class preset
+max_examples = None             # cap on the rows of the Fisher pass (None: the whole training set)
+seed = 0
+recompute = False
+map_method = "tsne"
+data_dir = None
+work_dir = None                 # fine-tuning runs; None: runs/notebooks/
+embeddings_dir = None           # None: results/embeddings
+output_dir = None
+"""),
+    code("""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
+from tasktransfer_utils.regimes import Regime, apply_regime
+from tasktransfer_utils.selection import CosineRanker
+from tasktransfer_utils.settings import preset
+from tasktransfer_utils.similarity import cosine_similarity_matrix
+from tasktransfer_utils.taskemb import compute_taskemb, parse_component
+from tasktransfer_utils.tasks import SUITES, TaskClass, get_task
+from tasktransfer_utils.training import fine_tune
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
+library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "embeddings")
+encoder = encoder or default_encoder()
+task_names = [get_task(t).name for t in (tasks or SUITES["offline-small"])]
+print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime}, estimators {estimators}, labels {labels}")
+"""),
+    md("""
+## Fine-tune (when recomputing) and compute
+
+The Fisher pass runs over the rows the model was fine-tuned on (the run records its regime and seed).
+On a CPU the `"paper"` estimator costs about one backward pass per batch; `"empirical"` needs
+per-example gradients and is several times slower.
+"""),
+    code("""
+taskemb = {}   # (task, estimator) -> {component: TaskEmbedding}
+for name in task_names:
+    spec = get_task(name)
+    for estimator in estimators:
+        stored = library.load(task=name, method="TaskEmb", encoder_id=encoder_id(encoder), estimator=estimator,
+                              label_source=labels, regime=regime, seed=seed)
+        if stored and not recompute:
+            taskemb[name, estimator] = {e.component: e for e in stored}
+            continue
+        if not recompute:
+            raise FileNotFoundError(f"no stored TaskEmb for {name} ({estimator}, {labels}, {regime}, seed {seed}, "
+                                    f"{encoder_id(encoder)}) in {library.root}; set recompute = True to compute it")
+        data = load_task(name, data_dir=data_dir)
+        if max_train_examples:
+            data.splits["train"] = apply_regime(data.train, Regime.LIMITED, seed, n=max_train_examples)
+        run_dir = runs_dir / f"{name}.{regime}.seed{seed}"
+        run = fine_tune(data, run_dir, encoder=encoder, regime=regime, seed=seed,
+                        settings=preset(spec.task_class, max_eval_examples=max_eval_examples,
+                                        **({"num_epochs": num_epochs} if num_epochs else {})))
+        wanted = list(components) + (["cls_output"] if spec.task_class is not TaskClass.SL else [])
+        taskemb[name, estimator] = compute_taskemb(data, run_dir, estimator=estimator, labels=labels, seed=seed,
+                                                   max_examples=max_examples, components=wanted)
+        library.add(taskemb[name, estimator])
+        print(f"{name:10s} {estimator:9s} fine-tuned score {run.score:.3f}; "
+              f"{len(taskemb[name, estimator])} components in {next(iter(taskemb[name, estimator].values())).meta['wall_time_s']:.1f} s")
+"""),
+    md("""
+## The components of one task
+
+Each component is a separate embedding: one vector per activation site (hidden size) or per weight
+matrix (its number of entries).
+"""),
+    code("""
+first = taskemb[task_names[0], estimators[0]]
+comp_table = pd.DataFrame([{"component": c, **parse_component(c), "dim": e.vector.shape[0],
+                            "norm": float(np.linalg.norm(e.vector))} for c, e in first.items()])
+display(comp_table)
+shared = sorted(set.intersection(*(set(d) for d in taskemb.values())))
+last_layer = max(parse_component(c)["layer"] for c in shared if parse_component(c)["layer"] is not None)
+map_component = map_component or f"encoder.layer.{last_layer}.layer_output"
+print(f"{len(shared)} components shared by every task; heatmap and map use {map_component}")
+"""),
+    md("""
+## Similarity and the task space (Figure 3b)
+
+In the paper TaskEmb separates the three classes more cleanly than TextEmb: what a task asks of the
+encoder is closer to its type than the text it is written in.
+"""),
+    code("""
+similarity = {est: cosine_similarity_matrix([taskemb[n, est][map_component] for n in task_names]) for est in estimators}
+est0 = estimators[0]
+fig = plots.similarity_heatmap(similarity[est0], title=f"TaskEmb [{map_component}] cosine similarity ({est0} estimator)")
+plots.save_figure(fig, "taskemb_similarity", out_dir)
+fig
+"""),
+    code("""
+coords = plots.task_space_coordinates({n: taskemb[n, est0][map_component].vector for n in task_names},
+                                      method=map_method, seed=seed)
+fig = plots.task_space_map(None, coordinates=coords, method=map_method,
+                           title=f"Task space by TaskEmb [{map_component}]: do the classes separate?")
+plots.save_figure(fig, "fig3b_taskemb_task_space", out_dir)
+fig
+"""),
+    md("""
+## Per component: does the nearest task share the class? Do the estimators agree?
+
+For every shared component and estimator: the share of tasks whose most similar other task is of the
+same class, and (with two estimators) Spearman's correlation between the two estimators' similarities
+over all task pairs.
+"""),
+    code("""
+pair_mask = ~np.eye(len(task_names), dtype=bool)
+rows = []
+for comp in shared:
+    row = {"component": comp, **parse_component(comp)}
+    sims = {}
+    for est in estimators:
+        ranker = CosineRanker({n: taskemb[n, est][comp].vector for n in task_names}, method=f"TaskEmb[{comp}]")
+        top = [ranker.rank(n, [t for t in task_names if t != n])["source"].iloc[0] for n in task_names]
+        row[f"nearest in-class ({est})"] = float(np.mean([get_task(a).task_class == get_task(b).task_class
+                                                          for a, b in zip(task_names, top)]))
+        sims[est] = cosine_similarity_matrix([taskemb[n, est][comp] for n in task_names]).to_numpy()[pair_mask]
+    if len(estimators) == 2:
+        row["spearman(paper, empirical)"] = pd.Series(sims[estimators[0]]).corr(pd.Series(sims[estimators[1]]), method="spearman")
+    rows.append(row)
+per_component = pd.DataFrame(rows)
+display(per_component.round(3))
+"""),
+    code("""
+if len(estimators) == 2:
+    fig = plots.similarity_agreement(similarity[estimators[0]], similarity[estimators[1]],
+                                     label_a=f"{estimators[0]} estimator", label_b=f"{estimators[1]} estimator")
+    plots.save_figure(fig, "taskemb_estimators_agreement", out_dir)
+    display(fig)
+"""),
+    code("""
+numbers = {
+    "encoder": encoder,
+    "encoder_id": encoder_id(encoder),
+    "regime": regime,
+    "labels": labels,
+    "estimators": list(estimators),
+    "tasks": task_names,
+    "map_component": map_component,
+    "component_dims": {c: int(first[c].vector.shape[0]) for c in first},
+    "shared_components": shared,
+    "similarity": {est: {a: {b: float(similarity[est].loc[a, b]) for b in task_names} for a in task_names}
+                   for est in estimators},
+    "per_component": per_component.to_dict(orient="records"),
+    "num_examples": {n: taskemb[n, est0][map_component].meta["num_examples"] for n in task_names},
+    "embeddings_dir": str(library.root),
+    "figures": ["taskemb_similarity.png", "fig3b_taskemb_task_space.png"]
+               + (["taskemb_estimators_agreement.png"] if len(estimators) == 2 else []),
+}
+print(save_key_numbers(numbers, out_dir, "05_compute_taskemb"))
 """),
 ]
 

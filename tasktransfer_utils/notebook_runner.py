@@ -268,6 +268,8 @@ def execute_notebook(notebook: str | os.PathLike, parameters: Mapping[str, Any] 
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise KeyError(f"{notebook.name}: unknown parameters {unknown}; its parameters cell defines {sorted(known)}")
+    for var in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "TOKENIZERS_PARALLELISM"):  # quiet headless logs
+        os.environ.setdefault(var, "1" if var.startswith("HF_") else "false")
     out = Path(output_path) if output_path is not None else NOTEBOOKS_DIR / "_executed" / notebook.name
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(

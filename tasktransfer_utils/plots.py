@@ -630,8 +630,13 @@ def task_space_map(vectors, *, task_classes: Mapping[str, str] | None = None, me
         sel = coords[coords["task"].map(classes) == c]
         if len(sel):
             ax.scatter(sel["x"], sel["y"], s=70, color=CLASS_COLORS[c], edgecolor="white", zorder=3)
+    # tasks at (nearly) the same place get their labels stacked instead of printed over each other
+    span = max(float(np.ptp(coords["x"])), float(np.ptp(coords["y"])), 1e-12)
+    placed: list[tuple[float, float]] = []
     for t, x, y in coords[["task", "x", "y"]].itertuples(index=False):
-        ax.annotate(t, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        k = sum(1 for px, py in placed if abs(px - x) < 0.03 * span and abs(py - y) < 0.03 * span)
+        placed.append((x, y))
+        ax.annotate(t, (x, y), xytext=(5, 4 - 10 * k), textcoords="offset points", fontsize=8)
     xr = np.ptp(coords["x"]) or 1.0
     ax.set_xlim(coords["x"].min() - 0.1 * xr, coords["x"].max() + 0.25 * xr)
     label = {"tsne": "t-SNE", "pca": "PCA", "mds": "MDS"}.get(method, method)

@@ -131,3 +131,30 @@ def test_04_compute_textemb(tmp_path, tiny_encoder_dir):
         assert numbers["nearest"][t] == max(row, key=row.get)
     assert 0.0 <= numbers["nearest_in_class_share"] <= 1.0
     _figures_exist(numbers, params)
+
+
+def test_05_compute_taskemb(tmp_path, tiny_encoder_dir):
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.similarity import cosine_similarity_matrix
+
+    numbers, params = run_notebook("05_compute_taskemb", tmp_path, encoder=tiny_encoder_dir)
+    tasks = numbers["tasks"]
+    assert tasks == params["tasks"] and numbers["estimators"] == ["paper", "empirical"]
+    dims = numbers["component_dims"]
+    assert dims["encoder.layer.1.layer_output"] == 32 and dims["encoder.layer.0.multihead_output"] == 32
+    assert numbers["map_component"] == "encoder.layer.1.layer_output"  # last layer of the 2-layer encoder
+    assert "cls_output" not in numbers["shared_components"]  # POS-PTB (SL) has none
+    lib = EmbeddingLibrary(params["embeddings_dir"])
+    for est in numbers["estimators"]:
+        sim = np.array([[numbers["similarity"][est][a][b] for b in tasks] for a in tasks])
+        assert np.allclose(np.diag(sim), 1.0) and np.allclose(sim, sim.T)
+        stored = lib.load(method="TaskEmb", estimator=est, component=numbers["map_component"])
+        ref = cosine_similarity_matrix(stored).loc[tasks, tasks].to_numpy()
+        assert np.allclose(sim, ref, atol=1e-12)
+    for row in numbers["per_component"]:
+        assert -1.0 <= row["spearman(paper, empirical)"] <= 1.0
+        assert 0.0 <= row["nearest in-class (paper)"] <= 1.0
+    assert all(0 < n <= params["max_examples"] for n in numbers["num_examples"].values())
+    _figures_exist(numbers, params)
