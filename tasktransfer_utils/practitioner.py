@@ -1,0 +1,761 @@
+"""Which source task should I fine-tune on first? Rank stored source tasks for a user's own data file.
+
+Vu et al. (2020, §5, Figure 1): embed the target task, compare it with a library of precomputed source
+task embeddings by cosine similarity, and fine-tune first on the most similar source.
+
+* :func:`read_target_file` reads a dataset file into the project schema (``loaders.TaskData``):
+  CSV / TSV with a header (CR), JSONL (CR text+label, QA question+context+answers, BoolQ-style
+  question+passage+answer, MRQA, SL tokens+tags), a CoNLL column file or CoNLL-U (SL), SQuAD JSON (QA).
+* :func:`rank_sources` computes the target's embedding with the library's encoder and ranks every
+  comparable source: ``TextEmb`` (default; no labels or training needed), ``TaskEmb`` (fine-tunes the
+  encoder on the file first, then the Fisher embedding; RRF over components) or ``TextEmb+TaskEmb``.
+* :func:`add_rank_parser` registers ``tasktransfer rank`` on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb")
+FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")
+TEXT_A_COLUMNS = ("text_a", "text", "sentence1", "question1", "premise", "#1 String", "question", "sentence",
+                  "review", "content", "document", "tweet")
+TEXT_B_COLUMNS = ("text_b", "sentence2", "question2", "hypothesis", "#2 String", "sentence", "passage")
+LABEL_COLUMNS = ("label", "labels", "gold_label", "score", "similarity", "Quality", "is_duplicate", "class",
+                 "category", "target", "y")
+DEFAULT_MAX_EXAMPLES = 1000
+
+
+class TargetFileError(ValueError):
+    """A user's dataset file cannot be read as a target task; the message names file, line and field."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a target file
+# ----------------------------------------------------------------------------------------------
+
+
+def detect_format(path: Path) -> str:
+    """The file format from the name (``.csv``, ``.tsv``, ``.jsonl``/``.jsonl.gz``, ``.json`` = SQuAD
+    or JSON lines, ``.conllu``, and ``.conll``/``.iob``/``.bio``/``.txt``/CoNLL names = CoNLL columns)."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".tsv":
+        return "tsv"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".json":
+        text = _read_text(path).lstrip()
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError:
+                return "jsonl"
+            if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+                return "squad"
+            return "jsonl"
+        return "jsonl"
+    if suffix == ".conllu":
+        return "conllu"
+    if suffix in (".conll", ".iob", ".bio", ".iob2", ".txt") or re.search(r"\.(train|test[ab]?|dev)$", name):
+        return "conll"
+    raise TargetFileError(
+        f"{path}: cannot tell the format from the file name; pass file_format= / --format one of {FORMATS}")
+
+
+def _read_text(path: Path) -> str:
+    import gzip
+
+    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    for enc in ("utf-8-sig", "latin-1"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    raise TargetFileError(f"{path}: not readable as UTF-8 or Latin-1 text")
+
+
+def _default_name(path: Path) -> str:
+    """A task name from the file name; generic names (train, dev, test, ...) get the folder name first."""
+    stem = re.sub(r"(\.(gz|json|jsonl|csv|tsv|conll|conllu|txt|iob2?|bio))+$", "", path.name, flags=re.I)
+    if re.match(r"(train|dev|test|data|valid|validation|eng|en)\b", stem, flags=re.I):
+        return f"{path.parent.name}-{stem}"
+    return stem
+
+
+def _pick(columns: Sequence[str], wanted: Sequence[str], exclude: Iterable[str] = ()) -> str | None:
+    lower = {c.lower(): c for c in columns if c not in set(exclude)}
+    for w in wanted:
+        if w.lower() in lower:
+            return lower[w.lower()]
+    return None
+
+
+def _column(spec: str | int, columns: Sequence[Any], path: Path) -> Any:
+    """A column given by name or 0-based number."""
+    if isinstance(spec, int) or (isinstance(spec, str) and re.fullmatch(r"-?\d+", spec)):
+        idx = int(spec)
+        if not -len(columns) <= idx < len(columns):
+            raise TargetFileError(f"{path}: column number {idx} out of range (the file has {len(columns)} columns)")
+        return columns[idx]
+    if spec not in columns:
+        raise TargetFileError(f"{path}: no column {spec!r}; columns are {list(columns)}")
+    return spec
+
+
+def _labels_from_values(values: list[Any], path: Path, column: Any, regression: bool | None
+                        ) -> tuple[list[Any], tuple[str, ...] | None, bool]:
+    """Map raw label values to indices (classification) or floats (regression)."""
+    texts = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip() for v in values]
+    empty = [i for i, t in enumerate(texts) if t == ""]
+    if empty:
+        raise TargetFileError(f"{path}: row {empty[0] + 1}: label column {column!r} is empty")
+
+    def as_float(t: str) -> float | None:
+        try:
+            x = float(t)
+        except ValueError:
+            return None
+        return x if math.isfinite(x) else None
+
+    floats = [as_float(t) for t in texts]
+    numeric = all(f is not None for f in floats)
+    if regression is None:
+        regression = numeric and not all(float(f).is_integer() for f in floats)
+    if regression:
+        if not numeric:
+            bad = next(i for i, f in enumerate(floats) if f is None)
+            raise TargetFileError(f"{path}: row {bad + 1}: label {texts[bad]!r} in column {column!r} is not a number "
+                                  "(regression target expected)")
+        return [float(f) for f in floats], None, True
+    if numeric and all(float(f).is_integer() for f in floats):
+        names = tuple(str(int(v)) for v in sorted({int(f) for f in floats}))
+        texts = [str(int(f)) for f in floats]
+    else:
+        names = tuple(sorted(set(texts)))
+    index = {n: i for i, n in enumerate(names)}
+    return [index[t] for t in texts], names, False
+
+
+def _read_table(path: Path, fmt: str, text_columns, label_column, header: bool | None) -> pd.DataFrame:
+    sep = "," if fmt == "csv" else "\t"
+    quoting = csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE
+    named = [c for c in (text_columns or []) + ([label_column] if label_column is not None else [])
+             if not re.fullmatch(r"-?\d+", str(c))]
+    first = pd.read_csv(path, sep=sep, quoting=quoting, header=None, nrows=1, dtype=str, keep_default_na=False,
+                        encoding="utf-8-sig")
+    first_row = [str(v) for v in first.iloc[0].tolist()] if len(first) else []
+    if header is None:
+        known = {c.lower() for c in TEXT_A_COLUMNS + TEXT_B_COLUMNS + LABEL_COLUMNS} | {c.lower() for c in named}
+        header = any(v.strip().lower() in known for v in first_row)
+        if not header and not text_columns:
+            raise TargetFileError(
+                f"{path} line 1: no header row found (first row: {first_row[:6]}); add a header naming the text "
+                f"and label columns (e.g. 'sentence<TAB>label'), or give 0-based column numbers with "
+                f"--text-columns / --label-column")
+    try:
+        return pd.read_csv(path, sep=sep, quoting=quoting, header=0 if header else None, dtype=str,
+                           keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TargetFileError(f"{path}: cannot parse as {fmt.upper()} ({exc})") from exc
+
+
+def _cr_examples(path: Path, records: pd.DataFrame, text_columns, label_column, regression, where_offset: int):
+    cols = list(records.columns)
+    if text_columns:
+        a = _column(text_columns[0], cols, path)
+        b = _column(text_columns[1], cols, path) if len(text_columns) > 1 else None
+    else:
+        a = _pick(cols, TEXT_A_COLUMNS)
+        if a is None:
+            raise TargetFileError(f"{path}: no text column found among {cols}; expected one of "
+                                  f"{list(TEXT_A_COLUMNS)} or --text-columns NAME[,NAME2]")
+        b = _pick(cols, TEXT_B_COLUMNS, exclude=[a])
+    if label_column is not None:
+        lab = _column(label_column, cols, path)
+    else:
+        lab = _pick(cols, LABEL_COLUMNS, exclude=[a, b])
+    texts_a = records[a].astype(str).tolist()
+    texts_b = records[b].astype(str).tolist() if b is not None else [None] * len(records)
+    labelled = lab is not None
+    if labelled:
+        labels, names, regression = _labels_from_values(records[lab].tolist(), path, lab, regression)
+    else:
+        labels, names, regression = [0] * len(records), ("<unlabelled>",), False
+    from tasktransfer_utils.loaders import RawExample
+
+    examples = [RawExample(f"{path} row {i + where_offset}", {"text_a": ta, "text_b": tb, "label": y})
+                for i, (ta, tb, y) in enumerate(zip(texts_a, texts_b, labels))]
+    info = {"text_a": a, "text_b": b, "label": lab, "labelled": labelled}
+    return examples, names, regression, b is not None, info
+
+
+def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TargetFileError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise TargetFileError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        out.append((lineno, rec))
+    if not out:
+        raise TargetFileError(f"{path}: no JSON records")
+    return out
+
+
+def _qa_answers(answers: Any, where: str) -> dict:
+    if answers is None:
+        return {"text": [], "answer_start": []}
+    if isinstance(answers, dict):
+        return {"text": list(answers.get("text", [])), "answer_start": [int(s) for s in answers.get("answer_start", [])]}
+    if isinstance(answers, list):
+        return {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
+    raise TargetFileError(f"{where}: field 'answers' = {answers!r}; expected {{'text': [...], 'answer_start': [...]}} "
+                          "or a list of {'text', 'answer_start'}")
+
+
+def _read_jsonl(path: Path, text_columns, label_column, regression):
+    from tasktransfer_utils import loaders
+
+    records = _jsonl_records(path)
+    keys = set(records[0][1])
+    if "header" in keys and len(records) > 1:  # MRQA: a header line, then contexts with qas
+        examples = []
+        for lineno, rec in records[1:]:
+            where = f"{path} line {lineno}"
+            for qa in rec.get("qas", []):
+                qid = qa.get("id") or qa.get("qid")
+                examples.append(loaders.mrqa_example(f"{where} question {qid}", qid, qa["question"], rec["context"],
+                                                     loaders.mrqa_char_spans(qa["detected_answers"], where)))
+        return "QA", examples, None, False, False, {"layout": "MRQA", "labelled": True}
+    if {"tokens", "tags"} <= keys or {"tokens", "ner_tags"} <= keys or {"tokens", "pos_tags"} <= keys:
+        tag_key = "tags" if "tags" in keys else ("ner_tags" if "ner_tags" in keys else "pos_tags")
+        examples = []
+        for lineno, rec in records:
+            examples.append(loaders.RawExample(f"{path} line {lineno}", {
+                "tokens": [str(t) for t in rec["tokens"]], "tags": [str(t) for t in rec.get(tag_key) or []]}))
+        return "SL", examples, None, False, False, {"layout": f"tokens+{tag_key}", "labelled": True}
+    if {"question", "passage", "answer"} <= keys:  # BoolQ as extractive QA (as the loaders do)
+        examples = [loaders.boolq_example(f"{path} line {lineno}", str(rec.get("id", f"q{lineno}")), rec["question"],
+                                          rec["passage"], rec["answer"]) for lineno, rec in records]
+        return "QA", examples, None, False, False, {"layout": "BoolQ", "labelled": True}
+    if {"question", "context"} <= keys:
+        examples = []
+        labelled = all("answers" in rec for _, rec in records)
+        for lineno, rec in records:
+            where = f"{path} line {lineno}"
+            examples.append(loaders.RawExample(where, {
+                "id": str(rec.get("id", f"q{lineno}")), "question": rec["question"], "context": rec["context"],
+                "answers": _qa_answers(rec.get("answers"), where)}, rec["context"]))
+        return "QA", examples, None, False, False, {"layout": "question+context", "labelled": labelled}
+    frame = pd.DataFrame([rec for _, rec in records])
+    examples, names, reg, pair, info = _cr_examples(path, frame, text_columns, label_column, regression, 1)
+    examples = [ex._replace(where=f"{path} line {records[i][0]}") for i, ex in enumerate(examples)]
+    return "CR", examples, names, reg, pair, info
+
+
+def _read_squad(path: Path):
+    from tasktransfer_utils import loaders
+
+    try:
+        doc = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise TargetFileError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise TargetFileError(f"{path}: expected SQuAD JSON, an object with a 'data' list of articles")
+    examples = []
+    for a_i, article in enumerate(doc["data"]):
+        examples.extend(loaders.squad_examples(f"{path} article {a_i}", article))
+    return examples
+
+
+def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None):
+    from tasktransfer_utils.loaders import RawExample
+
+    examples, tokens, tags, start = [], [], [], None
+    labelled = True
+    conllu_tag = 3 if tag_column is None else tag_column  # UPOS
+    for lineno, line in enumerate(_read_text(path).splitlines() + [""], start=1):
+        text = line.strip()
+        if not text or text.startswith("-DOCSTART-"):
+            if tokens:
+                examples.append(RawExample(f"{path} line {start}", {"tokens": tokens, "tags": tags}))
+            tokens, tags, start = [], [], None
+            continue
+        if fmt == "conllu":
+            if text.startswith("#"):
+                continue
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) != 10:
+                raise TargetFileError(f"{path} line {lineno}: {len(parts)} tab-separated columns; expected the 10 "
+                                      "CoNLL-U columns")
+            if "-" in parts[0] or "." in parts[0]:
+                continue
+            token, tag = parts[1], parts[conllu_tag]
+        else:
+            parts = text.split()
+            if len(parts) == 1:
+                labelled = False
+                token, tag = parts[0], "O"
+            else:
+                try:
+                    token = parts[token_column]
+                    tag = parts[-1 if tag_column is None else tag_column]
+                except IndexError:
+                    raise TargetFileError(f"{path} line {lineno}: {len(parts)} columns; token column {token_column} "
+                                          f"or tag column {tag_column} missing") from None
+        start = start or lineno
+        tokens.append(token)
+        tags.append(tag)
+    return examples, {"labelled": labelled, "token_column": token_column,
+                      "tag_column": "UPOS" if fmt == "conllu" and tag_column is None else tag_column}
+
+
+def _drop_unlocatable_answers(examples: list) -> tuple[list, list[str]]:
+    """QA examples whose every answer text occurs at its answer_start, and where the others were."""
+    kept, dropped = [], []
+    for ex in examples:
+        ctx, ans = ex.data["context"], ex.data["answers"]
+        if all(isinstance(st, int) and st >= 0 and t and ctx[st:st + len(t)] == t
+               for t, st in zip(ans["text"], ans["answer_start"])):
+            kept.append(ex)
+        else:
+            dropped.append(ex.where)
+    return kept, dropped
+
+
+def read_target_file(
+    path: str | os.PathLike,
+    *,
+    file_format: str | None = None,
+    task_class: str | None = None,
+    name: str | None = None,
+    text_columns: Sequence[str | int] | None = None,
+    label_column: str | int | None = None,
+    regression: bool | None = None,
+    header: bool | None = None,
+    token_column: int = 0,
+    tag_column: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Read a user's dataset file into a ``loaders.TaskData`` (all rows in ``train``; ``validation`` is
+    a seeded 10 % sample of them, for monitoring only).
+
+    CSV/TSV need a header naming the text column(s) (``sentence``, ``sentence1``/``sentence2``,
+    ``question``/``sentence``, ``text``...) and optionally a label column (``label``, ``score``...); or give
+    ``text_columns``/``label_column`` by name or 0-based number. Integer labels are classes, non-integer
+    numbers a regression target (override with ``regression``). CoNLL: token in ``token_column``, tag in
+    ``tag_column`` (default the last column; CoNLL-U: UPOS). A file without labels can still be ranked
+    with TextEmb (``provenance["labelled"]`` is then False). QA questions whose answer text is not found
+    at its ``answer_start`` are dropped with a warning and listed in ``provenance["dropped"]``.
+    """
+    from tasktransfer_utils.loaders import DataFormatError, TaskData, finalize_splits
+    from tasktransfer_utils.tasks import TaskClass, TaskSpec
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"target file {path} does not exist")
+    fmt = file_format or detect_format(path)
+    if fmt not in FORMATS:
+        raise TargetFileError(f"file_format must be one of {FORMATS}, got {fmt!r}")
+    text_columns = list(text_columns) if text_columns else None
+    names, is_reg, is_pair = None, False, False
+    if fmt in ("csv", "tsv"):
+        table = _read_table(path, fmt, text_columns, label_column, header)
+        examples, names, is_reg, is_pair, info = _cr_examples(path, table, text_columns, label_column, regression, 1)
+        cls = "CR"
+    elif fmt == "jsonl":
+        cls, examples, names, is_reg, is_pair, info = _read_jsonl(path, text_columns, label_column, regression)
+    elif fmt == "squad":
+        examples, cls, info = _read_squad(path), "QA", {"layout": "SQuAD JSON", "labelled": True}
+    else:
+        examples, info = _read_conll(path, fmt, token_column, tag_column)
+        cls = "SL"
+    if task_class is not None and str(task_class).upper() != cls:
+        raise TargetFileError(f"{path}: read as a {cls} task ({fmt}), but task_class={task_class!r} was asked; "
+                              "check the format or the columns")
+    if cls == "QA":
+        examples, dropped = _drop_unlocatable_answers(examples)
+        if dropped:
+            info["dropped"] = dropped
+            warnings.warn(f"{path}: {len(dropped)} question(s) dropped whose answer text does not occur at its "
+                          f"answer_start (first: {dropped[0]})", stacklevel=2)
+    if not examples:
+        raise TargetFileError(f"{path}: no examples found in the {fmt} file")
+    if cls == "CR":
+        metrics = ("pearson", "spearman") if is_reg else ("accuracy",)
+    elif cls == "QA":
+        metrics = ("exact_match", "f1")
+    else:
+        tags = {t for ex in examples for t in ex.data["tags"]}
+        metrics = ("seqeval_f1",) if any(t[:2] in ("B-", "I-") for t in tags) else ("token_accuracy",)
+    spec = TaskSpec(name=name or _default_name(path), task_class=TaskClass(cls), metrics=metrics, labels=names,
+                    is_regression=is_reg, is_pair=is_pair, paper_task=False,
+                    description=f"user dataset read from {path}")
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(0.1 * len(examples))))
+    val_idx = np.sort(rng.choice(len(examples), size=min(n_val, len(examples)), replace=False))
+    try:
+        splits, label_names, prov = finalize_splits(spec, {"train": examples,
+                                                          "validation": [examples[i] for i in val_idx]}, seed)
+    except DataFormatError as exc:
+        raise TargetFileError(str(exc)) from exc
+    provenance = {"task": spec.name, "source": "file", "file": str(path), "format": fmt,
+                  "validation": "seeded 10% sample of train (monitoring only)", "seed": seed, **info, **prov}
+    return TaskData(spec, splits, label_names, "file", provenance)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking against a library
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_embeddings(library: Any) -> list:
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary, load_embeddings
+
+    if isinstance(library, (str, os.PathLike)):
+        p = Path(library)
+        if p.is_file():
+            return load_embeddings(p)
+        if not p.is_dir():
+            raise FileNotFoundError(
+                f"embedding library {p} does not exist; compute source embeddings first (see the embeddings "
+                "notebook) or pass --library pointing at a folder of .safetensors embedding files")
+        library = EmbeddingLibrary(p)
+    if isinstance(library, EmbeddingLibrary):
+        embs = library.load()
+        if not embs:
+            raise FileNotFoundError(f"embedding library {library.root} holds no embeddings")
+        return embs
+    return list(library)
+
+
+def _one_per_task(embs: list) -> list:
+    """Keep one embedding per (task, component): the lowest seed (then the first stored)."""
+    best: dict[tuple, Any] = {}
+    for e in embs:
+        key = (e.meta.get("task"), e.meta.get("component"))
+        seed = e.meta.get("seed")
+        seed = seed if isinstance(seed, (int, float)) else math.inf
+        if key not in best or seed < best[key][0]:
+            best[key] = (seed, e)
+    return [e for _, e in best.values()]
+
+
+def _shared(embs: list, field: str) -> Any:
+    values = {json.dumps(e.meta.get(field), sort_keys=True) for e in embs}
+    if len(values) > 1:
+        raise ValueError(f"the library mixes {field} values {sorted(values)}; filter it (e.g. encoder_id=, "
+                         f"estimator=) so that the sources are comparable")
+    return embs[0].meta.get(field) if embs else None
+
+
+def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
+    from tasktransfer_utils.embedding_store import encoder_id
+    from tasktransfer_utils.paths import default_encoder
+
+    want = _shared(source_embs, "encoder_id")
+    if encoder is not None:
+        if want is not None and encoder_id(encoder) != want:
+            raise ValueError(f"encoder {encoder!r} (id {encoder_id(encoder)!r}) differs from the library's "
+                             f"encoder {want!r}; embeddings from different encoders are not comparable")
+        return str(encoder)
+    stored = _shared(source_embs, "encoder")
+    if stored and (Path(stored).is_dir() or not os.path.isabs(str(stored))):
+        return str(stored)
+    default = default_encoder()
+    if want is None or encoder_id(default) == want:
+        return default
+    raise ValueError(f"the library's encoder {stored!r} is not available here; pass encoder= / --encoder with a "
+                     f"local copy of {want!r}")
+
+
+def _regime_filter(embs: list, source_regime: str | None) -> list:
+    if source_regime is None:
+        return embs
+    kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
+    if not kept:
+        have = sorted({str(e.meta.get("regime")) for e in embs})
+        raise ValueError(f"no source embeddings of regime {source_regime!r} (the library has {have}); "
+                         "pass source_regime= / --source-regime")
+    return kept
+
+
+def rank_sources(
+    target: Any,
+    library: Any,
+    *,
+    method: str = "TextEmb",
+    encoder: str | None = None,
+    candidate_set: str = "all-class",
+    exclude: Iterable[str] = (),
+    source_regime: str | None = "FULL",
+    max_examples: int | None = DEFAULT_MAX_EXAMPLES,
+    seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
+    finetune_epochs: float | None = None,
+    device: str | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Rank the library's source tasks for ``target`` (a ``loaders.TaskData`` or a file path read with
+    :func:`read_target_file`).
+
+    ``library``: an ``EmbeddingLibrary``, its folder, one embeddings file, or a list of TaskEmbeddings.
+    ``method``: "TextEmb" (pretrained encoder, mean token vector over at most ``max_examples`` rows),
+    "TaskEmb" (fine-tunes the encoder on the target into ``work_dir`` — at most 1,000 examples, the
+    paper's LIMITED regime, class preset settings with a batch no larger than the file — then the diagonal-Fisher embedding with the library's estimator and label
+    source; cosine per component, fused by RRF, k = 60) or "TextEmb+TaskEmb" (RRF of the two).
+    ``candidate_set``: "all-class" or "in-class" (sources of the target's class only).
+    Returns a DataFrame: rank (1 = best), source, source_class, score, method, sorted by rank.
+    """
+    from tasktransfer_utils import selection
+    from tasktransfer_utils.settings import class_name
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if candidate_set not in ("all-class", "in-class"):
+        raise ValueError(f"candidate_set must be 'all-class' or 'in-class', got {candidate_set!r}")
+    task_data = read_target_file(target, seed=seed) if isinstance(target, (str, os.PathLike)) else target
+    tname = task_data.spec.name
+    tclass = class_name(task_data.spec.task_class)
+    embs = _regime_filter(_as_embeddings(library), source_regime)
+    exclude = set(exclude) | {tname}
+    embs = [e for e in embs if e.meta.get("task") not in exclude]
+
+    rankers: dict[str, selection.Ranker] = {}
+    source_class: dict[str, str] = {}
+    available: list[set[str]] = []
+    if method in ("TextEmb", "TextEmb+TaskEmb"):
+        src = _one_per_task([e for e in embs if e.meta.get("method") == "TextEmb"])
+        if not src:
+            raise ValueError("the library has no TextEmb source embeddings" +
+                             (f" of regime {source_regime!r}" if source_regime else ""))
+        from tasktransfer_utils.textemb import compute_textemb
+
+        enc = _resolve_encoder(encoder, src)
+        temb = compute_textemb(task_data, encoder=enc, regime="FULL", seed=seed, max_examples=max_examples,
+                               batch_size=batch_size, device=device)
+        rankers["TextEmb"] = selection.CosineRanker({e.meta["task"]: e.vector for e in src},
+                                                    {tname: temb.vector}, method="TextEmb")
+        source_class.update({e.meta["task"]: e.meta.get("task_class") for e in src})
+        available.append(set(rankers["TextEmb"].source_vectors))
+    if method in ("TaskEmb", "TextEmb+TaskEmb"):
+        rankers["TaskEmb"], classes, task_sources = _taskemb_ranker(task_data, embs, encoder=encoder, seed=seed, work_dir=work_dir,
+                                                      finetune_epochs=finetune_epochs, device=device,
+                                                      max_examples=max_examples, batch_size=batch_size)
+        source_class.update(classes)
+        available.append(task_sources)
+    sources = set.intersection(*available)
+    if candidate_set == "in-class":
+        sources = {s for s in sources if source_class.get(s) == tclass}
+    if not sources:
+        raise ValueError(f"no candidate sources left for {tname} ({candidate_set}, excluded {sorted(exclude)})")
+    final = rankers[method] if method in rankers else selection.FusionRanker(
+        [rankers["TextEmb"], rankers["TaskEmb"]], method="TextEmb+TaskEmb")
+    ranked = final.rank(tname, sorted(sources))
+    ranked["source_class"] = ranked["source"].map(source_class)
+    ranked.attrs.update({"target": tname, "target_class": tclass, "candidate_set": candidate_set,
+                         "num_target_examples": len(task_data.splits["train"])})
+    return ranked[["rank", "source", "source_class", "score", "method"]]
+
+
+def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs, device, max_examples, batch_size):
+    """Fine-tune on the target, compute its TaskEmb like the library's, and fuse per-component cosines."""
+    import tempfile
+
+    from tasktransfer_utils import selection
+    from tasktransfer_utils.regimes import LIMITED_SIZE
+    from tasktransfer_utils.settings import class_name, preset
+    from tasktransfer_utils.taskemb import compute_taskemb
+    from tasktransfer_utils.training import fine_tune
+
+    if not task_data.provenance.get("labelled", True):
+        raise ValueError(f"{task_data.spec.name}: TaskEmb needs labels (the model is fine-tuned on the target), "
+                         "but the file has none; use method='TextEmb'")
+    src = _one_per_task([e for e in embs if e.meta.get("method") == "TaskEmb"])
+    if not src:
+        raise ValueError("the library has no TaskEmb source embeddings")
+    estimator = _shared(src, "estimator")
+    label_source = _shared(src, "label_source")
+    enc = _resolve_encoder(encoder, src)
+    overrides = {} if finetune_epochs is None else {"num_epochs": finetune_epochs}
+    settings = preset(class_name(task_data.spec.task_class), **overrides)
+    n_train = len(task_data.splits["train"])
+    regime = "LIMITED" if n_train > LIMITED_SIZE else "FULL"
+    if n_train < settings.batch_size:  # a small file: one batch per epoch
+        settings = settings.replace(batch_size=n_train)
+    work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-rank-"))
+    run = fine_tune(task_data, work_dir / f"{task_data.spec.name}-{regime}-seed{seed}", encoder=enc, regime=regime,
+                    seed=seed, settings=settings, device=device)
+    target = compute_taskemb(task_data, run.model_dir, estimator=estimator or "paper", labels=label_source or "gold",
+                             seed=seed, max_examples=max_examples, batch_size=batch_size, device=device)
+    by_comp: dict[str, dict[str, np.ndarray]] = {}
+    classes = {}
+    for e in src:
+        by_comp.setdefault(e.meta["component"], {})[e.meta["task"]] = e.vector
+        classes[e.meta["task"]] = e.meta.get("task_class")
+    sources = set(classes)
+    members = []
+    for comp in sorted(by_comp):
+        if comp not in target or set(by_comp[comp]) != sources:
+            continue  # a component not every source has (e.g. a class-specific head)
+        tvec = target[comp].vector
+        if any(by_comp[comp][s].shape != tvec.shape for s in sources):
+            continue  # e.g. head parameters sized by the label set: not comparable across tasks
+        members.append(selection.CosineRanker({s: by_comp[comp][s] for s in sources}, {task_data.spec.name: tvec},
+                                              method=f"TaskEmb[{comp}]"))
+    if not members:
+        raise ValueError("no TaskEmb component of the target is comparable with the library's components "
+                         f"(library components: {sorted(by_comp)[:8]}...)")
+    return selection.FusionRanker(members, method="TaskEmb"), classes, sources
+
+
+def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
+    """A plain-text table of a ranking, with a one-line header saying what was ranked."""
+    shown = ranked.head(top) if top else ranked
+    meta = ranked.attrs
+    head = (f"Source tasks for {meta.get('target', '?')} ({meta.get('target_class', '?')}, "
+            f"{meta.get('num_target_examples', '?')} examples), {meta.get('candidate_set', 'all-class')} candidates, "
+            f"method {ranked['method'].iloc[0]}; higher score = more similar = try first")
+    body = shown.to_string(index=False, formatters={"score": "{:.4f}".format,
+                                                    "rank": lambda r: f"{r:g}"})
+    return head + "\n" + body
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: tasktransfer rank
+# ----------------------------------------------------------------------------------------------
+
+RANK_DESCRIPTION = """\
+Rank source tasks for YOUR dataset: which task should you fine-tune on first (intermediate-task
+transfer, Vu et al. 2020)? The file is embedded with the same encoder as a library of stored source
+task embeddings, and sources are listed from most to least similar (cosine similarity).
+
+Supported files (format taken from the file name, or --format):
+  .csv / .tsv   a header row naming a text column (sentence, text, sentence1+sentence2, question+sentence,
+                ...) and optionally a label column (label, score, ...)          -> classification/regression
+  .jsonl        {"text": ..., "label": ...} | {"question", "context", "answers"} | {"question", "passage",
+                "answer": true/false} | {"tokens": [...], "tags": [...]}       -> CR / QA / SL
+  .json         SQuAD v1.1/v2.0 layout                                           -> question answering
+  .conll/.txt   one token per line, tag in the last column, blank line between sentences -> sequence labeling
+  .conllu       CoNLL-U (UPOS tags)                                              -> sequence labeling
+"""
+
+RANK_EPILOG = """\
+examples:
+  tasktransfer rank my_reviews.csv
+  tasktransfer rank data/glue/RTE/dev.tsv --top 5
+  tasktransfer rank ner_dev.conll --candidates in-class
+  tasktransfer rank reviews.tsv --text-columns 1 --label-column 0 --no-header
+  tasktransfer rank qa.json --method TaskEmb --work-dir runs/my_target   (fine-tunes first: slower)
+
+TextEmb needs no labels and no training: a CPU embeds 1,000 examples in about a minute.
+"""
+
+
+def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``rank`` on a ``argparse`` subparsers object; returns the subparser."""
+    from tasktransfer_utils.paths import RESULTS_DIR
+
+    p = subparsers.add_parser(
+        "rank", help="rank source tasks for your own dataset file (which task to fine-tune on first)",
+        description=RANK_DESCRIPTION, epilog=RANK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="your target dataset file (see supported files above)")
+    p.add_argument("--library", default=str(RESULTS_DIR / "embeddings"),
+                   help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="TextEmb",
+                   help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
+                        "or both fused")
+    p.add_argument("--candidates", choices=("all-class", "in-class"), default="all-class",
+                   help="rank every source (default) or only sources of your task's class")
+    p.add_argument("--top", type=int, default=None, help="show only the N best sources")
+    p.add_argument("--exclude", default="", help="comma-separated source tasks to leave out")
+    p.add_argument("--format", dest="file_format", choices=FORMATS, default=None,
+                   help="file format when the file name does not tell it")
+    p.add_argument("--name", default=None, help="a name for your task (default: from the file name)")
+    p.add_argument("--text-columns", default=None,
+                   help="CSV/TSV/JSONL: text column(s), NAME or NAME1,NAME2 (0-based numbers also accepted)")
+    p.add_argument("--label-column", default=None, help="CSV/TSV/JSONL: the label column (name or number)")
+    p.add_argument("--no-header", action="store_true", help="CSV/TSV: the file has no header row")
+    p.add_argument("--regression", action="store_true", help="treat numeric labels as a regression target")
+    p.add_argument("--tag-column", type=int, default=None,
+                   help="CoNLL: 0-based column of the tag (default: the last; CoNLL-U: UPOS)")
+    p.add_argument("--encoder", default=None,
+                   help="path or hub id of the library's encoder, if its stored path is not available here")
+    p.add_argument("--source-regime", default="FULL",
+                   help="which stored source embeddings to use, FULL or LIMITED (default: %(default)s)")
+    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
+                   help="embed at most N examples of your file, a seeded sample (default: %(default)s)")
+    p.add_argument("--work-dir", default=None, help="TaskEmb: where the fine-tuning run is written")
+    p.add_argument("--epochs", type=float, default=None, help="TaskEmb: fine-tuning epochs (default: class preset)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and fine-tuning (default: 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--output", default=None, help="also write the ranking to this .csv or .json file")
+    p.add_argument("--verbose", action="store_true", help="show library progress bars and warnings")
+    p.set_defaults(func=run_rank)
+    return p
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """Run ``tasktransfer rank`` with parsed arguments; prints the ranking, returns the exit status
+    (1 with a one-line message on stderr when the file or the library cannot be used)."""
+    try:
+        return _run_rank(args)
+    except (TargetFileError, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"tasktransfer rank: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _quiet_libraries() -> None:
+    """No per-batch progress bars or weight-loading chatter in the command's output."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        _quiet_libraries()
+    text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
+    task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
+                                 label_column=args.label_column, regression=True if args.regression else None,
+                                 header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
+    ranked = rank_sources(task_data, args.library, method=args.method, encoder=args.encoder,
+                          candidate_set=args.candidates,
+                          exclude=[s.strip() for s in args.exclude.split(",") if s.strip()],
+                          source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
+                          work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device)
+    print(format_ranking(ranked, args.top))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            out.write_text(ranked.to_json(orient="records", indent=1))
+        else:
+            ranked.to_csv(out, index=False)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
