@@ -57,7 +57,7 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
                            "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "POS-PTB"], "num_epochs": 1},
     "06_evaluate_source_selection": {},
-    "07_choose_source_for_your_task": {"max_examples": 16},
+    "07_choose_source_for_your_task": {"max_examples": 16, "embeddings_dir": "{tmp}/embeddings"},
     "08_make_all_figures": {},
 }
 

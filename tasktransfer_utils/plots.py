@@ -792,17 +792,27 @@ def source_ranking(ranking: pd.DataFrame, *, target: str | None = None, top_k: i
     classes = class_of(r["source"], task_classes)
     n = len(r)
     ncols = 2 if truth is not None else 1
-    fig = _new_figure(5.5 * ncols, 1.3 + 0.3 * n)
+    fig = _new_figure(5.5 * ncols, max(3.4, 1.9 + 0.3 * n))
     axes = fig.subplots(1, ncols, squeeze=False, sharey=True)[0]
     y = np.arange(n)[::-1]
     colors = [CLASS_COLORS.get(classes[s], "#7f7f7f") for s in r["source"]]
     ax = axes[0]
-    ax.barh(y, r["score"], color=colors)
-    ax.set_yticks(y, [f"{int(k)}. {s}" for k, s in zip(r["rank"], r["source"])])
-    ax.set_xlabel(score_label)
+    # a dot plot on a zoomed axis: similarities often differ only in the second decimal
+    scores = r["score"].to_numpy(dtype=float)
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    pad = 0.08 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
+    left = lo - pad
+    ax.hlines(y, left, scores, color=colors, lw=2, alpha=0.6)
+    ax.scatter(scores, y, color=colors, s=60, zorder=3, edgecolor="white")
+    for yi, v in zip(y, scores):
+        ax.annotate(f"{v:.3f}", (v, yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlim(left, hi + 2.5 * pad)
+    ax.set_yticks(y, [f"{int(k)}. {s}" if float(k).is_integer() else f"{k:g}. {s}"
+                      for k, s in zip(r["rank"], r["source"])])
+    ax.set_xlabel(score_label + " (axis zoomed to the scores)")
     ax.set_ylabel("candidate source (rank 1 = try first)")
     ax.grid(axis="x", alpha=0.3)
-    _class_legend(ax, [classes[s] for s in r["source"]], title="source class", loc="lower right")
+    _class_legend_below(fig, [classes[s] for s in r["source"]], title="source class")
     if truth is not None:
         ax2 = axes[1]
         vals = [100.0 * truth.get(s, np.nan) for s in r["source"]]

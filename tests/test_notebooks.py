@@ -158,3 +158,27 @@ def test_05_compute_taskemb(tmp_path, tiny_encoder_dir):
         assert 0.0 <= row["nearest in-class (paper)"] <= 1.0
     assert all(0 < n <= params["max_examples"] for n in numbers["num_examples"].values())
     _figures_exist(numbers, params)
+
+
+def test_07_choose_source_for_your_task(tmp_path, tiny_encoder_dir, data_dir):
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.practitioner import rank_sources
+    from tasktransfer_utils.textemb import compute_textemb
+
+    library = EmbeddingLibrary(tmp_path / "embeddings")  # the source library the notebook reads
+    for name in ("SST-2", "MRPC", "RTE", "SQuAD-1", "POS-PTB"):
+        library.add([compute_textemb(load_task(name), encoder=tiny_encoder_dir, max_examples=16)])
+    numbers, params = run_notebook("07_choose_source_for_your_task", tmp_path)
+    assert numbers["target_class"] == "CR" and numbers["num_examples"] == 277  # RTE dev
+    ranking = numbers["ranking"]
+    assert [r["source"] for r in ranking if r["source"] == "RTE"] == []  # excluded
+    assert sorted(r["source"] for r in ranking) == ["MRPC", "POS-PTB", "SQuAD-1", "SST-2"]
+    assert [r["rank"] for r in ranking] == [1, 2, 3, 4]
+    scores = [r["score"] for r in ranking]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    direct = rank_sources(numbers["target_file"], library, method="TextEmb", exclude=["RTE"],
+                          max_examples=params["max_examples"])
+    assert list(direct["source"]) == [r["source"] for r in ranking]
+    assert list(direct["score"]) == pytest.approx(scores, abs=1e-9)
+    _figures_exist(numbers, params)

@@ -215,6 +215,8 @@ def test_source_ranking_order_and_truth_panel():
     by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
     assert [lab for _, lab in by_height] == ["1. B1", "2. C1", "3. A1"]  # rank 1 at the top
     assert sorted(p.get_width() for p in fig.axes[1].patches) == pytest.approx([-1.0, 0.0, 5.0])
+    dots = fig.axes[0].collections[-1].get_offsets()
+    assert sorted(map(tuple, np.asarray(dots))) == [(0.2, 0.0), (0.5, 1.0), (0.9, 2.0)]  # rank 1 on top
     assert "TextEmb" in fig._suptitle.get_text() and "A2" in fig._suptitle.get_text()
 
 
