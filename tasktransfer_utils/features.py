@@ -83,14 +83,29 @@ def tokenize_for_class(
             f"{name}: target labels missing: column {label_cols[0]!r} is absent (columns: {dataset.column_names}); "
             "fine-tuning needs labelled data"
         )
+    fingerprint = _fingerprint(dataset, tokenizer, settings, label_names, for_training, cls, is_regression)
     if cls == "CR":
-        return _tokenize_cr(name, dataset, tokenizer, settings, label_names, is_regression, has_labels, for_training)
-    if cls == "QA":
-        return _tokenize_qa(name, dataset, tokenizer, settings, for_training)
-    return _tokenize_sl(name, dataset, tokenizer, settings, label_names, has_labels, for_training)
+        fn = _cr_function(name, dataset, tokenizer, settings, label_names, is_regression, has_labels)
+    elif cls == "QA":
+        fn = _qa_function(name, tokenizer, settings, for_training)
+    else:
+        fn = _sl_function(name, tokenizer, settings, label_names, has_labels, for_training)
+    return dataset.map(fn, batched=True, with_indices=True, remove_columns=dataset.column_names,
+                       new_fingerprint=fingerprint)
 
 
-def _tokenize_cr(name, dataset, tokenizer, settings, label_names, is_regression, has_labels, for_training):
+def _fingerprint(dataset, tokenizer, settings, label_names, for_training, cls, is_regression) -> str:
+    """A cheap identity for the tokenised split (datasets would otherwise pickle the tokenizer to hash it,
+    about a second per call)."""
+    from datasets.fingerprint import Hasher
+
+    key = ("features-v1", getattr(dataset, "_fingerprint", None), type(tokenizer).__name__,
+           getattr(tokenizer, "name_or_path", ""), len(tokenizer), settings.to_dict(),
+           None if label_names is None else tuple(label_names), bool(for_training), cls, bool(is_regression))
+    return Hasher.hash(key)
+
+
+def _cr_function(name, dataset, tokenizer, settings, label_names, is_regression, has_labels):
     if has_labels and not is_regression and label_names is None:
         raise ValueError(f"{name}: label_names is None for a classification task; pass the class names")
     n_classes = None if is_regression or label_names is None else len(label_names)
@@ -123,7 +138,7 @@ def _tokenize_cr(name, dataset, tokenizer, settings, label_names, is_regression,
             enc["labels"] = labels
         return enc
 
-    return dataset.map(fn, batched=True, with_indices=True, remove_columns=dataset.column_names)
+    return fn
 
 
 def _truncate_question(question: str, tokenizer, max_query_length: int) -> tuple[str, int]:
@@ -137,7 +152,7 @@ def _truncate_question(question: str, tokenizer, max_query_length: int) -> tuple
     return question[:end], max_query_length
 
 
-def _tokenize_qa(name, dataset, tokenizer, settings, for_training):
+def _qa_function(name, tokenizer, settings, for_training):
     L = settings.max_seq_length
     n_special = tokenizer.num_special_tokens_to_add(pair=True)
 
@@ -184,7 +199,7 @@ def _tokenize_qa(name, dataset, tokenizer, settings, for_training):
                     )
         return out
 
-    return dataset.map(fn, batched=True, with_indices=True, remove_columns=dataset.column_names)
+    return fn
 
 
 def _answer_positions(name, row, answers, ids, seq, offsets, tokenizer) -> tuple[int, int]:
@@ -213,7 +228,7 @@ def _answer_positions(name, row, answers, ids, seq, offsets, tokenizer) -> tuple
     return ts, te
 
 
-def _tokenize_sl(name, dataset, tokenizer, settings, label_names, has_labels, for_training):
+def _sl_function(name, tokenizer, settings, label_names, has_labels, for_training):
     if has_labels and label_names is None:
         raise ValueError(f"{name}: label_names is None for a sequence-labeling task; pass the tag set")
     tag_to_id = {t: i for i, t in enumerate(label_names)} if label_names is not None else {}
@@ -258,7 +273,7 @@ def _tokenize_sl(name, dataset, tokenizer, settings, label_names, has_labels, fo
             enc["word_index"] = all_words
         return enc
 
-    return dataset.map(fn, batched=True, with_indices=True, remove_columns=dataset.column_names)
+    return fn
 
 
 def model_inputs(features: Dataset) -> Dataset:

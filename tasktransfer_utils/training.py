@@ -80,6 +80,7 @@ class RunResult:
     eval_time_s: float = 0.0
     device: str = "cpu"
     mixed_precision: str | None = None
+    cpu_threads: int = 0
     transfer_report: dict | None = None
     versions: dict = field(default_factory=dict)
 
@@ -115,7 +116,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def resolve_device(device: str | None = None) -> tuple[str, str | None]:
     """(device, mixed precision): CUDA with bf16 (fp16 on GPUs without bf16) when available, else CPU
-    (float32, all cores)."""
+    (float32; torch's default intra-op thread count = all physical cores, recorded as ``cpu_threads``)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -336,9 +337,7 @@ def fine_tune(
     train = apply_regime(task_data.splits[train_split], regime, seed)
     dev = eval_subset(task_data.splits[eval_split], settings.max_eval_examples)
 
-    device, mixed_precision = resolve_device(device)
-    if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+    device, mixed_precision = resolve_device(device)  # on CPU torch already uses every physical core
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     train_features = tokenize_for_class(task_data, train, tokenizer, settings, label_names, for_training=True)
@@ -424,6 +423,7 @@ def fine_tune(
         eval_time_s=evaluator.eval_time_s,
         device=device,
         mixed_precision=mixed_precision,
+        cpu_threads=torch.get_num_threads(),
         transfer_report=getattr(model, "transfer_report", None),
         versions=config["versions"],
     )

@@ -1,0 +1,206 @@
+"""Fine-tuning and intermediate-task transfer end to end: tiny random BERT, a few dozen real examples."""
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import DatasetDict
+from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
+
+from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.models import encoder_state_dict, load_state_dict
+from tasktransfer_utils.settings import preset
+from tasktransfer_utils.training import RunResult, fine_tune
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model gains nothing from two intra-op threads, and on a busy 2-core machine they slow each
+    step several-fold; fine_tune itself keeps torch's default (all cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TASKS = {"CR": "RTE", "REG": "STS-B", "QA": "SQuAD-2", "SL": "NER"}
+
+
+def small(name, data_dir, n_train=32, n_dev=16):
+    td = load_task(name, data_dir)
+    splits = DatasetDict(train=td.splits["train"].select(range(n_train)),
+                         validation=td.splits["validation"].select(range(n_dev)))
+    return dataclasses.replace(td, splits=splits)
+
+
+def tiny_settings(task_class, **kw):
+    base = {"batch_size": 8, "num_epochs": 2, "learning_rate": 1e-3, "max_seq_length": 64}
+    if task_class == "QA":
+        base.update(max_seq_length=96, doc_stride=48, max_query_length=24)
+    return preset(task_class, **{**base, **kw})
+
+
+class EncoderSnapshot(TrainerCallback):
+    """Copies the model's state when training begins (after the Trainer moved it to its device)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.prefix = model.base_model_prefix
+
+
+@pytest.fixture(scope="module")
+def source_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
+    """One finished source run per class."""
+    root = tmp_path_factory.mktemp("sources")
+    runs = {}
+    for cls in ("CR", "QA", "SL"):
+        td = small(TASKS[cls], data_dir)
+        runs[cls] = fine_tune(td, root / cls, encoder=tiny_encoder_dir, settings=tiny_settings(cls), seed=0)
+    return runs
+
+
+@pytest.mark.parametrize("kind", ["CR", "QA", "SL"])
+def test_fine_tune_writes_a_complete_run_directory(source_runs, kind):
+    r = source_runs[kind]
+    run_dir = Path(r.model_dir).parent
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "model", "result.json"]
+    assert (run_dir / "model" / "config.json").is_file() and (run_dir / "model" / "tokenizer.json").is_file()
+    assert not any("checkpoint" in p.name for p in run_dir.rglob("*"))
+    assert RunResult.from_json(run_dir / "result.json") == r
+    # two epochs: two dev evaluations, each with the task's metrics
+    assert [m["epoch"] for m in r.epoch_metrics] == [1.0, 2.0]
+    metric_names = load_task(r.task).spec.metrics
+    assert all(set(metric_names) <= set(m) for m in r.epoch_metrics)
+    assert r.final_metrics == {k: r.epoch_metrics[-1][k] for k in r.final_metrics}
+    assert r.score == pytest.approx(sum(r.final_metrics[n] for n in metric_names) / len(metric_names))
+    # loss logged at every optimiser step; fractions reach 1 at the end
+    steps = [p["step"] for p in r.loss_curve]
+    assert steps == list(range(1, r.num_train_steps + 1))
+    assert r.loss_curve[-1]["fraction"] == pytest.approx(1.0) and all(p["loss"] > 0 for p in r.loss_curve)
+    assert r.train_examples == 32 and r.train_examples_per_s > 0 and r.wall_time_s > r.train_time_s > 0
+    if kind == "QA":
+        assert r.train_features >= r.train_examples  # doc-stride windows
+    assert r.device in ("cpu", "cuda") and r.regime == "FULL" and r.init_from is None
+
+
+def test_regression_task(tmp_path, tiny_encoder_dir, data_dir):
+    r = fine_tune(small("STS-B", data_dir), tmp_path / "stsb", encoder=tiny_encoder_dir,
+                  settings=tiny_settings("CR", num_epochs=1), seed=0)
+    assert set(r.final_metrics) == {"pearson", "spearman"} and -1 <= r.score <= 1
+
+
+def test_training_actually_learns_the_training_set(tmp_path, tiny_encoder_dir, data_dir):
+    """Scored on its own 32 training sentences, the tiny model memorises SST-2 well beyond the majority
+    class (17/32). Also: with eval_every_epoch=False the dev split is scored once, at the end."""
+    td = small("SST-2", data_dir)
+    td = dataclasses.replace(td, splits=DatasetDict(train=td.splits["train"], validation=td.splits["train"]))
+    majority = max(Counter(td.splits["train"]["label"]).values()) / 32
+    r = fine_tune(td, tmp_path / "fit", encoder=tiny_encoder_dir, seed=0,
+                  settings=tiny_settings("CR", batch_size=4, num_epochs=10, learning_rate=3e-3, eval_every_epoch=False))
+    assert len(r.epoch_metrics) == 1 and r.epoch_metrics[0]["epoch"] == 10
+    assert r.final_metrics["accuracy"] >= 0.9 > majority + 0.2
+    first, last = r.loss_curve[:8], r.loss_curve[-8:]
+    assert sum(p["loss"] for p in last) < sum(p["loss"] for p in first)
+
+
+def test_finished_run_is_loaded_not_redone(source_runs, tiny_encoder_dir, data_dir, monkeypatch):
+    import transformers
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(transformers.Trainer, "train", refuse)
+    r = source_runs["SL"]
+    run_dir = Path(r.model_dir).parent
+    again = fine_tune(small("NER", data_dir), run_dir, encoder=tiny_encoder_dir, settings=tiny_settings("SL"), seed=0)
+    assert again == r
+    with pytest.raises(ValueError, match="another configuration.*seed"):
+        fine_tune(small("NER", data_dir), run_dir, encoder=tiny_encoder_dir, settings=tiny_settings("SL"), seed=1)
+
+
+def test_interrupted_run_is_cleaned_and_restarted(tmp_path, tiny_encoder_dir, data_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"kind": "tasktransfer-run"}))
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "half-written.bin").write_text("x")
+    r = fine_tune(small("RTE", data_dir), run_dir, encoder=tiny_encoder_dir, settings=tiny_settings("CR", num_epochs=1))
+    assert not (run_dir / "model" / "half-written.bin").exists() and (run_dir / "result.json").is_file()
+    assert len(r.epoch_metrics) == 1
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="refusing to delete"):
+        fine_tune(small("RTE", data_dir), other, encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
+    assert (other / "mine.txt").read_text() == "keep"
+
+
+def test_same_seed_same_run(tmp_path, tiny_encoder_dir, data_dir):
+    td = small("RTE", data_dir)
+    s = tiny_settings("CR", num_epochs=1)
+    a = fine_tune(td, tmp_path / "a", encoder=tiny_encoder_dir, settings=s, seed=3)
+    b = fine_tune(td, tmp_path / "b", encoder=tiny_encoder_dir, settings=s, seed=3)
+    c = fine_tune(td, tmp_path / "c", encoder=tiny_encoder_dir, settings=s, seed=4)
+    assert [p["loss"] for p in a.loss_curve] == pytest.approx([p["loss"] for p in b.loss_curve])
+    assert [p["loss"] for p in a.loss_curve] != pytest.approx([p["loss"] for p in c.loss_curve])
+
+
+@pytest.mark.parametrize("source,target", [("CR", "CR"), ("QA", "QA"), ("SL", "SL"), ("CR", "QA"), ("SL", "CR"), ("QA", "SL")])
+def test_transfer_starts_from_the_source_encoder_with_a_fresh_head(tmp_path, source_runs, tiny_encoder_dir,
+                                                                   data_dir, source, target):
+    src_dir = Path(source_runs[source].model_dir).parent
+    target_task = {"CR": "SST-2", "QA": "SQuAD-2", "SL": "NER"}[target]
+    snap = EncoderSnapshot()
+    r = fine_tune(small(target_task, data_dir), tmp_path / "t", encoder=tiny_encoder_dir, init_from=src_dir,
+                  settings=tiny_settings(target, num_epochs=1), callbacks=[snap])
+    src_state = load_state_dict(src_dir / "model")
+    src_enc = encoder_state_dict(src_state, "bert")
+    start = snap.state
+    compared = 0
+    for k, v in start.items():
+        if k.startswith("bert.") and k[5:] in src_enc:
+            assert torch.equal(v, src_enc[k[5:]]), k
+            compared += 1
+    assert compared >= len([k for k in start if k.startswith("bert.encoder.")])
+    # the source head is gone: no head tensor equals the source head's
+    src_head = {k: v for k, v in src_state.items() if not k.startswith("bert.")}
+    tgt_head = {k: v for k, v in start.items() if not k.startswith("bert.")}
+    assert src_head and tgt_head
+    for k, v in tgt_head.items():
+        assert k not in src_head or v.shape != src_head[k].shape or not torch.equal(v, src_head[k])
+    assert r.init_from == str(src_dir.resolve()) and r.transfer_report["discarded_source_head"] == sorted(src_head)
+    # training moved the encoder away from the source
+    final = encoder_state_dict(load_state_dict(tmp_path / "t" / "model"), "bert")
+    assert not torch.equal(final["encoder.layer.0.attention.self.query.weight"],
+                           src_enc["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, tiny_encoder_dir, data_dir):
+    td = small("RTE", data_dir)
+    # target labels missing
+    unlabelled = dataclasses.replace(td, splits=DatasetDict(train=td.splits["train"].remove_columns("label"),
+                                                            validation=td.splits["validation"]))
+    with pytest.raises(ValueError, match="target labels missing"):
+        fine_tune(unlabelled, tmp_path / "a", encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
+    no_names = dataclasses.replace(td, label_names=None, spec=dataclasses.replace(td.spec, labels=None))
+    with pytest.raises(ValueError, match="target labels missing"):
+        fine_tune(no_names, tmp_path / "a", encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
+    # dataset smaller than one batch
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        fine_tune(small("RTE", data_dir, n_train=5), tmp_path / "b", encoder=tiny_encoder_dir,
+                  settings=tiny_settings("CR"))
+    # source of another architecture
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=48, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=37)
+    BertModel(cfg).save_pretrained(tmp_path / "big")
+    with pytest.raises(ValueError, match="not an encoder of the target's architecture"):
+        fine_tune(td, tmp_path / "c", encoder=tiny_encoder_dir, init_from=tmp_path / "big",
+                  settings=tiny_settings("CR"))
+    with pytest.raises(ValueError, match="no 'validation' split"):
+        fine_tune(dataclasses.replace(td, splits=DatasetDict(train=td.splits["train"])), tmp_path / "d",
+                  encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
+    # failed runs leave no directory behind that could pass for a run
+    assert not any((tmp_path / n / "result.json").exists() for n in "abcd")
