@@ -611,15 +611,16 @@ def _paper_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw, wei
         add(c, s.to(torch.float64).square() / ntok)
 
 
-def _segment_square_sum(idx: torch.Tensor, g: torch.Tensor, valid: torch.Tensor, rows: int) -> torch.Tensor:
-    """Σ_i (Σ_{t: idx[i,t]=v} g[i,t])² for every table row v -> [rows, H] (float64). idx, valid [b, T]; g [b, T, H]."""
+def _add_segment_square_sums(acc: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, valid: torch.Tensor) -> None:
+    """acc[v] += Σ_i (Σ_{t: idx[i,t]=v} g[i,t])² for every table row v: the squared per-example gradient of
+    an embedding table from the gradient g [b, T, H] at its lookups idx [b, T] (valid [b, T] real tokens)."""
+    rows = acc.shape[0]
     b = idx.shape[0]
     keys = (torch.arange(b, device=idx.device)[:, None] * rows + idx)[valid]
     vals = g[valid].to(torch.float64)
     uniq, inv = torch.unique(keys, return_inverse=True)
     sums = torch.zeros(uniq.shape[0], g.shape[-1], dtype=torch.float64, device=g.device).index_add_(0, inv, vals)
-    out = torch.zeros(rows, g.shape[-1], dtype=torch.float64, device=g.device)
-    return out.index_add_(0, uniq % rows, sums.square())
+    acc.index_add_(0, uniq % rows, sums.square())
 
 
 def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw, weight, param_comps, act_comps,
@@ -683,8 +684,8 @@ def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw,
                 else:
                     sq = (g_sites[c] * mk[..., None]).sum(1).to(torch.float64).square()
                 add(c, (sq / ntok[:, None]).sum(0))
-            for c, table in sparse.items():
-                acc[c].add_(_segment_square_sum(tables_idx[c][sl], g_sites[_EMB_SITE], mask[sl].bool(), table.num_embeddings))
+            for c in sparse:
+                _add_segment_square_sums(acc[c], tables_idx[c][sl], g_sites[_EMB_SITE], mask[sl].bool())
 
 
 # ------------------------------------------------------------------------------------ task-level API

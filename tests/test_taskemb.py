@@ -34,7 +34,7 @@ CASES = {  # case -> (task class, model class, num_labels, kind)
     "qa": ("QA", BertForQuestionAnswering, 2, "span"),
     "sl": ("SL", BertForTokenClassification, 4, "token"),
 }
-LENGTHS = [[5, 3, 7], [4, 6], [6, 2, 5, 3]]  # real tokens per example, per batch (padded to the max)
+LENGTHS = [[5, 3, 7], [4, 6, 2]]  # real tokens per example, per batch (padded to the max)
 
 
 def make_model(case: str, dropout: float = 0.1):
@@ -172,12 +172,13 @@ def reference_fisher(model, batches, case, loss_fn=None) -> dict[str, np.ndarray
     return {k: v / n_examples for k, v in acc.items()}
 
 
-def assert_components_close(got: dict, want: dict, rtol: float = 1e-5) -> None:
+def assert_components_close(got: dict, want: dict, rtol: float = 1e-5, floor: float = 1e-12) -> None:
     """Max abs error / max |reference| < rtol per component. A component that is zero in exact
-    arithmetic (e.g. QA's last layer output: the start/end softmax gradients sum to zero over tokens)
-    is compared against 1e-12 of the largest component instead of its own rounding noise."""
+    arithmetic (QA: the last layer output and the head bias, as the start/end softmax gradients sum to
+    zero over tokens) is compared against ``floor`` x the largest component instead of its own rounding
+    noise."""
     assert set(got) == set(want), (set(got) ^ set(want))
-    floor = 1e-12 * max(float(np.abs(v).max()) for v in want.values())
+    floor = floor * max(float(np.abs(v).max()) for v in want.values())
     for name in want:
         a, b = np.asarray(got[name], dtype=np.float64), np.asarray(want[name], dtype=np.float64)
         assert a.shape == b.shape, name
@@ -357,3 +358,90 @@ def test_bad_options_raise():
         fisher_from_batches(model, make_batches("cr_class"), "CR", estimator="exact")
     with pytest.raises(ValueError, match="labels"):
         fisher_from_batches(model, make_batches("cr_class"), "CR", labels="predicted")
+
+
+# ------------------------------------------------------------------------------------- on fine-tuning runs
+
+RUN_TASKS = {"cr_class": ("RTE", 8), "cr_reg": ("STS-B", 8), "qa": ("SQuAD-2", 3), "sl": ("NER", 8)}
+
+
+@pytest.fixture(scope="module")
+def finetuned_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
+    """One tiny fine-tuning run per case (tiny random BERT, a dozen real examples, one epoch)."""
+    import dataclasses
+
+    from datasets import DatasetDict
+
+    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.settings import preset
+    from tasktransfer_utils.training import fine_tune
+
+    root = tmp_path_factory.mktemp("taskemb_runs")
+    runs = {}
+    for case, (name, n) in RUN_TASKS.items():
+        td = load_task(name, data_dir)
+        td = dataclasses.replace(td, splits=DatasetDict(train=td.splits["train"].select(range(n)),
+                                                        validation=td.splits["validation"].select(range(4))))
+        cls = CASES[case][0]
+        extra = {"doc_stride": 32, "max_query_length": 16} if cls == "QA" else {}
+        settings = preset(cls, batch_size=4, num_epochs=1, learning_rate=1e-3, max_seq_length=64, **extra)
+        fine_tune(td, root / name, encoder=tiny_encoder_dir, settings=settings, seed=3)
+        runs[case] = (td, root / name)
+    return runs
+
+
+@pytest.mark.parametrize("case", list(RUN_TASKS))
+def test_compute_taskemb_on_a_finetuning_run(case, finetuned_runs, tiny_encoder_dir):
+    from transformers import AutoTokenizer
+
+    from tasktransfer_utils.features import tokenize_for_class
+    from tasktransfer_utils.settings import preset
+    from tasktransfer_utils.taskemb import compute_taskemb, load_finetuned
+
+    td, run_dir = finetuned_runs[case]
+    embs = compute_taskemb(td, run_dir, batch_size=4)
+    model, tok, folder, run = load_finetuned(run_dir, CASES[case][0])
+    assert list(embs) == component_names(model, CASES[case][0])
+    n_features = len(tokenize_for_class(td, td.train, tok, preset(CASES[case][0], max_seq_length=64, doc_stride=32,
+                                                                  max_query_length=16), for_training=True))
+    for name, e in embs.items():
+        m = e.meta
+        assert (m["task"], m["method"], m["component"], m["estimator"], m["label_source"]) == (
+            td.spec.name, "TaskEmb", name, "paper", "gold")
+        assert m["encoder_id"] == tiny_encoder_dir.rstrip("/").split("/")[-1]
+        assert m["regime"] == "FULL" and m["data_seed"] == 3 and m["num_examples"] == n_features
+        assert e.vector.shape == (int(np.prod(m["shape"])),) and e.vector.dtype == np.float32
+        assert np.all(e.vector >= 0)
+    if case == "qa":
+        assert n_features > len(td.train)  # windows, not questions
+
+
+@pytest.mark.parametrize("case", ["qa", "sl"])
+def test_per_example_estimator_ignores_batching_on_real_data(case, finetuned_runs):
+    """The per-example estimator equals the paper's with batches of one, whatever the batching and
+    padding (QA: padding is outside the softmax; SL: per-example token means)."""
+    from tasktransfer_utils.taskemb import compute_taskemb
+
+    td, run_dir = finetuned_runs[case]
+    comps = ["embeddings.word_embeddings.weight", "encoder.layer.1.*", "head.*"] + (["cls_output"] if case == "qa" else [])
+    n = {"qa": 2, "sl": 5}[case]
+    ones = compute_taskemb(td, run_dir, batch_size=1, components=comps, max_examples=n)
+    emp = compute_taskemb(td, run_dir, estimator="empirical", batch_size=5, components=comps, max_examples=n)
+    assert all(e.meta["estimator"] == "empirical" for e in emp.values())
+    assert_components_close({k: v.vector for k, v in emp.items()}, {k: v.vector for k, v in ones.items()},
+                            rtol=1e-4, floor=1e-6)  # float32 model
+
+
+def test_compute_taskemb_sampled_regression_and_wrong_task(finetuned_runs):
+    from tasktransfer_utils.taskemb import compute_taskemb
+
+    td, run_dir = finetuned_runs["cr_reg"]
+    a = compute_taskemb(td, run_dir, labels="sampled", num_label_samples=5, seed=1, components=["cls_output"])
+    b = compute_taskemb(td, run_dir, labels="sampled", num_label_samples=5, seed=1, components=["cls_output"])
+    m = a["cls_output"].meta
+    ys = td.train["label"]
+    assert m["regression_range"] == [min(ys), max(ys)] and m["regression_std"] == 0.25 and m["num_label_samples"] == 5
+    np.testing.assert_array_equal(a["cls_output"].vector, b["cls_output"].vector)
+    other_td, _ = finetuned_runs["cr_class"]
+    with pytest.raises(ValueError, match="fine-tuned on 'STS-B'"):
+        compute_taskemb(other_td, run_dir)
