@@ -527,7 +527,9 @@ def rank_sources(
     paper's LIMITED regime, class preset settings with a batch no larger than the file — then the diagonal-Fisher embedding with the library's estimator and label
     source; cosine per component, fused by RRF, k = 60) or "TextEmb+TaskEmb" (RRF of the two).
     ``candidate_set``: "all-class" or "in-class" (sources of the target's class only).
-    Returns a DataFrame: rank (1 = best), source, source_class, score, method, sorted by rank.
+    Returns a DataFrame: rank (1 = best), source, source_class, score, method, sorted by rank;
+    ``.attrs["score_kind"]`` says what the score is (cosine for TextEmb, an RRF score for TaskEmb, which
+    fuses its components, and for TextEmb+TaskEmb).
     """
     from tasktransfer_utils import selection
     from tasktransfer_utils.settings import class_name
@@ -576,7 +578,9 @@ def rank_sources(
     ranked = final.rank(tname, sorted(sources))
     ranked["source_class"] = ranked["source"].map(source_class)
     ranked.attrs.update({"target": tname, "target_class": tclass, "candidate_set": candidate_set,
-                         "num_target_examples": len(task_data.splits["train"])})
+                         "num_target_examples": len(task_data.splits["train"]),
+                         "score_kind": "cosine similarity" if method == "TextEmb"
+                         else "reciprocal-rank-fusion score (k = 60)"})
     return ranked[["rank", "source", "source_class", "score", "method"]]
 
 
@@ -637,7 +641,8 @@ def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
     meta = ranked.attrs
     head = (f"Source tasks for {meta.get('target', '?')} ({meta.get('target_class', '?')}, "
             f"{meta.get('num_target_examples', '?')} examples), {meta.get('candidate_set', 'all-class')} candidates, "
-            f"method {ranked['method'].iloc[0]}; higher score = more similar = try first")
+            f"method {ranked['method'].iloc[0]}; score = {meta.get('score_kind', 'similarity')}, "
+            "higher = more similar = try first")
     body = shown.to_string(index=False, formatters={"score": "{:.4f}".format,
                                                     "rank": lambda r: f"{r:g}"})
     return head + "\n" + body

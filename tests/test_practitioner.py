@@ -146,6 +146,7 @@ def test_rank_sources_textemb_matches_cosine_by_hand(data_dir, textemb_library, 
     ranked = pr.rank_sources(target, textemb_library, max_examples=24)
     assert ranked.columns.tolist() == ["rank", "source", "source_class", "score", "method"]
     assert set(ranked["source"]) == set(SOURCES) and (ranked["method"] == "TextEmb").all()
+    assert ranked.attrs["score_kind"] == "cosine similarity"
     assert ranked["rank"].tolist() == [1, 2, 3, 4]
     # the same target embedding computed directly, cosine by hand in float64
     t = compute_textemb(target, encoder=tiny_encoder_dir, max_examples=24, device="cpu").vector.astype(float)
@@ -198,6 +199,7 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
     ranked = pr.rank_sources(target_file, lib, method="TaskEmb", work_dir=tmp_path / "work", finetune_epochs=1,
                              device="cpu")
     assert set(ranked["source"]) == {"WNLI", "Chunk"} and (ranked["method"] == "TaskEmb").all()
+    assert ranked.attrs["score_kind"].startswith("reciprocal-rank-fusion")
     # RRF scores: one ranking per shared component, each contributing 1/(60+1) or 1/(60+2)
     total = ranked["score"].sum()
     n_components = round(total / (1 / 61 + 1 / 62))
