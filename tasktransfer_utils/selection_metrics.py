@@ -480,11 +480,16 @@ def evaluate_predictions(
     if not need <= set(predictions.columns):
         raise ValueError(f"predictions lack columns {sorted(need - set(predictions.columns))}")
     runs = add_task_classes(transfer_gains(results))
-    means = runs.groupby(["regime", "target", "source"])["score"].mean()
-    baselines = runs.groupby(["regime", "target"])["baseline_score"].mean()
-    seed_scores = runs.set_index(["regime", "target", "seed", "source"])["score"].sort_index()
-    seed_baselines = runs.groupby(["regime", "target", "seed"])["baseline_score"].first()
-    target_class = runs.groupby("target")["target_class"].first()
+    truth: dict[tuple, dict] = {}
+    for (regime, target), sub in runs.groupby(["regime", "target"], sort=False):
+        by_seed = {seed: (g.groupby("source")["score"].mean(), float(g["baseline_score"].iloc[0]))
+                   for seed, g in sub.groupby("seed", sort=True)}
+        truth[(regime, target)] = {
+            "mean": sub.groupby("source")["score"].mean(),
+            "baseline": float(sub["baseline_score"].mean()),
+            "seeds": by_seed,
+            "class": sub["target_class"].iloc[0],
+        }
     rows = []
     for (method, regime, cset, target), pred in predictions.groupby(
         ["method", "regime", "candidate_set", "target"], sort=True
@@ -492,25 +497,25 @@ def evaluate_predictions(
         pred_scores = pred.set_index("source")["score"].astype(float)
         if pred_scores.index.duplicated().any():
             raise ValueError(f"predictions for {method}/{regime}/{cset}/{target} list a source twice")
-        head = {"method": method, "regime": regime, "candidate_set": cset,
-                "target_class": target_class.get(target), "target": target}
-        try:
-            truth = means.loc[(regime, target)].loc[list(pred_scores.index)]
-        except KeyError as exc:
-            raise KeyError(f"no measured transfer for some predicted sources of {target} in {regime}: {exc}") from exc
-        metrics = ranking_metrics(pred_scores, truth, ks=ks, relevance=relevance,
-                                  baseline=float(baselines.loc[(regime, target)]))
+        if (regime, target) not in truth:
+            raise KeyError(f"no measured transfer to target {target!r} in regime {regime!r}")
+        tt = truth[(regime, target)]
+        head = {"method": method, "regime": regime, "candidate_set": cset, "target_class": tt["class"],
+                "target": target}
+        missing = [s for s in pred_scores.index if s not in tt["mean"].index]
+        if missing:
+            raise KeyError(f"no measured transfer from sources {missing} to {target} in {regime}")
+        metrics = ranking_metrics(pred_scores.to_numpy(), tt["mean"].loc[pred_scores.index].to_numpy(), ks=ks,
+                                  relevance=relevance, baseline=tt["baseline"])
         rows.append({**head, "seed": pd.NA, **metrics})
         if not per_seed:
             continue
-        for seed in sorted(runs.loc[(runs["regime"] == regime) & (runs["target"] == target), "seed"].unique()):
-            sub = seed_scores.loc[(regime, target, seed)]
-            sub = sub.groupby(level=0).mean()
-            common = [s for s in pred_scores.index if s in sub.index]
+        for seed, (scores, baseline) in tt["seeds"].items():
+            common = [s for s in pred_scores.index if s in scores.index]
             if not common:
                 continue
-            metrics = ranking_metrics(pred_scores.loc[common], sub.loc[common], ks=ks, relevance=relevance,
-                                      baseline=float(seed_baselines.loc[(regime, target, seed)]))
+            metrics = ranking_metrics(pred_scores.loc[common].to_numpy(), scores.loc[common].to_numpy(), ks=ks,
+                                      relevance=relevance, baseline=baseline)
             rows.append({**head, "seed": seed, **metrics})
     out = pd.DataFrame(rows)
     if out.empty:
