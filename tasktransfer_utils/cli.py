@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     from tasktransfer_utils.practitioner import add_rank_parser
+    from tasktransfer_utils.study import add_study_parser
     from tasktransfer_utils.tasks import add_tasks_parser
 
     parser = argparse.ArgumentParser(
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_rank_parser(subparsers)
     add_tasks_parser(subparsers)
+    add_study_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,971 @@
+"""Transfer studies (Vu et al. 2020, §2-§5): a config file -> a job graph -> records -> one results table.
+
+A study names tasks (or a suite), transfer regimes, seeds, the encoder, per-class fine-tuning settings
+and the task embeddings to compute (YAML; see ``configs/offline_study.yaml``). Its job graph:
+
+- ``finetune``  one per (task, regime side, seed): the task fine-tuned from the pretrained encoder. It is
+  both the *source* model reused by every target and the target's *no-transfer baseline*; in
+  LIMITED→LIMITED the source's LIMITED fine-tune with seed s IS that task's baseline with seed s.
+- ``textemb``   one per fine-tune's (task, regime, seed): TextEmb from the pretrained encoder over the
+  same training rows.
+- ``taskemb``   one per fine-tune and TaskEmb variant (estimator, labels): the Fisher embedding from
+  the fine-tuned model (depends on the fine-tune).
+- ``transfer``  one per (source, target, regime, seed), source ≠ target: the target fine-tuned from the
+  source's fine-tuned encoder (depends on the source fine-tune).
+
+Order (the runner takes the first ready job): every fine-tune (cheapest class first: CR, SL, QA), then
+the embeddings, then the transfers grouped by target, cheapest targets first, so partial results give
+complete targets. Records (committed) go to ``<results_dir>/records``, embeddings to
+``<results_dir>/embeddings``; model weights and scratch state to ``<runs_dir>`` (not committed).
+Paths in records are relative to ``runs_dir``; the encoder is named by its id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .runner import Job, Plan, PlanRef, atomic_write_text, format_duration, load_results, progress
+
+logger = logging.getLogger("tasktransfer.study")
+
+CLASS_ORDER = ("CR", "SL", "QA")  # cheapest first on a CPU
+#: Relative cost of a LIMITED fine-tune per class (used for the ETA until times are measured).
+CLASS_COST = {"CR": 1.0, "SL": 2.0, "QA": 4.0}
+FULL_COST_FACTOR = 10.0
+SETTINGS_KEYS = ("all", "CR", "QA", "SL")
+DEFAULT_TASKEMB_COMPONENTS = ("encoder.layer.*.multihead_output", "encoder.layer.*.layer_output", "cls_output")
+PLAN_FACTORY = "tasktransfer_utils.study:study_plan"
+
+_TOP_KEYS = {"name", "description", "tasks", "suite", "sources", "targets", "pairs", "regimes", "seeds",
+             "limited_size", "encoder", "data", "settings", "embeddings", "outputs", "engine", "max_attempts", "report"}
+
+
+class StudyConfigError(ValueError):
+    """A study config field is missing or wrong; the message names the file and the field."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyConfig:
+    """A parsed study config. Paths are absolute (relative ones in the file are resolved against the
+    config file's folder). ``settings`` maps "all"/"CR"/"QA"/"SL" to FineTuneSettings overrides laid over
+    the class preset ("all" first, then the class). ``taskemb`` lists TaskEmb variants
+    (estimator, labels, components, batch_size, max_examples); ``textemb`` is None to skip TextEmb."""
+
+    name: str
+    tasks: list[str]
+    sources: list[str]
+    targets: list[str]
+    regimes: list[str]  # transfer-regime names, e.g. "LIMITED→LIMITED"
+    seeds: list[int]
+    results_dir: Path
+    runs_dir: Path
+    description: str = ""
+    pairs: str = "all"  # "all" (in and across classes) | "in-class"
+    encoder: str | None = None  # None: paths.default_encoder()
+    data_source: str = "local"
+    data_dir: str | None = None  # None: $TASKTRANSFER_DATA_DIR / ../shared/data
+    data_seed: int = 0
+    limited_size: int = 1000  # training examples in the LIMITED regime (the paper's 1,000)
+    settings: dict[str, dict] = field(default_factory=dict)
+    textemb: dict | None = field(default_factory=dict)
+    taskemb: list[dict] = field(default_factory=lambda: [{"estimator": "paper", "labels": "gold"}])
+    keep_models: str = "sources"  # "sources": delete transfer-run weights once recorded | "all"
+    engine: dict = field(default_factory=lambda: {"kind": "local", "workers": 1})
+    max_attempts: int = 2
+    report: dict = field(default_factory=dict)
+    config_path: Path | None = None
+
+    # derived -------------------------------------------------------------------------------------
+    def task_class(self, task: str) -> str:
+        from .tasks import get_task
+
+        return get_task(task).task_class.value
+
+    def encoder_path(self) -> str:
+        from .paths import default_encoder
+
+        return str(self.encoder) if self.encoder else default_encoder()
+
+    def encoder_name(self) -> str:
+        from .embedding_store import encoder_id
+
+        return encoder_id(self.encoder_path())
+
+    def settings_overrides(self, task_class: str) -> dict:
+        out = dict(self.settings.get("all", {}))
+        out.update(self.settings.get(task_class, {}))
+        return out
+
+    def finetune_settings(self, task_class: str):
+        """The FineTuneSettings of a class: the authors' preset with this study's overrides."""
+        from .settings import preset
+
+        return preset(task_class, **self.settings_overrides(task_class))
+
+    def transfer_regimes(self):
+        from .regimes import get_transfer_regime
+
+        return [get_transfer_regime(r) for r in self.regimes]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("results_dir", "runs_dir", "config_path"):
+            d[k] = None if d[k] is None else str(d[k])
+        return d
+
+
+def _err(where: str, field_name: str, expected: str, got: Any) -> StudyConfigError:
+    return StudyConfigError(f"{where}: field '{field_name}': expected {expected}, got {got!r}")
+
+
+def _task_list(value: Any, where: str, field_name: str) -> list[str]:
+    """A list of task names, or a mapping class -> list (flattened in class order as written)."""
+    from .tasks import get_task
+
+    if isinstance(value, Mapping):
+        names = []
+        for cls, items in value.items():
+            if str(cls) not in ("CR", "QA", "SL"):
+                raise _err(where, f"{field_name}.{cls}", "a task class CR, QA or SL", cls)
+            if not isinstance(items, (list, tuple)):
+                raise _err(where, f"{field_name}.{cls}", "a list of task names", items)
+            for name in items:
+                spec = _get_task(name, where, f"{field_name}.{cls}")
+                if spec.task_class.value != cls:
+                    raise _err(where, f"{field_name}.{cls}", f"{cls} tasks ({name} is {spec.task_class.value})", name)
+                names.append(spec.name)
+        return names
+    if isinstance(value, (list, tuple)):
+        return [_get_task(n, where, field_name).name for n in value]
+    raise _err(where, field_name, "a list of task names or a mapping CR/QA/SL -> list", value)
+
+
+def _get_task(name: Any, where: str, field_name: str):
+    from .tasks import get_task
+
+    try:
+        return get_task(str(name))
+    except (KeyError, ValueError) as err:
+        raise StudyConfigError(f"{where}: field '{field_name}': {err}") from None
+
+
+def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".",
+                           where: str = "<study config>") -> StudyConfig:
+    """Parse and check a study config mapping (see :func:`load_study_config`)."""
+    from .regimes import get_transfer_regime
+    from .settings import FineTuneSettings, preset
+    from .tasks import get_suite
+
+    if not isinstance(raw, Mapping):
+        raise StudyConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise StudyConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    base_dir = Path(base_dir)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or set(name) - set(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."):
+        raise _err(where, "name", "a non-empty name of letters, digits, '-', '_', '.'", name)
+
+    if ("tasks" in raw) == ("suite" in raw):
+        raise StudyConfigError(f"{where}: give exactly one of 'tasks' (names) or 'suite' (a name from tasks.SUITES)")
+    if "suite" in raw:
+        try:
+            tasks = [t.name for t in get_suite(str(raw["suite"]))]
+        except (KeyError, ValueError) as err:
+            raise StudyConfigError(f"{where}: field 'suite': {err}") from None
+    else:
+        tasks = _task_list(raw["tasks"], where, "tasks")
+    if len(set(tasks)) != len(tasks):
+        raise _err(where, "tasks", "distinct task names", tasks)
+    sources = _task_list(raw["sources"], where, "sources") if raw.get("sources") is not None else list(tasks)
+    targets = _task_list(raw["targets"], where, "targets") if raw.get("targets") is not None else list(tasks)
+
+    pairs = raw.get("pairs", "all")
+    if pairs not in ("all", "in-class"):
+        raise _err(where, "pairs", "'all' or 'in-class'", pairs)
+    regimes_raw = raw.get("regimes", ["LIMITED→LIMITED"])
+    if isinstance(regimes_raw, str):
+        regimes_raw = [regimes_raw]
+    regimes = []
+    for r in regimes_raw:
+        try:
+            regimes.append(get_transfer_regime(str(r)).name)
+        except ValueError as err:
+            raise StudyConfigError(f"{where}: field 'regimes': {err}") from None
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise _err(where, "seeds", "a non-empty list of integers >= 0", seeds)
+
+    data = raw.get("data") or {}
+    if not isinstance(data, Mapping) or set(data) - {"source", "data_dir", "data_seed"}:
+        raise _err(where, "data", "a mapping with source, data_dir, data_seed", data)
+    data_source = data.get("source", "local")
+    if data_source not in ("local", "hub"):
+        raise _err(where, "data.source", "'local' or 'hub'", data_source)
+    data_dir = data.get("data_dir")
+    if data_dir is not None:
+        data_dir = str((base_dir / str(data_dir)).resolve()) if not os.path.isabs(str(data_dir)) else str(data_dir)
+
+    settings = raw.get("settings") or {}
+    if not isinstance(settings, Mapping) or set(settings) - set(SETTINGS_KEYS):
+        raise _err(where, "settings", f"a mapping with keys among {SETTINGS_KEYS}", settings)
+    settings = {k: dict(v or {}) for k, v in settings.items()}
+    for key, overrides in settings.items():
+        for cls in (("CR", "QA", "SL") if key == "all" else (key,)):
+            try:
+                preset(cls, **{**settings.get("all", {}), **settings.get(cls, {})})
+            except (TypeError, ValueError) as err:
+                known = [f.name for f in dataclasses.fields(FineTuneSettings)]
+                raise StudyConfigError(f"{where}: field 'settings.{key}': {err} (FineTuneSettings fields: "
+                                       f"{known})") from None
+
+    emb = raw.get("embeddings", {"textemb": {}, "taskemb": [{"estimator": "paper", "labels": "gold"}]})
+    emb = emb or {}
+    if not isinstance(emb, Mapping) or set(emb) - {"textemb", "taskemb"}:
+        raise _err(where, "embeddings", "a mapping with 'textemb' and/or 'taskemb'", emb)
+    textemb = emb.get("textemb")
+    if textemb is not None:
+        textemb = dict(textemb)
+        bad = set(textemb) - {"batch_size", "max_examples"}
+        if bad:
+            raise _err(where, "embeddings.textemb", "fields among batch_size, max_examples", sorted(bad))
+    taskemb = emb.get("taskemb") or []
+    if isinstance(taskemb, Mapping):
+        taskemb = [taskemb]
+    variants = []
+    for i, v in enumerate(taskemb):
+        v = dict(v or {})
+        bad = set(v) - {"estimator", "labels", "components", "batch_size", "max_examples", "num_label_samples"}
+        if bad:
+            raise _err(where, f"embeddings.taskemb[{i}]", "fields among estimator, labels, components, "
+                       "batch_size, max_examples, num_label_samples", sorted(bad))
+        v.setdefault("estimator", "paper")
+        v.setdefault("labels", "gold")
+        if v["estimator"] not in ("paper", "empirical"):
+            raise _err(where, f"embeddings.taskemb[{i}].estimator", "'paper' or 'empirical'", v["estimator"])
+        if v["labels"] not in ("gold", "sampled"):
+            raise _err(where, f"embeddings.taskemb[{i}].labels", "'gold' or 'sampled'", v["labels"])
+        v.setdefault("components", list(DEFAULT_TASKEMB_COMPONENTS))
+        variants.append(v)
+    keys = [(v["estimator"], v["labels"]) for v in variants]
+    if len(set(keys)) != len(keys):
+        raise _err(where, "embeddings.taskemb", "distinct (estimator, labels) variants", keys)
+
+    outputs = raw.get("outputs") or {}
+    if not isinstance(outputs, Mapping) or set(outputs) - {"results_dir", "runs_dir", "keep_models"}:
+        raise _err(where, "outputs", "a mapping with results_dir, runs_dir, keep_models", outputs)
+    from .paths import REPO_ROOT
+
+    results_dir = outputs.get("results_dir", str(REPO_ROOT / "results" / name))
+    runs_dir = outputs.get("runs_dir", str(REPO_ROOT / "runs" / name))
+    keep_models = outputs.get("keep_models", "sources")
+    if keep_models not in ("sources", "all"):
+        raise _err(where, "outputs.keep_models", "'sources' or 'all'", keep_models)
+    engine = raw.get("engine") or {"kind": "local", "workers": 1}
+    if not isinstance(engine, Mapping):
+        raise _err(where, "engine", "a mapping (kind: local|slurm|submitit-local, ...)", engine)
+    from .regimes import LIMITED_SIZE
+
+    limited_size = raw.get("limited_size", LIMITED_SIZE)
+    if not isinstance(limited_size, int) or not 1 <= limited_size <= LIMITED_SIZE:
+        raise _err(where, "limited_size", f"an integer in [1, {LIMITED_SIZE}] (training examples in the LIMITED "
+                   "regime; smaller values are for quick trials)", limited_size)
+    max_attempts = raw.get("max_attempts", 2)
+    if not isinstance(max_attempts, int) or max_attempts < 1:
+        raise _err(where, "max_attempts", "an integer >= 1", max_attempts)
+    report = dict(raw.get("report") or {})
+
+    return StudyConfig(
+        name=name, description=str(raw.get("description", "")), tasks=tasks, sources=sources, targets=targets,
+        pairs=pairs, regimes=regimes, seeds=list(seeds), encoder=raw.get("encoder"), data_source=data_source,
+        data_dir=data_dir, data_seed=int(data.get("data_seed", 0)), limited_size=limited_size, settings=settings, textemb=textemb,
+        taskemb=variants, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
+        report=report, results_dir=(base_dir / results_dir).resolve(), runs_dir=(base_dir / runs_dir).resolve(),
+    )
+
+
+def load_study_config(path: str | os.PathLike) -> StudyConfig:
+    """Read a YAML study config. Relative paths in it resolve against the file's folder."""
+    import yaml
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"study config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise StudyConfigError(f"{path}: not valid YAML: {err}") from None
+    cfg = study_config_from_dict(raw, base_dir=path.parent, where=str(path))
+    cfg.config_path = path
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Job graph
+# --------------------------------------------------------------------------------------------------
+
+
+def finetune_id(task: str, regime: str, seed: int) -> str:
+    return f"finetune__{task}__{regime}__s{seed}"
+
+
+def textemb_id(task: str, regime: str, seed: int) -> str:
+    return f"textemb__{task}__{regime}__s{seed}"
+
+
+def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -> str:
+    return f"taskemb__{task}__{regime}__s{seed}__{estimator}-{labels}"
+
+
+def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
+    src, tgt = regime_name.split("→")
+    return f"transfer__{src}-{tgt}__{source}__{target}__s{seed}"
+
+
+def _cost(task_class: str, regime: str) -> float:
+    return CLASS_COST[task_class] * (FULL_COST_FACTOR if regime == "FULL" else 1.0)
+
+
+def study_pairs(cfg: StudyConfig) -> list[tuple[str, str]]:
+    """(source, target) pairs of the study: every source ≠ target (same class only with pairs: in-class)."""
+    out = []
+    for t in cfg.targets:
+        for s in cfg.sources:
+            if s == t:
+                continue
+            if cfg.pairs == "in-class" and cfg.task_class(s) != cfg.task_class(t):
+                continue
+            out.append((s, t))
+    return out
+
+
+def build_jobs(cfg: StudyConfig) -> list[Job]:
+    """The study's job graph in execution order (module docstring)."""
+    from .regimes import LIMITED_SIZE
+
+    enc = cfg.encoder_name()
+    data = {"data_source": cfg.data_source, "data_seed": cfg.data_seed}
+    if cfg.limited_size != LIMITED_SIZE:
+        data["limited_size"] = cfg.limited_size
+    cls_rank = {c: i for i, c in enumerate(CLASS_ORDER)}
+    regimes = cfg.transfer_regimes()
+
+    # fine-tunes: (task, side regime, seed) needed as a source or as a target baseline
+    needed: dict[tuple[str, str, int], None] = {}
+    pairs = study_pairs(cfg)
+    for seed in cfg.seeds:
+        for tr in regimes:
+            for s, t in pairs:
+                needed[(s, tr.source.value, seed)] = None
+                needed[(t, tr.target.value, seed)] = None
+    task_order = {t: i for i, t in enumerate(cfg.tasks + [x for x in cfg.sources + cfg.targets if x not in cfg.tasks])}
+
+    def ft_key(k):
+        task, regime, seed = k
+        return (seed, regime != "LIMITED", cls_rank[cfg.task_class(task)], task_order[task])
+
+    finetunes, textembs, taskembs, transfers = [], [], [], []
+    for task, regime, seed in sorted(needed, key=ft_key):
+        cls = cfg.task_class(task)
+        common = {"task": task, "task_class": cls, "regime": regime, "seed": seed, "encoder": enc, **data}
+        fid = finetune_id(task, regime, seed)
+        finetunes.append(Job(fid, "finetune", {**common, "settings": cfg.settings_overrides(cls)},
+                             group=cls, cost=_cost(cls, regime)))
+        if cfg.textemb is not None:
+            textembs.append(Job(textemb_id(task, regime, seed), "textemb",
+                                {**common, "settings": cfg.settings_overrides(cls), **cfg.textemb},
+                                group=cls, cost=0.1 * _cost(cls, regime)))
+        for v in cfg.taskemb:
+            taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"]), "taskemb",
+                                {**common, **v}, deps=(fid,), group=cls,
+                                cost=(0.5 if v["estimator"] == "paper" else 3.0) * _cost(cls, regime)))
+    for seed in cfg.seeds:
+        for tr in sorted(regimes, key=lambda r: (r.target.value != "LIMITED", r.source.value != "LIMITED")):
+            by_target = sorted(cfg.targets, key=lambda t: (cls_rank[cfg.task_class(t)], task_order[t]))
+            for t in by_target:
+                tcls = cfg.task_class(t)
+                for s, tt in pairs:
+                    if tt != t:
+                        continue
+                    params = {"source": s, "target": t, "source_class": cfg.task_class(s), "target_class": tcls,
+                              "regime": tr.name, "source_regime": tr.source.value,
+                              "target_regime": tr.target.value, "seed": seed, "encoder": enc, **data,
+                              "settings": cfg.settings_overrides(tcls)}
+                    transfers.append(Job(transfer_id(s, t, tr.name, seed), "transfer", params,
+                                         deps=(finetune_id(s, tr.source.value, seed),), group=tcls,
+                                         cost=_cost(tcls, tr.target.value)))
+    return finetunes + textembs + taskembs + transfers
+
+
+def plan_for(cfg: StudyConfig) -> Plan:
+    """The runner plan of a study (records under results_dir, state under runs_dir)."""
+    return Plan(jobs=build_jobs(cfg), functions=JOB_FUNCTIONS, records_dir=cfg.results_dir / "records",
+                state_dir=cfg.runs_dir / "state", artifacts_dir=cfg.results_dir, name=cfg.name,
+                max_attempts=cfg.max_attempts,
+                settings={"config": cfg.to_dict()})
+
+
+def study_plan(config_path: str) -> Plan:
+    """PlanRef factory: the plan of the study config at ``config_path`` (worker processes call this)."""
+    plan = plan_for(load_study_config(config_path))
+    return plan
+
+
+def plan_ref(cfg_or_path: StudyConfig | str | os.PathLike) -> PlanRef:
+    path = cfg_or_path.config_path if isinstance(cfg_or_path, StudyConfig) else Path(cfg_or_path).resolve()
+    if path is None:
+        raise ValueError("a StudyConfig built from a dict has no file; save it (save_study_config) to run workers")
+    return PlanRef(PLAN_FACTORY, (str(path),))
+
+
+def save_study_config(cfg_dict: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    import yaml
+
+    path = Path(path)
+    atomic_write_text(path, yaml.safe_dump(dict(cfg_dict), sort_keys=False, allow_unicode=True))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Job functions
+# --------------------------------------------------------------------------------------------------
+
+
+def _cfg(ctx) -> StudyConfig:
+    d = dict(ctx.settings["config"])
+    for k in ("results_dir", "runs_dir", "config_path"):
+        if d.get(k) is not None:
+            d[k] = Path(d[k])
+    return StudyConfig(**d)
+
+
+def _load(params: Mapping, cfg: StudyConfig, task_key: str = "task", regime_key: str = "regime"):
+    """The task's data; with a ``limited_size`` other than 1,000 the train split of a LIMITED job is first cut to
+    the seeded ``limited_size`` sample (``regimes.apply_regime(..., n=limited_size)``), which the LIMITED
+    sampling inside fine_tune / TextEmb / TaskEmb then keeps whole and in order."""
+    import copy
+
+    from datasets import DatasetDict
+
+    from .loaders import load_task
+    from .regimes import apply_regime
+
+    data = load_task(params[task_key], data_dir=cfg.data_dir, source=params["data_source"], seed=params["data_seed"])
+    n = params.get("limited_size")
+    if n is None or params[regime_key] != "LIMITED":
+        return data
+    splits = dict(data.splits)
+    splits["train"] = apply_regime(splits["train"], "LIMITED", params["seed"], n=n)
+    prov = copy.deepcopy(data.provenance)
+    prov["limited_size"] = n
+    return dataclasses.replace(data, splits=DatasetDict(splits), provenance=prov)
+
+
+def _check_encoder(params: Mapping, cfg: StudyConfig) -> str:
+    path = cfg.encoder_path()
+    from .embedding_store import encoder_id
+
+    if encoder_id(path) != params["encoder"]:
+        raise RuntimeError(f"job encoder {params['encoder']!r} but this machine resolves the study encoder to "
+                           f"{path!r}; set 'encoder' in the study config (or $TASKTRANSFER_ENCODER)")
+    return path
+
+
+def model_run_dir(cfg: StudyConfig, job_id: str) -> Path:
+    """Run directory (fine_tune output_dir) of a finetune/transfer job: ``<runs_dir>/models/<job id>``."""
+    return cfg.runs_dir / "models" / job_id
+
+
+def _portable_run(result, cfg: StudyConfig) -> dict:
+    """RunResult as a dict with machine-independent paths: every path under runs_dir made relative to
+    it (model_dir, init_from, transfer_report.source, ...), the encoder named by its id."""
+    from .embedding_store import encoder_id
+
+    d = _relative_paths(dataclasses.asdict(result), str(cfg.runs_dir.resolve()))
+    d["encoder"] = encoder_id(d["encoder"])
+    return d
+
+
+def _relative_paths(obj: Any, root: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj):
+        resolved = str(Path(obj).resolve())
+        if resolved == root or resolved.startswith(root + os.sep):
+            return os.path.relpath(resolved, root)
+    return obj
+
+
+def _settings_for(params: Mapping):
+    from .settings import preset
+
+    return preset(params["task_class"] if "task_class" in params else params["target_class"], **params["settings"])
+
+
+def run_finetune(params: dict, ctx) -> dict:
+    """Fine-tune a task from the pretrained encoder (a source model and its no-transfer baseline)."""
+    from .training import fine_tune
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    task_data = _load(params, cfg)
+    result = fine_tune(task_data, model_run_dir(cfg, ctx.job.id), encoder=encoder, regime=params["regime"],
+                       seed=params["seed"], settings=_settings_for(params))
+    return _portable_run(result, cfg)
+
+
+def run_transfer(params: dict, ctx) -> dict:
+    """Intermediate-task transfer: fine-tune the target starting from the source's fine-tuned encoder."""
+    from .training import MODEL_SUBDIR, fine_tune
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    source_job = ctx.job.deps[0]
+    source_dir = model_run_dir(cfg, source_job)
+    if not (source_dir / MODEL_SUBDIR).is_dir():
+        raise FileNotFoundError(
+            f"source model {source_dir / MODEL_SUBDIR} is missing although {source_job} has a record "
+            f"({ctx.job.id} needs it). Delete {cfg.results_dir / 'records' / (source_job + '.json')} to fine-tune "
+            "the source again (same seed, same result).")
+    task_data = _load(params, cfg, "target", "target_regime")
+    run_dir = model_run_dir(cfg, ctx.job.id)
+    result = fine_tune(task_data, run_dir, encoder=encoder, init_from=source_dir, regime=params["target_regime"],
+                       seed=params["seed"], settings=_settings_for(params))
+    out = _portable_run(result, cfg)
+    if cfg.keep_models != "all":
+        shutil.rmtree(run_dir / MODEL_SUBDIR, ignore_errors=True)
+        out["model_dir"] = None  # weights not kept (outputs.keep_models: sources)
+    return out
+
+
+def _library(cfg: StudyConfig):
+    from .embedding_store import EmbeddingLibrary
+
+    return EmbeddingLibrary(cfg.results_dir / "embeddings")
+
+
+def run_textemb(params: dict, ctx) -> dict:
+    """TextEmb of a task's training rows (same regime/seed rows as its fine-tune) from the pretrained encoder."""
+    from .textemb import compute_textemb
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    task_data = _load(params, cfg)
+    emb = compute_textemb(task_data, encoder, split="train", regime=params["regime"], seed=params["seed"],
+                          batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
+                          settings=_settings_for(params))
+    lib = _library(cfg)
+    path = lib.add([emb])
+    return {"file": str(path.relative_to(cfg.results_dir)), "dim": int(emb.vector.shape[0]),
+            "num_examples": emb.meta.get("num_examples"), "components": [emb.meta.get("component")]}
+
+
+def run_taskemb(params: dict, ctx) -> dict:
+    """TaskEmb (diagonal Fisher) of a task from the model fine-tuned on it (the ``finetune`` dependency)."""
+    from .taskemb import compute_taskemb
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    task_data = _load(params, cfg)
+    comps = list(params.get("components") or DEFAULT_TASKEMB_COMPONENTS)
+    if params["task_class"] == "SL":  # SL models have no [CLS] component (taskemb module docstring)
+        comps = [c for c in comps if c != "cls_output"]
+    model_dir = model_run_dir(cfg, ctx.job.deps[0])
+    embs = compute_taskemb(task_data, model_dir, estimator=params["estimator"], labels=params["labels"],
+                           seed=params["seed"], batch_size=params.get("batch_size", 32),
+                           max_examples=params.get("max_examples"),
+                           num_label_samples=params.get("num_label_samples", 100), components=comps,
+                           encoder=encoder)
+    for e in embs.values():  # portable paths (relative to runs_dir)
+        e.meta.update(_relative_paths(dict(e.meta), str(cfg.runs_dir.resolve())))
+    lib = _library(cfg)
+    path = lib.add(list(embs.values()))
+    first = next(iter(embs.values()))
+    return {"file": str(path.relative_to(cfg.results_dir)), "components": sorted(embs),
+            "num_examples": first.meta.get("num_examples"), "wall_time_s": first.meta.get("wall_time_s")}
+
+
+JOB_FUNCTIONS = {"finetune": run_finetune, "transfer": run_transfer, "textemb": run_textemb,
+                 "taskemb": run_taskemb}
+
+
+# --------------------------------------------------------------------------------------------------
+# Results tables
+# --------------------------------------------------------------------------------------------------
+
+
+def results_table(plan: Plan):
+    """The tidy transfer-results table (selection_metrics' contract): one row per run, baselines with
+    an empty ``source``. Columns: source, target, regime, seed, score, source_class, target_class,
+    job_id, train_examples, eval_examples, wall_time_s, metric_<name> per final metric."""
+    import pandas as pd
+
+    cfg_dict = plan.settings["config"]
+    regimes = cfg_dict["regimes"]
+    records = load_results(plan)
+    rows = []
+    for jid, rec in records.items():
+        p, r = rec["params"], rec["result"]
+        if rec["kind"] == "transfer":
+            rows.append(_row(p["source"], p["target"], p["regime"], p["seed"], p["source_class"], p["target_class"],
+                             jid, r, rec))
+    targets_seen = set()
+    for regime in regimes:
+        tgt_side = regime.split("→")[1]
+        for jid, rec in records.items():
+            p = rec["params"]
+            if rec["kind"] != "finetune" or p["regime"] != tgt_side or p["task"] not in cfg_dict["targets"]:
+                continue
+            rows.append(_row(None, p["task"], regime, p["seed"], None, p["task_class"], jid, rec["result"], rec))
+            targets_seen.add(p["task"])
+    cols = ["source", "target", "regime", "seed", "score", "source_class", "target_class", "job_id",
+            "train_examples", "eval_examples", "wall_time_s"]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    metric_cols = sorted(c for c in table.columns if c.startswith("metric_"))
+    table = table[cols + metric_cols]
+    table["_base"] = table["source"].isna()
+    table = table.sort_values(["regime", "target_class", "target", "_base", "source", "seed"],
+                              key=lambda s: s.map({"CR": 0, "SL": 1, "QA": 2}) if s.name == "target_class" else s,
+                              ascending=[True, True, True, False, True, True]).drop(columns="_base")
+    return table.reset_index(drop=True)
+
+
+def _row(source, target, regime, seed, source_class, target_class, jid, result, rec) -> dict:
+    row = {"source": source, "target": target, "regime": regime, "seed": seed, "score": result["score"],
+           "source_class": source_class, "target_class": target_class, "job_id": jid,
+           "train_examples": result.get("train_examples"), "eval_examples": result.get("eval_examples"),
+           "wall_time_s": rec.get("wall_time_s")}
+    for k, v in (result.get("final_metrics") or {}).items():
+        if isinstance(v, (int, float)):
+            row[f"metric_{k}"] = v
+    return row
+
+
+def finetune_table(plan: Plan):
+    """One row per single-task fine-tune: task, task_class, regime, seed, score, train_examples,
+    train_examples_per_s, wall_time_s (job), num_train_steps, job_id."""
+    import pandas as pd
+
+    rows = []
+    for jid, rec in load_results(plan).items():
+        if rec["kind"] != "finetune":
+            continue
+        p, r = rec["params"], rec["result"]
+        rows.append({"task": p["task"], "task_class": p["task_class"], "regime": p["regime"], "seed": p["seed"],
+                     "score": r["score"], "train_examples": r.get("train_examples"),
+                     "train_examples_per_s": r.get("train_examples_per_s"), "num_train_steps": r.get("num_train_steps"),
+                     "wall_time_s": rec.get("wall_time_s"), "job_id": jid})
+    return pd.DataFrame(rows)
+
+
+def job_times(plan: Plan):
+    """Wall time per finished job, summarised per (kind, class): n, mean, min, max seconds."""
+    import pandas as pd
+
+    rows = [{"kind": rec["kind"], "class": rec.get("group"), "wall_time_s": rec.get("wall_time_s")}
+            for rec in load_results(plan).values()]
+    if not rows:
+        return pd.DataFrame(columns=["kind", "class", "n", "mean_s", "min_s", "max_s"])
+    df = pd.DataFrame(rows)
+    out = df.groupby(["kind", "class"])["wall_time_s"].agg(["count", "mean", "min", "max"]).reset_index()
+    return out.rename(columns={"count": "n", "mean": "mean_s", "min": "min_s", "max": "max_s"})
+
+
+def write_tables(plan: Plan) -> dict[str, Path]:
+    """Write the results tables next to the records: transfer_results.csv, finetune_results.csv,
+    job_times.csv (atomically). Returns name -> path."""
+    cfg_dict = plan.settings["config"]
+    out_dir = Path(cfg_dict["results_dir"])
+    paths = {}
+    for name, frame in (("transfer_results", results_table(plan)), ("finetune_results", finetune_table(plan)),
+                        ("job_times", job_times(plan))):
+        path = out_dir / f"{name}.csv"
+        atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+        paths[name] = path
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Report: source-selection evaluation (§5)
+# --------------------------------------------------------------------------------------------------
+
+
+def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
+    """Rankers per transfer regime: TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb (from the
+    study's embeddings, first seed), DataSize (source-regime sizes and FULL sizes), CurveGrad (loss curves
+    of the source fine-tunes, first seed) and Random (exact expectation)."""
+    from .embedding_store import EmbeddingLibrary
+    from .selection import CurveGradRanker, DataSizeRanker, RandomRanker, embedding_rankers
+
+    cfg = plan.settings["config"]
+    seed = cfg["seeds"][0]
+    lib = EmbeddingLibrary(Path(cfg["results_dir"]) / "embeddings")
+    all_embs = lib.load(seed=seed)
+    records = load_results(plan)
+    out: dict[str, dict[str, Any]] = {}
+    for regime in sorted(results["regime"].unique()):
+        src_side, tgt_side = regime.split("→")
+        rankers: dict[str, Any] = {}
+        sources = sorted(set(results.loc[(results["regime"] == regime) & results["source"].notna(), "source"]))
+        targets = sorted(set(results.loc[results["regime"] == regime, "target"]))
+        src_embs = [e for e in all_embs if e.meta.get("regime") == src_side and e.meta.get("task") in sources]
+        tgt_embs = [e for e in all_embs if e.meta.get("regime") == tgt_side and e.meta.get("task") in targets]
+        variants = sorted({(e.meta.get("estimator"), e.meta.get("label_source")) for e in src_embs
+                           if e.meta.get("method") == "TaskEmb"})
+        covered = set(sources) | set(targets)
+
+        def shared_components(estimator, labels):
+            per_task: dict[str, set] = {}
+            for e in src_embs + tgt_embs:
+                if e.meta.get("method") == "TaskEmb" and (e.meta.get("estimator"), e.meta.get("label_source")) == (
+                        estimator, labels):
+                    per_task.setdefault(e.meta["task"], set()).add(e.meta["component"])
+            if set(per_task) != covered:
+                return []
+            return sorted(set.intersection(*per_task.values()))
+
+        text_tasks = {e.meta["task"] for e in src_embs + tgt_embs if e.meta.get("method") == "TextEmb"}
+        if text_tasks >= covered:
+            r = embedding_rankers([e for e in src_embs if e.meta.get("method") == "TextEmb"],
+                                  [e for e in tgt_embs if e.meta.get("method") == "TextEmb"])
+            rankers.update(r)
+        for estimator, labels in variants:
+            comps = shared_components(estimator, labels)
+            if not comps:
+                continue
+            suffix = "" if (estimator, labels) == ("paper", "gold") else f" ({estimator}, {labels})"
+            r = embedding_rankers(
+                [e for e in src_embs if e.meta.get("method") in ("TaskEmb", "TextEmb")],
+                [e for e in tgt_embs if e.meta.get("method") in ("TaskEmb", "TextEmb")],
+                components=comps, estimator=[estimator, None], label_source=[labels, None])
+            for name, ranker in r.items():
+                if name == "TextEmb":
+                    continue
+                ranker.method = name + suffix
+                rankers[name + suffix] = ranker
+        rankers["DataSize"] = DataSizeRanker.from_tasks(sources, data_dir=cfg["data_dir"], regime=regime)
+        if src_side == "LIMITED":
+            full = DataSizeRanker.from_tasks(sources, data_dir=cfg["data_dir"], regime="FULL")
+            full.method = "DataSize (full-set sizes)"
+            rankers[full.method] = full
+        curves = {}
+        for rec in records.values():
+            p = rec["params"]
+            if rec["kind"] == "finetune" and p["regime"] == src_side and p["seed"] == seed and p["task"] in sources:
+                curves[p["task"]] = rec["result"]["loss_curve"]
+        if set(curves) >= set(sources):
+            rankers["CurveGrad"] = CurveGradRanker(curves)
+        rankers["Random"] = RandomRanker(expected=True)
+        out[regime] = rankers
+    return out
+
+
+def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Path]:
+    """Aggregate the records into tables and evaluate source selection on the finished targets.
+
+    Writes under ``<results_dir>``: transfer_results.csv, finetune_results.csv, job_times.csv and, in
+    ``evaluation/``: per_target.csv (every method × regime × candidate set × target), summary.csv
+    (means per target class and "all"), one wide table per metric (``table_<metric>.csv`` and a markdown
+    ``selection_tables.md``), and figures (transfer gains, selection metrics). Only targets whose every
+    candidate source has a result are evaluated."""
+    import pandas as pd
+
+    from . import selection_metrics as sm
+
+    plan = plan_for(cfg)
+    paths = write_tables(plan)
+    results = results_table(plan)
+    if results.empty:
+        log("no results yet")
+        return paths
+    complete = _complete_targets(cfg, results)
+    eval_results = results[results["target"].isin(complete)]
+    out_dir = cfg.results_dir / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"{len(complete)} complete target(s) of {len(cfg.targets)}: {', '.join(complete) or '-'}")
+    if not complete:
+        return paths
+    rankers = selection_rankers(plan, eval_results)
+    rep = cfg.report
+    ks = tuple(rep.get("ks", (1, 3, 5)))
+    relevance = rep.get("relevance", "minmax")
+    per_target = pd.concat([sm.evaluate_rankers(eval_results[eval_results["regime"] == regime], regime_rankers,
+                                                ks=ks, relevance=relevance)
+                            for regime, regime_rankers in rankers.items()], ignore_index=True)
+    summary = sm.summarize_selection(per_target)
+    for name, frame in (("per_target", per_target), ("summary", summary)):
+        p = out_dir / f"{name}.csv"
+        atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
+        paths[name] = p
+    md = [f"# Source selection on study `{cfg.name}`",
+          "",
+          f"Targets evaluated ({len(complete)}): {', '.join(complete)}. Ground truth: measured transfer scores "
+          f"(mean over seeds {cfg.seeds}); relevance for NDCG: `{relevance}`. Candidates: in-class = sources of "
+          "the target's class, all-class = every other task. Cells are means over targets; rho: rank of the "
+          "truly best source (lower is better); ndcg: higher is better; regret@k: % below the best source "
+          "(lower is better).", ""]
+    metrics = [m for m in sm.METRICS_ORDER if m in set(summary["metric"])]
+    for metric in metrics:
+        table = sm.selection_table(summary, metric)
+        p = out_dir / f"table_{metric.replace('@', '_at_')}.csv"
+        atomic_write_text(p, table.to_csv(float_format="%.4g"))
+        paths[f"table_{metric}"] = p
+        md += [f"## {metric}", "", _markdown(table), ""]
+    p = out_dir / "selection_tables.md"
+    atomic_write_text(p, "\n".join(md) + "\n")
+    paths["selection_tables"] = p
+    if figures:
+        paths.update(_figures(cfg, eval_results, summary, out_dir))
+    return paths
+
+
+def _complete_targets(cfg: StudyConfig, results) -> list[str]:
+    """Targets with a baseline and a transfer from every candidate source, for every regime and seed."""
+    pairs = study_pairs(cfg)
+    out = []
+    for t in cfg.targets:
+        ok = True
+        for regime in cfg.regimes:
+            sub = results[(results["target"] == t) & (results["regime"] == regime)]
+            for seed in cfg.seeds:
+                s_rows = sub[sub["seed"] == seed]
+                have = set(s_rows["source"].dropna())
+                want = {s for s, tt in pairs if tt == t}
+                if not want <= have or not s_rows["source"].isna().any():
+                    ok = False
+        if ok:
+            out.append(t)
+    return out
+
+
+def _markdown(table) -> str:
+    cols = [" / ".join(str(x) for x in c) if isinstance(c, tuple) else str(c) for c in table.columns]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for idx, row in table.iterrows():
+        cells = ["" if v != v else f"{v:.3g}" for v in row.tolist()]
+        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Path]:
+    from . import plots
+    from . import selection_metrics as sm
+
+    paths = {}
+    fig_dir = out_dir / "figures"
+    try:
+        gains = sm.mean_transfer(results)
+        for regime in sorted(gains["regime"].unique()):
+            slug = regime.replace("→", "_to_")
+            fig = plots.transfer_gain_heatmap(gains[gains["regime"] == regime])
+            paths[f"gains_{slug}"] = plots.save_figure(fig, f"{cfg.name}_transfer_gains_{slug}", fig_dir)
+        fig = plots.selection_metric_bars(summary)
+        paths["selection_metrics"] = plots.save_figure(fig, f"{cfg.name}_selection_metrics", fig_dir)
+    except Exception as err:  # figures must not lose the tables
+        logger.warning("figures failed: %s", err)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line: tasktransfer study run|status|report CONFIG
+# --------------------------------------------------------------------------------------------------
+
+
+def add_study_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``tasktransfer study run|status|report CONFIG``."""
+    p = subparsers.add_parser("study", help="run a transfer study from a config file (resumable)",
+                              description="Transfer studies: fine-tunes, transfers and task embeddings from a "
+                                          "YAML config. Every job writes one record; run again to resume.")
+    sub = p.add_subparsers(dest="study_command", metavar="ACTION")
+    run = sub.add_parser("run", help="run (or resume) the study's jobs")
+    run.add_argument("config", help="study YAML, e.g. configs/offline_study.yaml")
+    run.add_argument("--engine", choices=("local", "slurm", "submitit-local"), default=None,
+                     help="override the config's engine.kind")
+    run.add_argument("--workers", type=int, default=None, help="local worker processes (engine local)")
+    run.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (per worker)")
+    run.add_argument("--retry-failed", action="store_true", help="forget earlier failures and try them again")
+    run.add_argument("--dry-run", action="store_true", help="list the jobs in order and exit")
+    run.set_defaults(func=_cmd_run)
+    st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left")
+    st.add_argument("config")
+    st.add_argument("--workers", type=int, default=1, help="workers assumed for the ETA")
+    st.set_defaults(func=_cmd_status)
+    rp = sub.add_parser("report", help="results tables and the source-selection evaluation of finished targets")
+    rp.add_argument("config")
+    rp.add_argument("--no-figures", action="store_true")
+    rp.set_defaults(func=_cmd_report)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    return p
+
+
+def _stamp(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", flush=True)
+
+
+def _cmd_run(args) -> int:
+    from .engines import make_engine
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_study_config(args.config)
+    plan = plan_ref(cfg).load()
+    if args.dry_run:
+        for j in plan.jobs:
+            print(f"{j.id}  deps={','.join(j.deps) or '-'}")
+        print(f"{len(plan.jobs)} jobs")
+        return 0
+    engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=args.workers,
+                         kind=args.engine)
+    _stamp(f"study {cfg.name}: {len(plan.jobs)} jobs; records in {plan.records_dir}; "
+           f"engine {type(engine).__name__}")
+    summary = engine.run(plan, retry_failed=args.retry_failed, max_jobs=args.max_jobs, log=_stamp)
+    write_tables(plan)
+    p = progress(plan)
+    _stamp(f"ran {len(summary.ran)} job(s), {len(summary.failed)} failed attempt(s); {p.line()}")
+    return 0 if p.failed == 0 else 1
+
+
+def _cmd_status(args) -> int:
+    cfg = load_study_config(args.config)
+    plan = plan_for(cfg)
+    print(f"study {cfg.name} ({cfg.config_path})")
+    print(progress(plan, workers=args.workers).table())
+    return 0
+
+
+def _cmd_report(args) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_study_config(args.config)
+    paths = report(cfg, figures=not args.no_figures)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    summary = paths.get("selection_tables")
+    if summary:
+        print(Path(summary).read_text())
+    return 0
+
+
+__all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
+           "plan_for", "study_plan", "plan_ref", "results_table", "finetune_table", "write_tables", "report",
+           "add_study_parser", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]

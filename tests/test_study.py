@@ -1,0 +1,236 @@
+"""Study configs, the job graph, and a tiny real study (tiny random BERT, a few dozen real examples):
+results table, report, and SIGKILL-then-restart giving the same results as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasktransfer_utils.paths import CONFIGS_DIR
+from tasktransfer_utils.runner import load_results, progress, run_worker
+from tasktransfer_utils.study import (
+    StudyConfigError,
+    build_jobs,
+    finetune_id,
+    load_study_config,
+    plan_for,
+    plan_ref,
+    report,
+    results_table,
+    study_config_from_dict,
+    transfer_id,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+L2L = "LIMITED→LIMITED"
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def test_offline_study_config_and_job_graph():
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    classes = {c: [t for t in cfg.tasks if cfg.task_class(t) == c] for c in ("CR", "SL", "QA")}
+    assert classes == {"CR": ["SST-2", "MRPC", "RTE", "STS-B"], "SL": ["POS-PTB", "Parent", "Chunk", "NER"],
+                       "QA": ["SQuAD-1", "SQuAD-2", "BoolQ", "FAQ-TR"]}
+    assert cfg.regimes == [L2L] and cfg.seeds == [0] and cfg.limited_size == 1000
+    assert cfg.results_dir == REPO / "results" / "offline_study" and cfg.runs_dir == REPO / "runs" / "offline_study"
+    qa = cfg.finetune_settings("QA")
+    assert (qa.max_seq_length, qa.doc_stride, qa.max_eval_examples, qa.learning_rate) == (256, 128, 1000, 3e-5)
+    assert cfg.finetune_settings("CR").max_seq_length == 128
+
+    jobs = build_jobs(cfg)
+    kinds = [j.kind for j in jobs]
+    n = len(cfg.tasks)
+    assert kinds.count("finetune") == n and kinds.count("textemb") == n and kinds.count("taskemb") == n
+    assert kinds.count("transfer") == n * (n - 1) == 132
+    # order: fine-tunes (CR, SL, QA), embeddings, then transfers grouped by target (CR, SL, QA targets)
+    first = {k: kinds.index(k) for k in ("finetune", "textemb", "taskemb", "transfer")}
+    last = {k: len(kinds) - 1 - kinds[::-1].index(k) for k in first}
+    assert last["finetune"] < first["textemb"] and last["taskemb"] < first["transfer"]
+    ft_classes = [j.group for j in jobs if j.kind == "finetune"]
+    assert ft_classes == ["CR"] * 4 + ["SL"] * 4 + ["QA"] * 4
+    transfers = [j for j in jobs if j.kind == "transfer"]
+    target_seq = [j.params["target"] for j in transfers]
+    blocks = [t for i, t in enumerate(target_seq) if i == 0 or target_seq[i - 1] != t]
+    assert blocks == classes["CR"] + classes["SL"] + classes["QA"]  # each target's transfers contiguous
+    by_id = {j.id: j for j in jobs}
+    for j in transfers:  # the source's LIMITED fine-tune, reused by every target; it is also a baseline
+        assert j.deps == (finetune_id(j.params["source"], "LIMITED", 0),)
+        assert finetune_id(j.params["target"], "LIMITED", 0) in by_id
+        assert j.params["source"] != j.params["target"]
+    pairs = {(j.params["source"], j.params["target"]) for j in transfers}
+    assert ("SST-2", "SQuAD-1") in pairs and ("NER", "Chunk") in pairs and len(pairs) == 132
+    assert all(j.deps == (finetune_id(j.params["task"], "LIMITED", 0),) for j in jobs if j.kind == "taskemb")
+
+
+def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
+    cfg = study_config_from_dict({
+        "name": "t", "tasks": {"CR": ["RTE", "MRPC"], "SL": ["Chunk"]}, "pairs": "in-class",
+        "regimes": ["FULL->LIMITED", "limited_to_limited"], "seeds": [0, 1], "embeddings": None,
+    }, base_dir=tmp_path)
+    jobs = build_jobs(cfg)
+    ft = sorted(j.id for j in jobs if j.kind == "finetune")
+    # in-class pairs: RTE<->MRPC only. FULL sources RTE, MRPC; LIMITED fine-tunes of both (sources of
+    # LIMITED→LIMITED and baselines of both regimes); Chunk has no in-class partner, so no job at all
+    expected = sorted(finetune_id(t, r, s) for t in ("RTE", "MRPC") for r in ("FULL", "LIMITED") for s in (0, 1))
+    assert ft == expected
+    tr = [j for j in jobs if j.kind == "transfer"]
+    assert len(tr) == 2 * 2 * 2  # pairs x regimes x seeds
+    j = next(j for j in tr if j.id == transfer_id("RTE", "MRPC", "FULL→LIMITED", 1))
+    assert j.deps == (finetune_id("RTE", "FULL", 1),) and j.params["target_regime"] == "LIMITED"
+    assert [j.kind for j in jobs].index("transfer") > max(i for i, j in enumerate(jobs) if j.kind == "finetune")
+    assert not any(j.kind in ("textemb", "taskemb") for j in jobs)
+    assert cfg.results_dir == REPO / "results" / "t" and cfg.runs_dir == REPO / "runs" / "t"  # defaults
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"colour": 1}, "unknown field"),
+    ({"tasks": {"CR": ["NER"]}}, "CR tasks"),
+    ({"tasks": ["SST2x"]}, "SST-2"),
+    ({"regimes": ["FULL→NONE"]}, "regimes"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"settings": {"QA": {"max_seq_len": 256}}}, "settings.QA"),
+    ({"embeddings": {"taskemb": [{"estimator": "fisher"}]}}, "estimator"),
+    ({"limited_size": 5000}, "limited_size"),
+    ({"suite": "offline"}, "exactly one of"),
+])
+def test_config_errors_name_the_field(tmp_path, patch, message):
+    raw = {"name": "bad", "tasks": ["RTE", "MRPC"]}
+    raw.update(patch)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(StudyConfigError) as err:
+        load_study_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ tiny real study
+
+
+def _tiny_config(tmp_path: Path, encoder: str, name: str, embeddings=True) -> Path:
+    raw = {
+        "name": name,
+        "tasks": {"CR": ["RTE"], "SL": ["Chunk"]},
+        "regimes": [L2L], "seeds": [0], "limited_size": 48, "encoder": encoder,
+        "settings": {"all": {"num_epochs": 1, "batch_size": 16, "max_seq_length": 32, "max_eval_examples": 24}},
+        "embeddings": ({"textemb": {"batch_size": 16},
+                        "taskemb": [{"estimator": "paper", "labels": "gold", "batch_size": 16}]}
+                       if embeddings else None),
+        "outputs": {"results_dir": f"{name}/results", "runs_dir": f"{name}/runs"},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    return path
+
+
+TIMING_KEYS = {"wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s", "created_utc"}
+
+
+def _comparable(obj):
+    """A record's result without timings (which differ between runs)."""
+    if isinstance(obj, dict):
+        return {k: _comparable(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [_comparable(v) for v in obj]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_encoder_dir):
+    root = tmp_path_factory.mktemp("tiny_study")
+    path = _tiny_config(root, tiny_encoder_dir, "ref")
+    plan = plan_ref(path).load()
+    summary = run_worker(plan, wait=False, log=lambda m: None)
+    assert summary.failed == [], [plan.store.read_failure(j) for j in summary.failed]
+    return root, path, plan
+
+
+def test_tiny_study_records_and_results_table(tiny_study):
+    root, path, plan = tiny_study
+    records = load_results(plan)
+    assert set(records) == {j.id for j in plan.jobs} and len(plan.jobs) == 2 + 2 + 2 + 2
+    ft = records[finetune_id("RTE", "LIMITED", 0)]["result"]
+    assert ft["train_examples"] == 48 and ft["eval_examples"] == 24 and ft["task"] == "RTE"
+    assert ft["model_dir"] == f"models/{finetune_id('RTE', 'LIMITED', 0)}/model"  # relative to runs_dir
+    assert not os.path.isabs(ft["encoder"])
+    tr = records[transfer_id("Chunk", "RTE", L2L, 0)]["result"]
+    assert tr["init_from"] == f"models/{finetune_id('Chunk', 'LIMITED', 0)}" and tr["model_dir"] is None
+    assert not (Path(load_study_config(path).runs_dir) / "models" / transfer_id("Chunk", "RTE", L2L, 0) / "model").exists()
+
+    table = results_table(plan)
+    assert list(table.columns[:7]) == ["source", "target", "regime", "seed", "score", "source_class", "target_class"]
+    assert len(table) == 4  # two baselines + two transfers
+    base = table[table["source"].isna()].set_index("target")
+    assert base.loc["RTE", "score"] == pytest.approx(ft["score"]) and base.loc["RTE", "job_id"] == finetune_id("RTE", "LIMITED", 0)
+    row = table[(table["source"] == "RTE") & (table["target"] == "Chunk")].iloc[0]
+    assert (row["regime"], row["source_class"], row["target_class"]) == (L2L, "CR", "SL")
+    assert row["score"] == pytest.approx(records[transfer_id("RTE", "Chunk", L2L, 0)]["result"]["score"])
+    # the RTE baseline's score is the mean of its metrics (accuracy) as fine_tune reports it
+    assert ft["score"] == pytest.approx(ft["final_metrics"]["accuracy"])
+
+    emb = records["textemb__RTE__LIMITED__s0"]["result"]
+    assert emb["num_examples"] == 48 and (plan.artifacts_dir / emb["file"]).is_file()
+    comps = records["taskemb__Chunk__LIMITED__s0__paper-gold"]["result"]["components"]
+    assert "cls_output" not in comps and "encoder.layer.1.layer_output" in comps  # SL: no [CLS] component
+
+
+def test_cli_status_and_report(tiny_study, capsys):
+    from tasktransfer_utils.cli import main
+
+    root, path, plan = tiny_study
+    assert main(["study", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "8/8 done" in out and "finetune/CR" in out
+    paths = report(load_study_config(path), figures=False, log=lambda m: None)
+    summary = pd.read_csv(paths["summary"])
+    # 2 targets, each with one candidate in all-class and none in-class
+    assert set(summary["metric"]) >= {"rho", "ndcg", "regret@1"}
+    assert {"TextEmb", "TaskEmb", "Random", "CurveGrad", "DataSize"} <= set(summary["method"])
+    rho = summary[(summary["metric"] == "rho") & (summary["target_class"] == "all")]
+    assert (rho["value"] == 1.0).all()  # one candidate: always ranked first
+    assert Path(paths["transfer_results"]).is_file() and "rho" in Path(paths["selection_tables"]).read_text()
+
+
+@pytest.mark.slow  # about a minute on a loaded 2-core CPU (a worker subprocess imports transformers)
+def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
+    _, _, ref_plan = tiny_study
+    reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
+                 if r["kind"] in ("finetune", "transfer")}
+    path = _tiny_config(tmp_path, tiny_encoder_dir, "ref", embeddings=False)  # same job params, no embeddings
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "tasktransfer_utils.cli", "study", "run", str(path)], env=env,
+                            cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plan = plan_ref(path).load()
+    deadline = time.time() + 240
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:
+        done = plan.store.done_ids()
+        locks = [p.stem for p in plan.store.locks_dir.glob("*.lock")]
+        busy = [j for j in locks if j not in done and j.startswith("transfer")]
+        if len(done) >= 2 and busy:
+            time.sleep(0.5)  # inside the transfer's fine-tune
+            killed_in = busy[0]
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_in is not None, "the study finished or stalled before it could be killed mid-transfer"
+    assert not plan.store.is_done(killed_in)
+    assert progress(plan).running == 0  # the dead worker's lock is stale at once (same host, pid gone)
+
+    summary = run_worker(plan_ref(path).load(), wait=False, log=lambda m: None)
+    assert killed_in in summary.ran and summary.failed == []
+    records = load_results(plan)
+    assert sorted(p.name for p in plan.records_dir.iterdir()) == sorted(f"{j.id}.json" for j in plan.jobs)
+    assert {j: _comparable(r["result"]) for j, r in records.items()} == reference
+    assert list(plan.store.locks_dir.glob("*.lock")) == []
