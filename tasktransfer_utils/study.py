@@ -881,8 +881,12 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
             slug = regime.replace("→", "_to_")
             fig = plots.transfer_gain_heatmap(gains[gains["regime"] == regime])
             paths[f"gains_{slug}"] = plots.save_figure(fig, f"{cfg.name}_transfer_gains_{slug}", fig_dir)
-        fig = plots.selection_metric_bars(summary)
-        paths["selection_metrics"] = plots.save_figure(fig, f"{cfg.name}_selection_metrics", fig_dir)
+        headline = ["TextEmb", "TaskEmb", "TextEmb+TaskEmb", "DataSize", "CurveGrad", "Random"]
+        for (regime, cset), sub in summary[summary["method"].isin(headline)].groupby(["regime", "candidate_set"]):
+            slug = f"{regime.replace('→', '_to_')}_{cset}"
+            fig = plots.selection_metric_bars(sub, metrics=("rho", "ndcg", "regret@1"),
+                                              title=f"Source selection, {regime}, {cset} candidates")
+            paths[f"selection_{slug}"] = plots.save_figure(fig, f"{cfg.name}_selection_{slug}", fig_dir)
     except Exception as err:  # figures must not lose the tables
         logger.warning("figures failed: %s", err)
     return paths

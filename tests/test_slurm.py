@@ -78,3 +78,36 @@ def test_sacct_reports_finished_array_tasks(shared_tmp):
     if out.returncode != 0:
         pytest.skip(f"accounting disabled on this cluster: {out.stderr.strip()}")
     assert out.stdout.strip()
+
+
+def test_tiny_study_through_slurm_cli(shared_tmp, tiny_encoder_dir):
+    """`tasktransfer study run CONFIG --engine slurm`: a real (tiny) study's fine-tunes and transfers as SLURM
+    array tasks, with the same results as a local run."""
+    import yaml
+
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.study import load_study_config, plan_for, results_table
+
+    def config(name):
+        raw = {"name": "slurm_tiny", "tasks": {"CR": ["RTE"], "SL": ["Chunk"]}, "regimes": ["LIMITED→LIMITED"],
+               "seeds": [0], "limited_size": 32, "encoder": tiny_encoder_dir, "embeddings": None,
+               "settings": {"all": {"num_epochs": 1, "batch_size": 16, "max_seq_length": 32, "max_eval_examples": 16}},
+               "outputs": {"results_dir": f"{name}/results", "runs_dir": f"{name}/runs"},
+               "engine": {"kind": "slurm", "poll_s": 1.0,
+                          "resources": {"default": {"timeout_min": 10, "cpus_per_task": 1, "mem_gb": 2}}}}
+        path = shared_tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+        return path
+
+    on_slurm, local = config("on_slurm"), config("local")
+    assert main(["study", "run", str(on_slurm)]) == 0
+    assert main(["study", "run", str(local), "--engine", "local"]) == 0
+    plan = plan_for(load_study_config(on_slurm))
+    records = load_results(plan)
+    assert len(records) == 4 and all(r["worker"]["slurm_job_id"] for r in records.values())
+    ref = load_results(plan_for(load_study_config(local)))
+    assert all(r["worker"]["slurm_job_id"] is None for r in ref.values())
+    for jid, rec in records.items():
+        assert rec["result"]["score"] == ref[jid]["result"]["score"]
+        assert rec["result"]["loss_curve"] == ref[jid]["result"]["loss_curve"]
+    assert len(results_table(plan)) == 4
