@@ -351,6 +351,183 @@ print(save_key_numbers(numbers, out_dir, "02_finetune_and_transfer"))
 
 
 # ================================================================================================
+NOTEBOOKS["03_run_transfer_study"] = [
+    md("""
+# 3. The transfer study: when does intermediate training help?
+
+The paper fine-tunes every source on every target (33 × 33 pairs, three regimes, many restarts) and
+asks how often transfer helps, between which classes, and what makes a good source (§4). This
+notebook reads the results of the project's **offline study** — a CPU-sized version of the same
+experiment described by `configs/offline_study.yaml` (12 tasks, 4 per class, every ordered pair,
+LIMITED→LIMITED, MiniLM) — and draws the paper's summaries:
+
+* per target, the score after transfer from every source against the no-transfer baseline
+  (the paper's **Figure 2**);
+* the source × target matrix of relative gains, g = (p<sub>s→t</sub> − p<sub>t</sub>) / p<sub>t</sub>;
+* in-class versus out-of-class transfer, and the class-to-class summary;
+* the role of the source's training-set size.
+
+The study is run by `tasktransfer study run configs/offline_study.yaml` (resumable; every job writes
+one record under `results/offline_study/records`). With `recompute = True` the notebook runs the
+study's missing jobs itself — hours on a CPU for the full config.
+"""),
+    params("""
+study_config = None          # study YAML; None: configs/offline_study.yaml
+recompute = False            # True: run the study's missing jobs first (resumable)
+workers = 1                  # local worker processes when recomputing
+output_dir = None            # figures and key numbers; None: figures/
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils.engines import make_engine
+from tasktransfer_utils.loaders import task_size
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
+from tasktransfer_utils.selection_metrics import mean_transfer
+from tasktransfer_utils.runner import progress
+from tasktransfer_utils.study import load_study_config, plan_ref, write_tables
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
+print(f"study {cfg.name}: {cfg.description}")
+print(f"tasks {cfg.tasks}\\nregimes {cfg.regimes}, seeds {cfg.seeds}, encoder {cfg.encoder_name()}, "
+      f"LIMITED size {cfg.limited_size}\\nresults in {cfg.results_dir}")
+"""),
+    md("""
+## Run (only with `recompute = True`) and load
+
+Jobs run in a fixed order: every single-task fine-tune (each is both a source model and, in
+LIMITED→LIMITED, its task's no-transfer baseline), the task embeddings, then the transfers grouped by
+target. The results table has one row per fine-tuning run; baseline rows have no source.
+"""),
+    code("""
+plan = plan_ref(cfg).load()
+if recompute:
+    engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=workers, kind="local")
+    engine.run(plan, log=print)
+    write_tables(plan)
+print(progress(plan).line())
+results_csv = cfg.results_dir / "transfer_results.csv"
+if not results_csv.is_file():
+    raise FileNotFoundError(f"{results_csv} does not exist: run the study (tasktransfer study run {cfg.config_path}) "
+                            "or set recompute = True")
+results = pd.read_csv(results_csv)
+display(results.head())
+print(f"{len(results)} runs: {results['source'].isna().sum()} baselines, {results['source'].notna().sum()} transfers")
+"""),
+    md("""
+## Gains
+
+`selection_metrics.mean_transfer` averages each pair over seeds and computes the paper's relative
+gain against the mean no-transfer score of the target.
+"""),
+    code("""
+gains = mean_transfer(results)
+regimes = list(dict.fromkeys(gains["regime"]))
+display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, True, False])
+        [["regime", "source", "target", "source_class", "target_class", "score", "baseline_score", "rel_gain"]]
+        .round(4).head(20))
+"""),
+    md("""
+## Figure 2: every source on every target
+
+Each dot is one source; the black bar is the target trained alone. Dots above the bar are sources
+that help. The paper finds that most targets have some source that helps, that the spread is wide
+(the choice of source matters), and that gains are largest when the target has little data.
+"""),
+    code("""
+slug = {r: r.replace("→", "-") for r in regimes}
+fig = plots.target_score_violins(results)
+plots.save_figure(fig, "fig2_target_scores", out_dir)
+fig
+"""),
+    code("""
+for regime in regimes:
+    g = gains[gains["regime"] == regime]
+    fig = plots.transfer_gain_heatmap(g, regime=regime)
+    plots.save_figure(fig, f"transfer_gains_{slug[regime]}", out_dir)
+    display(fig)
+"""),
+    md("""
+## In-class versus out-of-class
+
+Transfer within a class (CR→CR, QA→QA, SL→SL) is the intuitive case; the paper also finds useful
+out-of-class transfer (for instance QA sources for CR targets) and cases where an out-of-class
+source hurts.
+"""),
+    code("""
+for regime in regimes:
+    g = gains[gains["regime"] == regime]
+    fig = plots.in_vs_out_of_class(g, title=f"{regime}: do in-class sources help more often than out-of-class ones?")
+    plots.save_figure(fig, f"in_vs_out_of_class_{slug[regime]}", out_dir)
+    display(fig)
+    fig = plots.class_transfer_matrix(g, title=f"{regime}: mean gain and share of helpful pairs, by class")
+    plots.save_figure(fig, f"class_transfer_{slug[regime]}", out_dir)
+    display(fig)
+"""),
+    md("""
+## The best source of each target
+
+How much would an oracle that always picks the best source gain, and how often is that source of the
+target's own class? These are the numbers source selection (notebook 6) tries to approach.
+"""),
+    code("""
+best = gains.loc[gains.groupby(["regime", "target"])["rel_gain"].idxmax()]
+best = best.assign(in_class=best["source_class"] == best["target_class"])
+display(best[["regime", "target", "target_class", "source", "source_class", "in_class", "baseline_score", "score", "rel_gain"]].round(4))
+helps = gains.assign(helps=gains["rel_gain"] > 0, in_class=gains["source_class"] == gains["target_class"])
+share = helps.groupby(["regime", "target_class", "in_class"])["helps"].mean().unstack("in_class")
+display(share.rename(columns={True: "in-class pairs that help", False: "out-of-class pairs that help"}).round(3))
+"""),
+    md("""
+## The role of source data size
+
+The paper finds that source data size matters — a large source helps more — but that small sources
+can still help when they are similar to the target. In the LIMITED→LIMITED regime every source is
+trained on the same number of examples, so here the x axis is the size of the source's *full*
+training set: whether tasks that come with a lot of data make better sources even when only a
+sample is used.
+"""),
+    code("""
+sizes = {s: task_size(s, data_dir=cfg.data_dir) for s in sorted(gains["source"].unique())}
+for regime in regimes:
+    fig = plots.gain_vs_source_size(gains[gains["regime"] == regime], sizes)
+    plots.save_figure(fig, f"gain_vs_source_size_{slug[regime]}", out_dir)
+    display(fig)
+"""),
+    code("""
+numbers = {
+    "study": cfg.name,
+    "config": str(cfg.config_path),
+    "regimes": regimes,
+    "tasks": cfg.tasks,
+    "n_runs": len(results),
+    "n_baselines": int(results["source"].isna().sum()),
+    "n_transfers": int(results["source"].notna().sum()),
+    "baseline_score": {r: gains[gains["regime"] == r].groupby("target")["baseline_score"].first().to_dict() for r in regimes},
+    "rel_gain": {r: {f"{s}->{t}": v for s, t, v in gains.loc[gains["regime"] == r, ["source", "target", "rel_gain"]]
+                     .itertuples(index=False)} for r in regimes},
+    "best_source": {r: best[best["regime"] == r].set_index("target")[["source", "rel_gain", "in_class"]].to_dict(orient="index")
+                    for r in regimes},
+    "share_positive": {r: float((gains.loc[gains["regime"] == r, "rel_gain"] > 0).mean()) for r in regimes},
+    "share_positive_by_class": {r: {f"{tc}/{'in' if ic else 'out'}": v for (tc, ic), v in
+                                    helps[helps["regime"] == r].groupby(["target_class", "in_class"])["helps"].mean().items()}
+                                for r in regimes},
+    "source_sizes": sizes,
+    "figures": ["fig2_target_scores.png"] + [f"{kind}_{slug[r]}.png" for r in regimes for kind in
+                                             ("transfer_gains", "in_vs_out_of_class", "class_transfer", "gain_vs_source_size")],
+}
+print(save_key_numbers(numbers, out_dir, "03_run_transfer_study"))
+"""),
+]
+
+
+# ================================================================================================
 NOTEBOOKS["04_compute_textemb"] = [
     md("""
 # 4. TextEmb: what the text of a task looks like to the encoder
@@ -687,6 +864,177 @@ numbers = {
                + (["taskemb_estimators_agreement.png"] if len(estimators) == 2 else []),
 }
 print(save_key_numbers(numbers, out_dir, "05_compute_taskemb"))
+"""),
+]
+
+
+# ================================================================================================
+NOTEBOOKS["06_evaluate_source_selection"] = [
+    md("""
+# 6. Evaluate source selection: how well do task embeddings pick the source?
+
+Given a target, a method ranks the candidate sources; the transfer study (notebook 3) measured what
+each source really gives. The paper (§5, Tables 2–3) scores a ranking by
+
+* **ρ** — the position of the truly best source in the method's ranking, averaged over targets
+  (1 = the best source is always ranked first; lower is better);
+* **NDCG** — the whole ranking against the measured results (higher is better). Here relevance is
+  min-max scaled per target: the best source has relevance 1 and the worst 0, so negative gains need
+  no special case (see `selection_metrics`);
+* **regret@k** — how far (in %) the best of the top-k sources falls below the truly best source;
+* Spearman / Kendall correlations between predicted and measured orders.
+
+Methods: **TextEmb**, **TaskEmb** per component and fused over components (reciprocal-rank fusion,
+k = 60), **TextEmb+TaskEmb**, and the baselines **DataSize** (largest source first), **CurveGrad**
+(slopes of the source's loss curve) and **Random** (exact expectation). Candidates are either the
+sources of the target's class (**in-class**) or every other task (**all-class**).
+
+The evaluation reads the offline study's records and embeddings (`results/offline_study`); it takes
+seconds. It covers the targets whose every candidate transfer has finished.
+"""),
+    params("""
+study_config = None          # study YAML; None: configs/offline_study.yaml
+recompute = False            # True: run the study's missing jobs first (resumable)
+metrics = ["rho", "ndcg", "regret@1", "regret@3"]
+example_target = None        # target shown in detail; None: the first evaluated target
+example_method = "TextEmb+TaskEmb"
+random_draws = 1000          # draws of the simulated Random baseline (checks the exact expectation)
+output_dir = None
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tasktransfer_utils import plots
+from tasktransfer_utils import selection_metrics as sm
+from tasktransfer_utils.engines import make_engine
+from tasktransfer_utils.notebook_runner import save_key_numbers
+from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
+from tasktransfer_utils.study import load_study_config, plan_ref, report, selection_rankers
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
+plan = plan_ref(cfg).load()
+if recompute:
+    make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", kind="local").run(plan, log=print)
+"""),
+    md("""
+## Evaluate every method on every finished target
+
+`study.report` writes the results tables and the evaluation (`evaluation/per_target.csv`,
+`summary.csv`, one table per metric) — the same as `tasktransfer study report`.
+"""),
+    code("""
+paths = report(cfg, figures=False, log=print)
+if "per_target" not in paths:
+    raise FileNotFoundError(f"no finished target in {cfg.results_dir}: run the study first "
+                            f"(tasktransfer study run {cfg.config_path}) or set recompute = True")
+results = pd.read_csv(paths["transfer_results"])
+per_target = pd.read_csv(paths["per_target"])
+summary = pd.read_csv(paths["summary"])
+targets = sorted(per_target["target"].unique())
+methods = list(dict.fromkeys(per_target["method"]))
+regimes = sorted(per_target["regime"].unique())
+print(f"{len(targets)} targets evaluated: {targets}")
+print("methods:", methods)
+"""),
+    md("""
+## One target in detail
+
+What a ranking looks like next to the measured gains: dots are the method's scores (best at the top),
+bars what transfer from that source really gave.
+"""),
+    code("""
+regime = regimes[0]
+evaluated = results[results["target"].isin(targets)]
+rankers = selection_rankers(plan, evaluated)
+target = example_target or targets[0]
+method = example_method if example_method in rankers[regime] else "TextEmb"
+gains = sm.mean_transfer(evaluated)
+truth = gains[(gains["regime"] == regime) & (gains["target"] == target)].set_index("source")["rel_gain"]
+ranking = rankers[regime][method].rank(target, sorted(truth.index))
+fig = plots.source_ranking(ranking, target=target, truth=truth.to_dict(), top_k=None,
+                           score_label="ranking score (cosine or fusion)",
+                           title=f"{regime}, target {target}: sources ranked by {method} vs measured gain")
+plots.save_figure(fig, "selection_example_ranking", out_dir)
+fig
+"""),
+    md("""
+## The paper's tables: ρ and NDCG per method, target class and candidate set
+
+Means over targets (seed-averaged ground truth). `all` is the mean over every target.
+"""),
+    code("""
+tables = {m: sm.selection_table(summary, m) for m in metrics if m in set(summary["metric"])}
+for m, table in tables.items():
+    print(f"--- {m} ---")
+    display(table.round(3))
+"""),
+    code("""
+figure_names = []
+main_methods = [m for m in methods if not m.startswith("TaskEmb[")]
+for regime in regimes:
+    for cset in sm.CANDIDATE_SETS:
+        sub = summary[(summary["regime"] == regime) & (summary["candidate_set"] == cset)
+                      & summary["method"].isin(main_methods) & summary["metric"].isin(list(tables))]
+        if sub.empty:
+            continue
+        fig = plots.selection_metric_bars(sub, list(tables),
+                                          title=f"Source selection, {regime}, {cset} candidates: which method ranks best?")
+        name = f"selection_metrics_{regime.replace('→', '-')}_{cset}"
+        plots.save_figure(fig, name, out_dir)
+        figure_names.append(name + ".png")
+        display(fig)
+"""),
+    md("""
+## TaskEmb per component
+
+Each TaskEmb component ranks sources on its own; the paper fuses them. Which layers carry the
+signal?
+"""),
+    code("""
+components = summary[summary["method"].str.startswith("TaskEmb") & (summary["target_class"] == "all")
+                     & summary["metric"].isin(list(tables))]
+comp_table = (components.pivot_table(index="method", columns=["regime", "candidate_set", "metric"], values="value")
+              .reindex(columns=list(tables), level="metric"))
+display(comp_table.round(3))
+"""),
+    md("""
+## Random: exact expectation versus simulation
+
+Random is scored exactly (every candidate tied; the tie rules give the expectation). A simulation
+with many random orders must agree within its standard error — a check of the metric code.
+"""),
+    code("""
+sampled = sm.evaluate_random_sampled(evaluated, n_draws=random_draws, seed=0)
+exact = per_target[(per_target["method"] == "Random") & per_target["seed"].isna()]
+check = exact.merge(sampled, on=["regime", "candidate_set", "target"], suffixes=("_exact", "_sampled"))
+display(check[["regime", "candidate_set", "target", "rho_exact", "rho_sampled", "rho_se",
+               "ndcg_exact", "ndcg_sampled", "ndcg_se"]].round(3))
+"""),
+    code("""
+cells = summary[summary["metric"].isin(list(tables))]
+numbers = {
+    "study": cfg.name,
+    "regimes": regimes,
+    "targets": targets,
+    "methods": methods,
+    "metrics": list(tables),
+    "summary": {f"{r.method}|{r.regime}|{r.candidate_set}|{r.target_class}|{r.metric}": r.value
+                for r in cells.itertuples(index=False)},
+    "per_target": {f"{r.method}|{r.regime}|{r.candidate_set}|{r.target}": {m: getattr(r, m.replace("@", "_at_"), None)
+                   for m in ("rho", "ndcg", "n_candidates")}
+                   for r in per_target[per_target["seed"].isna()].rename(columns=lambda c: c.replace("@", "_at_"))
+                   .itertuples(index=False)},
+    "random_check": check[["regime", "candidate_set", "target", "rho_exact", "rho_sampled", "rho_se"]].to_dict(orient="records"),
+    "example": {"regime": regime, "target": target, "method": method,
+                "ranking": ranking[["source", "score", "rank"]].to_dict(orient="records"),
+                "rel_gain": truth.to_dict()},
+    "figures": ["selection_example_ranking.png"] + figure_names,
+}
+print(save_key_numbers(numbers, out_dir, "06_evaluate_source_selection"))
 """),
 ]
 

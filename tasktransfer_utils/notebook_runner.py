@@ -50,16 +50,45 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "02_finetune_and_transfer": {
         "max_train_examples": 48, "max_eval_examples": 32, "num_epochs": 1,
     },
-    "03_run_transfer_study": {},
+    "03_run_transfer_study": {"study_config": "{tmp}/ci_study.yaml", "recompute": True},
     "04_compute_textemb": {"max_examples": 16, "recompute": True, "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "SQuAD-1", "POS-PTB", "NER"]},
     "05_compute_taskemb": {"max_train_examples": 40, "max_examples": 12, "recompute": True,
                            "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "POS-PTB"], "num_epochs": 1},
-    "06_evaluate_source_selection": {},
+    "06_evaluate_source_selection": {"study_config": "{tmp}/ci_study.yaml", "recompute": True},
     "07_choose_source_for_your_task": {"max_examples": 16, "embeddings_dir": "{tmp}/embeddings"},
     "08_make_all_figures": {},
 }
+
+
+# The study the CI runs of notebooks 3 and 6 execute: three tasks (2 CR, 1 SL), every ordered pair,
+# LIMITED→LIMITED with 40 training examples, one epoch at a learning rate large enough to move a tiny
+# random encoder, 32 dev examples, embeddings over 16 rows.
+CI_STUDY = {
+    "name": "ci_study",
+    "description": "CI-sized transfer study: 3 tasks, all pairs, 40 examples, 1 epoch.",
+    "tasks": {"CR": ["MRPC", "RTE"], "SL": ["POS-PTB"]},
+    "pairs": "all",
+    "regimes": ["LIMITED→LIMITED"],
+    "seeds": [0],
+    "limited_size": 40,
+    "settings": {"all": {"num_epochs": 1, "max_eval_examples": 32, "learning_rate": 1e-3}},
+    "embeddings": {"textemb": {"max_examples": 16},
+                   "taskemb": [{"estimator": "paper", "labels": "gold", "max_examples": 16}]},
+    "engine": {"kind": "local", "workers": 1},
+    "max_attempts": 1,
+}
+
+
+def write_ci_study_config(out_dir: str | os.PathLike, encoder: str | None = None) -> Path:
+    """Write ``<out_dir>/ci_study.yaml`` (``CI_STUDY`` with results and runs under ``out_dir``)."""
+    from .study import save_study_config
+
+    out_dir = Path(out_dir)
+    cfg = {**CI_STUDY, "encoder": encoder,
+           "outputs": {"results_dir": str(out_dir / "study"), "runs_dir": str(out_dir / "study_runs")}}
+    return save_study_config(cfg, out_dir / "ci_study.yaml")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +277,8 @@ def ci_parameters(notebook: str | os.PathLike, out_dir: str | os.PathLike, *, en
     params.update({k: v.replace("{tmp}", str(out_dir)) if isinstance(v, str) else v
                    for k, v in CI_PARAMETERS[stem].items()})
     params.update(extra)
+    if params.get("study_config") == str(Path(out_dir) / "ci_study.yaml") and not Path(params["study_config"]).exists():
+        write_ci_study_config(out_dir, encoder=encoder)
     return params
 
 

@@ -345,7 +345,7 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
             sns.stripplot(data=p, x="target", y="score", order=present, ax=ax, hue="source_class",
                           palette=CLASS_COLORS, hue_order=[c for c in CLASS_ORDER + ("?",)
                                                           if c in set(p["source_class"])],
-                          size=4.5, jitter=0.12, edgecolor="white", linewidth=0.4, legend=False)
+                          size=4.5, jitter=0.12, edgecolor="white", linewidth=0.4, legend=False, zorder=6)
         for i, t in enumerate(present):
             if (regime, t) in base.index:
                 ax.hlines(base[(regime, t)], i - 0.42, i + 0.42, color="black", lw=2.2, zorder=5)
@@ -491,7 +491,7 @@ def gain_vs_source_size(gains: pd.DataFrame, source_sizes: Mapping[str, float] |
     ax.grid(alpha=0.3)
     _class_legend(ax, [classes.get(s, "?") for s in per_source.index], title="source class")
     if title is None:
-        if len(per_source) >= 3 and per_source["size"].nunique() > 1:
+        if len(per_source) >= 3 and per_source["size"].nunique() > 1 and per_source["mean"].nunique() > 1:
             rho = spearmanr(per_source["size"], per_source["mean"]).statistic
             title = f"Role of source data size: Spearman ρ(size, mean gain) = {rho:+.2f}"
         else:
@@ -689,6 +689,9 @@ def similarity_agreement(sim_a: pd.DataFrame, sim_b: pd.DataFrame, *, label_a: s
 # --------------------------------------------------------------------------------------------------
 # source selection (notebooks 06, 07)
 # --------------------------------------------------------------------------------------------------
+# Methods in the order of the paper's tables (embeddings first, then baselines); others follow.
+METHOD_ORDER = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "DataSize", "CurveGrad", "LogME", "Random")
+
 _METRIC_LABELS = {
     "rho": "ρ: rank of the truly best source (lower is better)",
     "ndcg": "NDCG of the ranking (0–1; higher is better)",
@@ -738,6 +741,9 @@ def selection_metric_bars(table: pd.DataFrame, metrics: Iterable[str] = ("rho", 
     if set(groups) <= set(CLASS_ORDER) | {"all", "?"}:
         groups = [g for g in CLASS_ORDER + ("all", "?") if g in set(groups)]
     methods = list(dict.fromkeys(t[method_col]))
+    paper_order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    first_seen = {m: i for i, m in enumerate(methods)}
+    methods.sort(key=lambda m: (paper_order.get(str(m).split(" (")[0], len(paper_order)), first_seen[m]))
     colors = dict(zip(methods, _cycle_colors(len(methods))))
     width = 0.8 / len(methods)
     ncols = min(len(metrics), 2)
@@ -771,6 +777,9 @@ def selection_metric_bars(table: pd.DataFrame, metrics: Iterable[str] = ("rho", 
         ax.set_title({"rho": "ρ", "ndcg": "NDCG"}.get(metric, metric), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
+        values = t[metric].to_numpy(dtype=float)
+        if np.isfinite(values).any() and np.nanmin(values) >= 0:
+            ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1e-9) if np.nanmax(values) > 0 else 1.0)
     axes[ncols - 1].legend(title="method", fontsize=7, title_fontsize=8, loc="upper left",
                            bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=11)

@@ -182,3 +182,65 @@ def test_07_choose_source_for_your_task(tmp_path, tiny_encoder_dir, data_dir):
     assert list(direct["source"]) == [r["source"] for r in ranking]
     assert list(direct["score"]) == pytest.approx(scores, abs=1e-9)
     _figures_exist(numbers, params)
+
+
+@pytest.fixture(scope="module")
+def study_tmp(tmp_path_factory):
+    """One folder for notebooks 3 and 6: the CI study runs once (in notebook 3) and is reused by 6."""
+    return tmp_path_factory.mktemp("ci_study")
+
+
+def test_03_run_transfer_study(study_tmp, tiny_encoder_dir):
+    import pandas as pd
+
+    from tasktransfer_utils.study import load_study_config
+    from tasktransfer_utils.selection_metrics import mean_transfer
+
+    numbers, params = run_notebook("03_run_transfer_study", study_tmp, encoder=tiny_encoder_dir)
+    cfg = load_study_config(params["study_config"])
+    n = len(cfg.tasks)
+    assert numbers["tasks"] == cfg.tasks and numbers["regimes"] == ["LIMITED→LIMITED"]
+    assert numbers["n_baselines"] == n and numbers["n_transfers"] == n * (n - 1)
+    results = pd.read_csv(cfg.results_dir / "transfer_results.csv")
+    assert len(results) == numbers["n_runs"]
+    assert set(results["train_examples"]) == {cfg.limited_size}
+    gains = mean_transfer(results)
+    regime = "LIMITED→LIMITED"
+    got = numbers["rel_gain"][regime]
+    assert len(got) == n * (n - 1)
+    for r in gains.itertuples():
+        assert got[f"{r.source}->{r.target}"] == pytest.approx(r.rel_gain)
+        assert numbers["baseline_score"][regime][r.target] == pytest.approx(r.baseline_score)
+    for target, best in numbers["best_source"][regime].items():
+        of_target = {k.split("->")[0]: v for k, v in got.items() if k.endswith(f"->{target}")}
+        assert best["rel_gain"] == pytest.approx(max(of_target.values()))
+    assert numbers["share_positive"][regime] == pytest.approx(float((gains["rel_gain"] > 0).mean()))
+    _figures_exist(numbers, params)
+
+
+def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
+    import pandas as pd
+
+    from tasktransfer_utils.selection_metrics import evaluate_rankers
+    from tasktransfer_utils.study import load_study_config, plan_for, selection_rankers
+
+    numbers, params = run_notebook("06_evaluate_source_selection", study_tmp, encoder=tiny_encoder_dir)
+    cfg = load_study_config(params["study_config"])
+    assert numbers["targets"] == sorted(cfg.tasks)
+    for m in ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "DataSize", "CurveGrad", "Random"):
+        assert m in numbers["methods"], m
+    # the package's own evaluation, recomputed here from the records, gives the notebook's numbers
+    results = pd.read_csv(cfg.results_dir / "transfer_results.csv")
+    rankers = selection_rankers(plan_for(cfg), results)  # regime -> method -> ranker
+    per_target = pd.concat([evaluate_rankers(results[results["regime"] == regime], by_method, per_seed=False)
+                            for regime, by_method in rankers.items()], ignore_index=True)
+    assert len(per_target) == len(numbers["per_target"])
+    for r in per_target.itertuples(index=False):
+        got = numbers["per_target"][f"{r.method}|{r.regime}|{r.candidate_set}|{r.target}"]
+        assert got["rho"] == pytest.approx(r.rho)
+        assert got["ndcg"] == pytest.approx(r.ndcg)
+        assert 1.0 <= got["rho"] <= got["n_candidates"] and 0.0 <= got["ndcg"] <= 1.0 + 1e-12
+    for row in numbers["random_check"]:  # exact expectation vs simulation
+        assert abs(row["rho_exact"] - row["rho_sampled"]) <= 4 * row["rho_se"] + 1e-9
+    assert numbers["summary"], "no summary cells"
+    _figures_exist(numbers, params)
