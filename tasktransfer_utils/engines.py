@@ -277,8 +277,11 @@ def make_engine(spec: Mapping[str, Any] | None, *, default_folder: Path, workers
     """Engine from a config mapping ``{"kind": "local"|"slurm"|"submitit-local", ...}``; ``workers`` and
     ``kind`` (command-line flags) override the config."""
     spec = dict(spec or {})
-    kind = kind or spec.pop("kind", "local")
-    spec.pop("kind", None)
+    config_kind = spec.pop("kind", "local")
+    if kind is not None and kind != config_kind:
+        # another engine than the config's: its fields do not apply (poll_s and workers may)
+        spec = {k: v for k, v in spec.items() if k in ("poll_s", "workers")}
+    kind = kind or config_kind
     if kind == "local":
         allowed = {"workers", "poll_s", "torch_threads"}
         _check_keys(spec, allowed, "engine (local)")

@@ -93,6 +93,10 @@ def test_make_engine_reads_config_and_flags(tmp_path):
     assert isinstance(s, SubmititEngine) and s.cluster == "slurm" and s.folder == tmp_path
     s = make_engine(None, default_folder=tmp_path, kind="submitit-local")
     assert s.cluster == "local"
+    # a command-line engine other than the config's ignores the config's engine-specific fields
+    e = make_engine({"kind": "slurm", "resources": {"default": {"mem_gb": 4}}, "poll_s": 2}, default_folder=tmp_path,
+                    kind="local")
+    assert isinstance(e, LocalEngine) and e.poll_s == 2
     with pytest.raises(ValueError, match="unknown field"):
         make_engine({"kind": "local", "gpus": 1}, default_folder=tmp_path)
     with pytest.raises(ValueError, match="engine kind"):
