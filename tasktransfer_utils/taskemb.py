@@ -430,8 +430,8 @@ def sampled_targets(
 
 @dataclass
 class FisherResult:
-    """Fisher components (float64, each divided by ``num_examples``): parameters in their own shape,
-    activation components [H]."""
+    """Fisher components (numpy, each divided by ``num_examples``): parameters in their own shape and in
+    the accumulation dtype, activation components [H] in float64."""
 
     components: dict[str, np.ndarray]
     num_examples: int
@@ -500,11 +500,17 @@ def fisher_from_batches(
     per_example_chunk: int | None = None,
     per_example_memory_mb: float = 1024.0,
     sparse_embedding_grads: bool = True,
+    accumulate_dtype: torch.dtype | None = None,
 ) -> FisherResult:
     """Diagonal-Fisher components of ``model`` (a transformers BERT-style model with a CR/QA/SL head) over
     ``batches`` (dicts of padded tensors: input_ids, attention_mask, token_type_ids and the gold labels:
     ``labels`` [B] / [B, T], or ``start_positions``/``end_positions`` [B]). ``components``: glob patterns
-    over :func:`component_names` (default: all). See the module docstring for the definitions."""
+    over :func:`component_names` (default: all). See the module docstring for the definitions.
+
+    Parameter sums accumulate in ``accumulate_dtype`` (default: the parameters' dtype, so a float32 model
+    adds grad² in place without copies; pass ``torch.float64`` for very long passes); activation
+    components always in float64. ``per_example_chunk`` examples go through ``vmap`` at once (default:
+    as many as fit ``per_example_memory_mb`` of per-example gradients)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if labels not in LABEL_SOURCES:
@@ -535,7 +541,7 @@ def fisher_from_batches(
     acc: dict[str, torch.Tensor] = {}
     dev = anat.device
     for c in param_comps:
-        acc[c] = torch.zeros(anat.params[c][1].shape, dtype=torch.float64, device=dev)
+        acc[c] = torch.zeros(anat.params[c][1].shape, dtype=accumulate_dtype or anat.params[c][1].dtype, device=dev)
     for c in act_comps:
         acc[c] = None  # sized at the first batch
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -566,7 +572,7 @@ def fisher_from_batches(
         probes.remove()
     if n_examples == 0:
         raise ValueError("fisher_from_batches: no examples")
-    result = {c: (acc[c] / n_examples).cpu().numpy() for c in chosen if acc.get(c) is not None}
+    result = {c: acc[c].div_(n_examples).cpu().numpy() for c in chosen if acc.get(c) is not None}
     options = dict(num_label_samples=num_label_samples if labels == "sampled" else None,
                    regression_std=regression_std if labels == "sampled" and anat.kind == "regression" else None,
                    regression_range=list(regression_range) if regression_range is not None and labels == "sampled" else None,
@@ -595,7 +601,11 @@ def _paper_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw, wei
         grads = torch.autograd.grad(loss, wrt, allow_unused=True)
     for c, g in zip(param_comps, grads[: len(param_comps)]):
         if g is not None:
-            acc[c].add_(g.to(torch.float64).square())
+            g = g.detach()
+            if g.dtype == acc[c].dtype:
+                acc[c].addcmul_(g, g)
+            else:
+                acc[c].add_(g.to(acc[c].dtype).square())
     g_sites = dict(zip(sites, grads[len(param_comps):]))
     ntok = mask.sum().to(torch.float64)
     m = mask.to(anat.dtype)[..., None]
@@ -620,7 +630,7 @@ def _add_segment_square_sums(acc: torch.Tensor, idx: torch.Tensor, g: torch.Tens
     vals = g[valid].to(torch.float64)
     uniq, inv = torch.unique(keys, return_inverse=True)
     sums = torch.zeros(uniq.shape[0], g.shape[-1], dtype=torch.float64, device=g.device).index_add_(0, inv, vals)
-    acc.index_add_(0, uniq % rows, sums.square())
+    acc.index_add_(0, uniq % rows, sums.square().to(acc.dtype))
 
 
 def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw, weight, param_comps, act_comps,
@@ -673,7 +683,7 @@ def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw,
             )
             for c in diff_comps:
                 g = g_params[anat.params[c][0]]
-                acc[c].add_(g.square().sum(0).to(torch.float64))
+                acc[c].add_(g.square().sum(0).to(acc[c].dtype))
             del g_params
             mk = mask[sl].to(dtype)
             ntok = mk.sum(1).to(torch.float64)  # real tokens per example

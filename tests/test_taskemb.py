@@ -352,6 +352,16 @@ def test_cls_only_for_qa_model_uses_last_layer():
         fisher_from_batches(make_model("sl"), make_batches("sl"), "SL", components=[CLS_COMPONENT])
 
 
+def test_float32_model_accumulates_in_place_like_float64():
+    model = make_model("sl").float()
+    batches = make_batches("sl")
+    f32 = fisher_from_batches(model, batches, "SL").components
+    f64 = fisher_from_batches(model, batches, "SL", accumulate_dtype=torch.float64).components
+    assert f32["encoder.layer.0.output.dense.weight"].dtype == np.float32
+    assert f64["encoder.layer.0.output.dense.weight"].dtype == np.float64
+    assert_components_close(f32, f64, rtol=1e-5, floor=1e-6)
+
+
 def test_bad_options_raise():
     model = make_model("cr_class")
     with pytest.raises(ValueError, match="estimator"):
