@@ -226,6 +226,13 @@ class SubmititEngine:
 
     @staticmethod
     def _error_of(sjob) -> str | None:
+        if not sjob.paths.result_pickle.exists():
+            # killed before submitit could write an outcome: the end of its stderr says why
+            try:
+                tail = (sjob.stderr() or "").strip().splitlines()[-5:]
+            except Exception:  # noqa: BLE001
+                tail = []
+            return None if not tail else "no result; stderr ends with: " + " | ".join(tail)
         try:
             exc = sjob.exception()
         except Exception as err:  # noqa: BLE001 - no result file at all
