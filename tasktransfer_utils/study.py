@@ -693,12 +693,34 @@ def job_times(plan: Plan):
     return out.rename(columns={"count": "n", "mean": "mean_s", "min": "min_s", "max": "max_s"})
 
 
+def study_description(cfg: StudyConfig) -> dict:
+    """What produced a study's results, without machine paths: tasks by class, regimes, seeds, encoder id,
+    LIMITED size, the fine-tuning settings of each class (preset + overrides), embeddings, job counts."""
+    from collections import Counter
+
+    jobs = build_jobs(cfg)
+    return {
+        "name": cfg.name, "description": cfg.description,
+        "tasks": {c: [t for t in cfg.tasks if cfg.task_class(t) == c] for c in CLASS_ORDER},
+        "sources": cfg.sources, "targets": cfg.targets, "pairs": cfg.pairs, "regimes": cfg.regimes,
+        "seeds": cfg.seeds, "encoder": cfg.encoder_name(), "limited_size": cfg.limited_size,
+        "data_source": cfg.data_source, "data_seed": cfg.data_seed,
+        "settings": {c: cfg.finetune_settings(c).to_dict() for c in CLASS_ORDER},
+        "settings_overrides": cfg.settings, "textemb": cfg.textemb, "taskemb": cfg.taskemb,
+        "keep_models": cfg.keep_models, "jobs": dict(Counter(j.kind for j in jobs)),
+    }
+
+
 def write_tables(plan: Plan) -> dict[str, Path]:
     """Write the results tables next to the records: transfer_results.csv, finetune_results.csv,
-    job_times.csv (atomically). Returns name -> path."""
+    job_times.csv and study.json (:func:`study_description`), atomically. Returns name -> path."""
     cfg_dict = plan.settings["config"]
     out_dir = Path(cfg_dict["results_dir"])
     paths = {}
+    cfg = StudyConfig(**{**cfg_dict, **{k: Path(cfg_dict[k]) for k in ("results_dir", "runs_dir")},
+                         "config_path": None})
+    paths["study"] = out_dir / "study.json"
+    atomic_write_text(paths["study"], json.dumps(study_description(cfg), indent=1, ensure_ascii=False) + "\n")
     for name, frame in (("transfer_results", results_table(plan)), ("finetune_results", finetune_table(plan)),
                         ("job_times", job_times(plan))):
         path = out_dir / f"{name}.csv"
