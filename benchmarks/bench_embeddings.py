@@ -28,7 +28,6 @@ import os
 import platform
 import threading
 import time
-from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -240,12 +239,15 @@ def main(argv=None) -> dict:
         enc(**batches[0])
     r = race({"bare forward": bare_forward, "TextEmb core": lambda bs: textemb_from_batches(enc, bs)},
              batches, device, "TextEmb")
-    e2e_wall, e2e_cpu = _timed(lambda: compute_textemb(small, encoder=encoder, batch_size=args.textemb_batch_size,
-                                                       device=device), device)
-    bare_wall, bare_cpu = _timed(lambda: bare_forward(batches), device)
-    print(f"  alone: TextEmb end to end       wall {e2e_wall:8.2f} s   cpu {e2e_cpu:8.2f} s "
-          "(tokenisation, loading, batching, forward, pooling)")
-    print(f"  alone: bare forward             wall {bare_wall:8.2f} s   cpu {bare_cpu:8.2f} s", flush=True)
+    # end to end (tokenisation, loading, batching, forward, pooling) cannot run in lock-step: alternate
+    # whole calls A B B A and keep the fastest of each
+    e2e = lambda: compute_textemb(small, encoder=encoder, batch_size=args.textemb_batch_size, device=device)  # noqa: E731
+    solo = {"TextEmb end to end": [], "bare forward": []}
+    for name in ("TextEmb end to end", "bare forward", "bare forward", "TextEmb end to end"):
+        solo[name].append(_timed(e2e if name == "TextEmb end to end" else (lambda: bare_forward(batches)), device))
+    (e2e_wall, e2e_cpu), (bare_wall, bare_cpu) = (min(solo[k]) for k in ("TextEmb end to end", "bare forward"))
+    print(f"  alone: TextEmb end to end       wall {e2e_wall:8.2f} s   cpu {e2e_cpu:8.2f} s   (fastest of 2)")
+    print(f"  alone: bare forward             wall {bare_wall:8.2f} s   cpu {bare_cpu:8.2f} s   (fastest of 2)", flush=True)
     mem = {"bare forward": peak_memory(lambda: bare_forward(batches[:4]), device),
            "TextEmb core": peak_memory(lambda: textemb_from_batches(enc, batches[:4]), device)}
     results["textemb"] = {
@@ -299,7 +301,7 @@ def main(argv=None) -> dict:
     print("\nsummary: ratios of lock-step timings in this run (wall / CPU seconds)")
     print(f"  TextEmb core / bare forward          {t['ratio_core_wall']:5.2f}x / {t['ratio_core_cpu']:5.2f}x   (target <= 1.2x)")
     print(f"  TextEmb end to end / bare forward    {t['ratio_end_to_end_wall']:5.2f}x / {t['ratio_end_to_end_cpu']:5.2f}x   "
-          "(run one after the other; includes tokenisation and model loading)")
+          "(whole calls alternated; includes tokenisation and model loading)")
     print(f"  TaskEmb paper / forward+backward     {k['ratio_paper_vs_fb_wall']:5.2f}x / {k['ratio_paper_vs_fb_cpu']:5.2f}x   (target <= 1.5x)")
     print(f"  TaskEmb per-example / paper          {k['ratio_per_example_vs_paper_wall']:5.2f}x / "
           f"{k['ratio_per_example_vs_paper_cpu']:5.2f}x   (target <= 4x)")

@@ -764,13 +764,19 @@ def compute_taskemb(
     per_example_chunk: int | None = None,
 ) -> dict[str, TaskEmbedding]:
     """TaskEmb of a task from the model fine-tuned on it (``model_dir``: a fine-tuning run directory
-    holding ``model/``, or a transformers folder). Returns component name -> TaskEmbedding (flattened).
+    holding ``model/``, or a transformers folder). Returns component name -> TaskEmbedding (the Fisher
+    values flattened to float32; ``meta["shape"]`` keeps the parameter's shape).
 
+    ``estimator``: "paper" (square of the batch-mean gradient) or "empirical" (mean of squared
+    per-example gradients); ``labels``: "gold" or "sampled" (``num_label_samples`` draws, seeded by
+    ``seed``; regression draws kept in ``regression_range``, default the gold labels' range);
+    ``components``: glob patterns over :func:`component_names` (default all; e.g.
+    ``["encoder.layer.*.layer_output", "cls_output"]`` skips the large per-parameter vectors).
     The training rows are those the run was fine-tuned on: ``split``, ``regime`` and ``data_seed`` default
-    to the run's (its ``config.json`` / ``result.json``), else "train", FULL and ``seed``. Batches of ``batch_size`` in a random order drawn with
-    ``seed`` (the authors' RandomSampler; ``shuffle=False`` keeps the data order); ``seed`` also drives
-    sampled labels. Tokenisation: ``features.tokenize_for_class`` with the run's settings (or the class
-    preset). ``max_examples`` caps the rows (seeded sample) for quick runs.
+    to the run's (its ``config.json`` / ``result.json``), else "train", FULL and ``seed``. Batches of
+    ``batch_size`` (authors: 32) in a random order drawn with ``seed`` (the authors' RandomSampler;
+    ``shuffle=False`` keeps the data order). Tokenisation: ``features.tokenize_for_class`` with the run's
+    settings (or the class preset). ``max_examples`` caps the rows (seeded sample) for quick runs.
     """
     from .features import collator_for_class, model_inputs, tokenize_for_class
     from .settings import FineTuneSettings, preset

@@ -402,8 +402,6 @@ def finetuned_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
 
 @pytest.mark.parametrize("case", list(RUN_TASKS))
 def test_compute_taskemb_on_a_finetuning_run(case, finetuned_runs, tiny_encoder_dir):
-    from transformers import AutoTokenizer
-
     from tasktransfer_utils.features import tokenize_for_class
     from tasktransfer_utils.settings import preset
     from tasktransfer_utils.taskemb import compute_taskemb, load_finetuned
