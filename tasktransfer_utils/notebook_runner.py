@@ -14,6 +14,7 @@ Command line::
     python -m tasktransfer_utils.notebook_runner check            # validate notebooks/*.ipynb
     python -m tasktransfer_utils.notebook_runner strip            # remove outputs in place
     python -m tasktransfer_utils.notebook_runner run --ci OUT     # execute all with CI parameters into OUT
+    python -m tasktransfer_utils.notebook_runner run              # 01-07 with default parameters
 """
 
 from __future__ import annotations
@@ -328,6 +329,8 @@ def _main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT_S, help="per-cell timeout in seconds")
     args = parser.parse_args(list(argv) if argv is not None else None)
     paths = [Path(x) for x in args.paths] or list_notebooks()
+    if args.cmd == "run" and not args.paths and not args.ci:  # notebook 08 itself runs 01-07
+        paths = [p for p in paths if p.stem != "08_make_all_figures"]
     if args.cmd == "check":
         problems = [msg for path in paths for msg in check_notebook(path)]
         for msg in problems:

@@ -79,3 +79,36 @@ def test_two_parameters_cells_are_reported(tmp_path):
     path = tmp_path / NOTEBOOKS[0].name
     nbformat.write(nb, path)
     assert any("2 cells tagged 'parameters'" in p for p in check_notebook(path))
+
+
+def test_key_numbers_round_trip_with_numpy_and_nan(tmp_path):
+    import numpy as np
+
+    from tasktransfer_utils.notebook_runner import load_key_numbers, save_key_numbers
+
+    path = save_key_numbers({"a": np.float32(0.5), "b": np.arange(3), "c": float("nan"), "d": {1: np.int64(2)}},
+                            tmp_path, "09_try_things")
+    assert path.name == "09_try_things_key_numbers.json"
+    assert load_key_numbers(tmp_path, "09_try_things") == {"a": 0.5, "b": [0, 1, 2], "c": None, "d": {"1": 2}}
+    with pytest.raises(FileNotFoundError, match="did not write them"):
+        load_key_numbers(tmp_path, "01_explore_tasks")
+
+
+def test_ci_parameters_fill_tmp_and_encoder(tmp_path):
+    from tasktransfer_utils.notebook_runner import ci_parameters
+
+    p = ci_parameters(NOTEBOOKS_DIR / "04_compute_textemb.ipynb", tmp_path, encoder="/x/tiny")
+    assert p["embeddings_dir"] == f"{tmp_path}/embeddings" and p["encoder"] == "/x/tiny"
+    assert p["output_dir"] == str(tmp_path / "figures") and p["recompute"] is True
+    p = ci_parameters(NOTEBOOKS_DIR / "01_explore_tasks.ipynb", tmp_path, encoder="/x/tiny")
+    assert "encoder" not in p and "work_dir" not in p  # notebook 01 has neither parameter
+    p = ci_parameters(NOTEBOOKS_DIR / "03_run_transfer_study.ipynb", tmp_path, encoder="/x/tiny")
+    assert (tmp_path / "ci_study.yaml").is_file() and p["study_config"] == str(tmp_path / "ci_study.yaml")
+    assert "encoder: /x/tiny" in (tmp_path / "ci_study.yaml").read_text()
+
+
+def test_execute_rejects_unknown_parameters(tmp_path):
+    from tasktransfer_utils.notebook_runner import execute_notebook
+
+    with pytest.raises(KeyError, match="unknown parameters \\['epochz'\\]"):
+        execute_notebook(NOTEBOOKS_DIR / "01_explore_tasks.ipynb", {"epochz": 1}, output_path=tmp_path / "x.ipynb")
