@@ -64,6 +64,14 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _wrap(title: str, fig: Figure, fontsize: float = 10) -> str:
+    """Wrap a title to the figure's width (about 0.6 em per character)."""
+    import textwrap
+
+    chars = max(30, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(title, chars)) if len(title) > chars else title
+
+
 def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"{what}: expected a pandas DataFrame, got {type(table).__name__}")
@@ -189,7 +197,7 @@ def task_sizes(table: pd.DataFrame, *, limited_size: int | None = 1000,
     ax.set_ylabel("task")
     _color_ticklabels(ax.get_yticklabels(), classes)
     _class_legend_below(fig, t["task_class"])
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     return fig
 
 
@@ -239,7 +247,7 @@ def epoch_curves(scores: pd.DataFrame, losses: pd.DataFrame | None = None, *,
         ax.set_title("training loss", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(_wrap(title, fig, 11), fontsize=11)
     return fig
 
 
@@ -277,7 +285,7 @@ def transfer_gain_heatmap(gains: pd.DataFrame, *, task_classes: Mapping[str, str
     import matplotlib
 
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")
-    fig = _new_figure(1.6 + 0.55 * len(cols), 1.4 + 0.45 * len(rows))
+    fig = _new_figure(max(6.5, 2.4 + 0.55 * len(cols)), max(4.5, 1.8 + 0.45 * len(rows)))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right")
@@ -305,7 +313,7 @@ def transfer_gain_heatmap(gains: pd.DataFrame, *, task_classes: Mapping[str, str
         title = "Relative transfer gain: which sources help which targets"
         if regime is not None:
             title += f" ({_regime_label(regime)})"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     _class_legend_below(fig, [classes.get(n, "?") for n in rows + cols])
     return fig
 
@@ -363,8 +371,8 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
         ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
         if regime:
             ax.set_title(f"regime {regime}", fontsize=10)
-    fig.suptitle(title or "Score of each target after transfer from every source; "
-                          "dots above the black bar are sources that help", fontsize=11)
+    fig.suptitle(_wrap(title or "Score of each target after transfer from every source; "
+                                "dots above the black bar are sources that help", fig, 11), fontsize=11)
     return fig
 
 
@@ -408,9 +416,9 @@ def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] |
                 x = i + (-0.2 if k == 0 else 0.2)
                 ax.text(x, ymin, f"{(sel > 0).mean():.0%} > 0\n(n={len(sel)})", ha="center", va="bottom",
                         fontsize=7)
-    ax.legend(title="source vs target", fontsize=8, title_fontsize=8, loc="upper right")
+    ax.legend(title="source vs target", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     return fig
 
 
@@ -438,7 +446,7 @@ def class_transfer_matrix(gains: pd.DataFrame, *, task_classes: Mapping[str, str
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")
     vals = mean.to_numpy(dtype=float)
     vmax = max(float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0, 1e-6)
-    fig = _new_figure(1.8 + 1.5 * len(present), 1.2 + 1.3 * len(present))
+    fig = _new_figure(max(5.0, 1.8 + 1.5 * len(present)), max(3.8, 1.2 + 1.3 * len(present)))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-vmax, vmax=vmax)
     for i in range(len(present)):
@@ -452,7 +460,7 @@ def class_transfer_matrix(gains: pd.DataFrame, *, task_classes: Mapping[str, str
     ax.set_xlabel("target class")
     ax.set_ylabel("source class")
     fig.colorbar(im, ax=ax, shrink=0.8).set_label("mean relative gain (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     return fig
 
 
@@ -496,7 +504,7 @@ def gain_vs_source_size(gains: pd.DataFrame, source_sizes: Mapping[str, float] |
             title = f"Role of source data size: Spearman ρ(size, mean gain) = {rho:+.2f}"
         else:
             title = "Role of source data size"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     return fig
 
 
@@ -521,7 +529,7 @@ def similarity_heatmap(similarity: pd.DataFrame, *, task_classes: Mapping[str, s
     vmax = float(np.nanmax(off)) if off.size else 1.0
     if vmax - vmin < 1e-9:
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    fig = _new_figure(2.0 + 0.5 * len(order), 1.5 + 0.45 * len(order))
+    fig = _new_figure(max(6.5, 2.4 + 0.5 * len(order)), max(4.5, 1.9 + 0.45 * len(order)))
     ax = fig.add_subplot()
     import matplotlib
 
@@ -546,7 +554,7 @@ def similarity_heatmap(similarity: pd.DataFrame, *, task_classes: Mapping[str, s
     ax.set_xlabel("task")
     ax.set_ylabel("task")
     fig.colorbar(im, ax=ax, shrink=0.8).set_label(f"{value_label}\n(diagonal = 1, shown grey)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     _class_legend_below(fig, [classes[n] for n in order])
     return fig
 
@@ -645,7 +653,7 @@ def task_space_map(vectors, *, task_classes: Mapping[str, str] | None = None, me
     ax.set_xticks([])
     ax.set_yticks([])
     _class_legend(ax, coords["task"].map(classes), title="task class")
-    ax.set_title(title or f"Task space ({label} of task embeddings): do tasks of a class cluster?",
+    ax.set_title(_wrap(title or f"Task space ({label} of task embeddings): do tasks of a class cluster?", fig),
                  fontsize=10)
     return fig
 
@@ -682,7 +690,7 @@ def similarity_agreement(sim_a: pd.DataFrame, sim_b: pd.DataFrame, *, label_a: s
     if title is None:
         rho = spearmanr(d["a"], d["b"]).statistic if len(d) >= 3 else float("nan")
         title = f"Do {label_a} and {label_b} order task pairs alike? Spearman ρ = {rho:+.2f}"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, fig), fontsize=10)
     return fig
 
 
@@ -782,7 +790,7 @@ def selection_metric_bars(table: pd.DataFrame, metrics: Iterable[str] = ("rho", 
             ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1e-9) if np.nanmax(values) > 0 else 1.0)
     axes[ncols - 1].legend(title="method", fontsize=7, title_fontsize=8, loc="upper left",
                            bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(_wrap(title, fig, 11), fontsize=11)
     return fig
 
 
@@ -832,8 +840,8 @@ def source_ranking(ranking: pd.DataFrame, *, target: str | None = None, top_k: i
         ax2.set_title("what transfer really gave", fontsize=10)
     method = f" by {ranking['method'].iloc[0]}" if "method" in ranking.columns and len(ranking) else ""
     axes[0].set_title("predicted ranking" if truth is not None else "", fontsize=10)
-    fig.suptitle(title or f"Sources ranked{method}" + (f" for target {target}" if target else "")
-                 + ": try the top ones first", fontsize=11)
+    fig.suptitle(_wrap(title or f"Sources ranked{method}" + (f" for target {target}" if target else "")
+                       + ": try the top ones first", fig, 11), fontsize=11)
     return fig
 
 
