@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
+    from tasktransfer_utils.demo import add_demo_parser
     from tasktransfer_utils.practitioner import add_rank_parser
     from tasktransfer_utils.study import add_study_parser
     from tasktransfer_utils.tasks import add_tasks_parser
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rank_parser(subparsers)
     add_tasks_parser(subparsers)
     add_study_parser(subparsers)
+    add_demo_parser(subparsers)
     return parser
 
 

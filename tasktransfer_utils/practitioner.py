@@ -687,7 +687,7 @@ def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
         "rank", help="rank source tasks for your own dataset file (which task to fine-tune on first)",
         description=RANK_DESCRIPTION, epilog=RANK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="your target dataset file (see supported files above)")
-    p.add_argument("--library", default=str(RESULTS_DIR / "embeddings"),
+    p.add_argument("--library", default=str(RESULTS_DIR / "offline_study" / "embeddings"),
                    help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
     p.add_argument("--method", choices=METHODS, default="TextEmb",
                    help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
@@ -708,8 +708,8 @@ def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="CoNLL: 0-based column of the tag (default: the last; CoNLL-U: UPOS)")
     p.add_argument("--encoder", default=None,
                    help="path or hub id of the library's encoder, if its stored path is not available here")
-    p.add_argument("--source-regime", default="FULL",
-                   help="which stored source embeddings to use, FULL or LIMITED (default: %(default)s)")
+    p.add_argument("--source-regime", default=None,
+                   help="which stored source embeddings to use, FULL or LIMITED (default: all the library has)")
     p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
                    help="embed at most N examples of your file, a seeded sample (default: %(default)s)")
     p.add_argument("--work-dir", default=None, help="TaskEmb: where the fine-tuning run is written")

@@ -1,0 +1,126 @@
+"""``make demo`` / ``tasktransfer demo``: the main job on the offline defaults, from the committed study.
+
+Steps (each prints what it did; none retrains a model):
+
+1. **Reproduce a stored embedding.** Recompute the TextEmb of one study task from the pretrained encoder
+   and compare it with the vector the study stored (cosine similarity, largest absolute difference).
+2. **Rank sources for every target** of the offline study with every method the study's embeddings and
+   records allow (TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb, DataSize, CurveGrad, Random)
+   and **evaluate** the rankings against the measured transfer results (``study report``: rho, NDCG,
+   regret@k, Spearman/Kendall per class, in-class and all-class) on the targets the study has finished.
+3. **Choose a source for a user's file**: rank the stored sources for a raw data file (default: the RTE
+   dev TSV of the local data directory), as ``tasktransfer rank`` does.
+4. **Regenerate the figures** under ``figures/`` by running notebooks 01-07 headless (notebook 08's job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .paths import CONFIGS_DIR, FIGURES_DIR, REPO_ROOT, resolve_data_dir
+
+DEFAULT_CONFIG = CONFIGS_DIR / "offline_study.yaml"
+DEFAULT_CHECK_TASK = "RTE"
+DEFAULT_USER_FILE = Path("glue") / "RTE" / "dev.tsv"
+
+
+def check_stored_textemb(cfg: Any, task: str = DEFAULT_CHECK_TASK, *, log: Callable[[str], None] = print) -> dict:
+    """Recompute ``task``'s TextEmb as the study did (same regime sample, seed, settings) and compare it
+    with the stored vector. Returns cosine similarity and max |difference| (float64)."""
+    from .embedding_store import EmbeddingLibrary
+    from .loaders import load_task
+    from .textemb import compute_textemb
+
+    library = EmbeddingLibrary(cfg.results_dir / "embeddings")
+    regime = cfg.transfer_regimes()[0].source.value
+    seed = cfg.seeds[0]
+    stored = [e for e in library.load(method="TextEmb", task=task) if e.meta.get("regime") == regime
+              and e.meta.get("seed") == seed]
+    if not stored:
+        log(f"  no stored TextEmb of {task} ({regime}, seed {seed}) in {library.root}: nothing to compare")
+        return {}
+    task_data = load_task(task, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.data_seed)
+    start = time.perf_counter()
+    fresh = compute_textemb(task_data, cfg.encoder_path(), split="train", regime=regime, seed=seed,
+                            settings=cfg.finetune_settings(task_data.spec.task_class.value))
+    a = np.asarray(stored[0].vector, dtype=np.float64)
+    b = np.asarray(fresh.vector, dtype=np.float64)
+    out = {"task": task, "cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),
+           "max_abs_diff": float(np.max(np.abs(a - b))), "seconds": time.perf_counter() - start,
+           "num_examples": fresh.meta.get("num_examples")}
+    log(f"  {task}: TextEmb of {out['num_examples']} examples recomputed in {out['seconds']:.0f} s; "
+        f"cosine with the stored vector {out['cosine']:.6f}, max |diff| {out['max_abs_diff']:.2e}")
+    return out
+
+
+def rank_user_file(cfg: Any, path: Path, *, log: Callable[[str], None] = print, top: int = 5):
+    """Rank the study's stored sources for a raw data file with TextEmb (no labels needed)."""
+    from .practitioner import format_ranking, read_target_file, rank_sources
+
+    target = read_target_file(path)
+    library = cfg.results_dir / "embeddings"
+    ranking = rank_sources(target, library, method="TextEmb", encoder=cfg.encoder_path(), source_regime=None)
+    log(format_ranking(ranking, top=top))
+    return ranking
+
+
+def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | None = None, figures: bool = True,
+             data_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the demo's four steps on a study config (default: the committed offline study)."""
+    from .notebook_runner import execute_notebook, list_notebooks
+    from .runner import progress
+    from .study import load_study_config, plan_for, report
+
+    start = time.perf_counter()
+    cfg = load_study_config(config)
+    plan = plan_for(cfg)
+    log(f"Study {cfg.name}: {progress(plan).line()}")
+    out: dict[str, Any] = {}
+
+    log("\n[1/4] Reproduce a stored task embedding")
+    out["textemb_check"] = check_stored_textemb(cfg, log=log)
+
+    log("\n[2/4] Rank sources for every target and evaluate against the measured transfers")
+    paths = report(cfg, figures=True, log=lambda m: log("  " + m))
+    out["report"] = {k: str(v) for k, v in paths.items()}
+    tables = paths.get("selection_tables")
+    if tables:
+        log(Path(tables).read_text())
+
+    log("[3/4] Choose a source for a user's file")
+    user_file = Path(user_file) if user_file else resolve_data_dir(data_dir) / DEFAULT_USER_FILE
+    if (cfg.results_dir / "embeddings").is_dir():
+        out["user_ranking"] = rank_user_file(cfg, user_file, log=log)
+    else:
+        log("  the study has stored no source embeddings yet: run `tasktransfer study run "
+            f"{config}` first")
+
+    if figures:
+        log(f"\n[4/4] Regenerate the figures in {FIGURES_DIR.relative_to(REPO_ROOT)}/ (notebooks 01-07)")
+        for nb in list_notebooks():
+            if nb.stem.startswith("08"):
+                continue
+            t = time.perf_counter()
+            execute_notebook(nb)
+            log(f"  {nb.name}: {time.perf_counter() - t:.0f} s")
+    log(f"\nDemo finished in {time.perf_counter() - start:.0f} s.")
+    return out
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``tasktransfer demo``."""
+    p = subparsers.add_parser(
+        "demo", help="the main job on the offline defaults (what `make demo` runs)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study config (default: %(default)s)")
+    p.add_argument("--file", default=None, help="a data file to rank sources for (default: the local RTE dev TSV)")
+    p.add_argument("--data-dir", default=None, help="local data directory (default: $TASKTRANSFER_DATA_DIR)")
+    p.add_argument("--no-figures", action="store_true", help="skip regenerating the notebook figures")
+    p.set_defaults(func=lambda a: (run_demo(a.config, user_file=a.file, figures=not a.no_figures,
+                                            data_dir=a.data_dir), 0)[1])
+    return p
