@@ -46,6 +46,7 @@ RUN_KIND = "tasktransfer-run"
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 MODEL_SUBDIR = "model"
+NUM_THREADS_ENV = "TASKTRANSFER_NUM_THREADS"
 # config fields that must agree for a finished run to be reused
 _IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "encoder", "init_from", "settings", "train_split", "eval_split")
 
@@ -239,6 +240,32 @@ def evaluate_model(model, tokenizer, task_data: Any, dataset: Dataset, settings:
     return sequence_labeling_metrics(spec.metrics, y_true, y_pred)
 
 
+def majority_baseline(task_data: Any, regime: Any = "FULL", seed: int = 0, train_split: str = "train",
+                      eval_split: str = "validation", max_eval_examples: int | None = None) -> dict[str, float]:
+    """The task's metrics on the dev split for a constant prediction learnt from the (regime-sampled)
+    training split: CR the most frequent class (regression: the mean score), SL the most frequent tag for
+    every word, QA the empty answer. A floor that fine-tuning must clear."""
+    from collections import Counter
+
+    from .regimes import apply_regime
+
+    spec = task_data.spec
+    cls = class_name(spec.task_class)
+    train = apply_regime(task_data.splits[train_split], regime, seed)
+    dev = eval_subset(task_data.splits[eval_split], max_eval_examples)
+    if cls == "CR":
+        if spec.is_regression:
+            preds = np.full(len(dev), float(np.mean(train["label"])))
+        else:
+            preds = np.full(len(dev), Counter(train["label"]).most_common(1)[0][0])
+        return classification_metrics(spec.metrics, preds, np.asarray(dev["label"]))
+    if cls == "SL":
+        tag = Counter(t for tags in train["tags"] for t in tags).most_common(1)[0][0]
+        return sequence_labeling_metrics(spec.metrics, dev["tags"], [[tag] * len(t) for t in dev["tags"]])
+    refs = {qid: list(a["text"]) for qid, a in zip(dev["id"], dev["answers"])}
+    return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs)
+
+
 # ----------------------------------------------------------------------------- fine-tuning
 
 
@@ -302,6 +329,7 @@ def fine_tune(
     device: str | None = None,
     callbacks: list | None = None,
     pad_to_max_length: bool = False,
+    num_threads: int | None = None,
 ) -> RunResult:
     """Fine-tune ``encoder`` (default :func:`paths.default_encoder`) on ``task_data`` and return the
     RunResult stored in ``output_dir`` (see module docstring for its layout and resume rules).
@@ -310,8 +338,22 @@ def fine_tune(
     target model, its head is discarded (intermediate-task transfer). ``regime``: FULL or LIMITED (seeded
     1,000-example sample of ``train_split``). ``settings`` default to the task class preset.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects. ``pad_to_max_length`` pads every batch
-    to ``max_seq_length`` as the authors' code did (for benchmarks; off by default).
+    to ``max_seq_length`` as the authors' code did (for benchmarks; off by default). ``num_threads``: torch
+    CPU threads for this run (default: ``$TASKTRANSFER_NUM_THREADS`` if set, else torch's, every physical
+    core; on a machine busy with other jobs 1 thread can be several times faster). Neither changes what is
+    computed, so neither is part of the run's identity.
     """
+    if num_threads is None and os.environ.get(NUM_THREADS_ENV):
+        num_threads = int(os.environ[NUM_THREADS_ENV])
+    if num_threads is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(num_threads)
+        try:
+            return fine_tune(task_data, output_dir, encoder=encoder, init_from=init_from, regime=regime, seed=seed,
+                             settings=settings, train_split=train_split, eval_split=eval_split, device=device,
+                             callbacks=callbacks, pad_to_max_length=pad_to_max_length, num_threads=None)
+        finally:
+            torch.set_num_threads(previous)
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -389,10 +431,9 @@ def fine_tune(
     trainer.remove_callback(ProgressCallback)
     t_train = time.perf_counter()
     trainer.train()
-    train_loop_s = time.perf_counter() - t_train
-    if not evaluator.epoch_metrics:  # eval_every_epoch=False
+    train_time_s = time.perf_counter() - t_train - evaluator.eval_time_s  # optimisation only
+    if not evaluator.epoch_metrics:  # eval_every_epoch=False: score once, at the end
         evaluator.evaluate_now(epoch=float(settings.num_epochs))
-    train_time_s = max(train_loop_s - evaluator.eval_time_s, 1e-9)
 
     model_dir = run_dir / MODEL_SUBDIR
     trainer.model.save_pretrained(str(model_dir))

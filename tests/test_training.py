@@ -13,7 +13,10 @@ from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
 from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.models import encoder_state_dict, load_state_dict
 from tasktransfer_utils.settings import preset
-from tasktransfer_utils.training import RunResult, fine_tune
+from tasktransfer_utils.training import RunResult, fine_tune, majority_baseline
+
+DEFAULT_THREADS = torch.get_num_threads()
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -204,3 +207,43 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_encoder_dir, data_dir):
                   encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
     # failed runs leave no directory behind that could pass for a run
     assert not any((tmp_path / n / "result.json").exists() for n in "abcd")
+
+
+def test_majority_baseline_hand_made():
+    from datasets import Dataset
+
+    from tasktransfer_utils.loaders import TaskData
+    from tasktransfer_utils.tasks import get_task
+
+    cr = TaskData(get_task("SST-2"), DatasetDict(
+        train=Dataset.from_dict({"text_a": ["a", "b", "c"], "text_b": [None] * 3, "label": [1, 1, 0]}),
+        validation=Dataset.from_dict({"text_a": list("wxyz"), "text_b": [None] * 4, "label": [1, 0, 0, 1]})),
+        ("negative", "positive"), "local")
+    assert majority_baseline(cr) == {"accuracy": 0.5}
+    sl = TaskData(get_task("POS-PTB"), DatasetDict(
+        train=Dataset.from_dict({"tokens": [["a", "b", "c"]], "tags": [["NN", "NN", "DT"]]}),
+        validation=Dataset.from_dict({"tokens": [["x", "y"], ["z"]], "tags": [["NN", "VB"], ["NN"]]})),
+        ("DT", "NN", "VB"), "local")
+    assert majority_baseline(sl) == {"token_accuracy": pytest.approx(2 / 3)}
+    qa_rows = {"id": ["1", "2"], "question": ["q", "q"], "context": ["c", "c"],
+               "answers": [{"text": [], "answer_start": []}, {"text": ["c"], "answer_start": [0]}]}
+    qa = TaskData(get_task("SQuAD-2"), DatasetDict(train=Dataset.from_dict(qa_rows), validation=Dataset.from_dict(qa_rows)),
+                  None, "local")
+    assert majority_baseline(qa) == {"exact_match": 0.5, "f1": 0.5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["SST-2", "POS-PTB"])
+def test_minilm_on_limited_clearly_beats_the_majority_class(tmp_path, minilm_dir, data_dir, task):
+    """The offline MiniLM fine-tuned with the class preset on the 1,000-example LIMITED training set
+    (seed 0), scored on the full dev split, clears the majority-class score by a wide margin."""
+    torch.set_num_threads(DEFAULT_THREADS)  # all cores here: minutes of work
+    td = load_task(task, data_dir)
+    floor = majority_baseline(td, regime="LIMITED", seed=0)
+    r = fine_tune(td, tmp_path / task, encoder=minilm_dir, regime="LIMITED", seed=0)
+    floor_score = sum(floor[m] for m in td.spec.metrics) / len(td.spec.metrics)
+    print(f"\n{task} LIMITED seed 0: majority {floor_score:.4f}, fine-tuned {r.score:.4f} "
+          f"(per epoch {[round(m[td.spec.metrics[0]], 4) for m in r.epoch_metrics]}), "
+          f"{r.train_examples} examples, {r.train_examples_per_s:.1f} ex/s, wall {r.wall_time_s:.0f} s")
+    assert r.train_examples == 1000
+    assert r.score > floor_score + 0.15
