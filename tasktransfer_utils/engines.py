@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class LocalEngine:
             raise ValueError("LocalEngine with several workers needs a plan built through PlanRef.load() "
                              "(each worker process rebuilds the plan)")
         ctx = multiprocessing.get_context("spawn")
-        kwargs = {"poll_s": self.poll_s, "max_jobs": max_jobs}
+        kwargs = {"poll_s": self.poll_s, "max_jobs": max_jobs, "parent_pid": os.getpid()}
         with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,)) as pool:
             pending = [pool.apply_async(_worker_entry, (plan.ref, kwargs)) for _ in range(self.workers)]
             last = 0.0

@@ -699,13 +699,15 @@ def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
 
 def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: int | None = None,
                poll_s: float = 5.0, wait: bool = True, retry_failed: bool = False,
-               log: Callable[[str], None] | None = None) -> WorkerSummary:
+               log: Callable[[str], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> WorkerSummary:
     """Claim and run ready jobs in plan order until none is left (or ``max_jobs`` ran).
 
     ``job_ids`` restricts the worker to those jobs (their dependencies must be done or done by others).
     With ``wait``, a worker that finds only jobs held by others or waiting on running dependencies
     polls every ``poll_s`` seconds; without, it returns. Failed jobs are retried up to
-    ``plan.max_attempts`` (``retry_failed`` forgets earlier failures first)."""
+    ``plan.max_attempts`` (``retry_failed`` forgets earlier failures first). ``should_stop`` is asked before
+    each claim; True ends the worker (a pool worker whose parent died)."""
     store = plan.store
     log = log or (lambda msg: logger.info(msg))
     check_records(plan)
@@ -719,6 +721,9 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
         store.reset_failures(allowed)
     summary = WorkerSummary()
     while max_jobs is None or len(summary.ran) + len(summary.failed) < max_jobs:
+        if should_stop is not None and should_stop():
+            log("stopping: asked to (parent process gone)")
+            break
         done = store.done_ids()
         pending = [j for j in plan.jobs if j.id not in done and (allowed is None or j.id in allowed)]
         if not pending:
@@ -775,6 +780,10 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
 def _worker_entry(ref: PlanRef, kwargs: dict) -> dict:
     """Entry point of a worker process (local pool, submitit): rebuild the plan and run."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    kwargs = dict(kwargs)
+    parent = kwargs.pop("parent_pid", None)
+    if parent is not None:  # a pool worker stops claiming jobs once the process that started it is gone
+        kwargs["should_stop"] = lambda: os.getppid() != parent
     plan = ref.load()
     summary = run_worker(plan, **kwargs)
     return dataclasses.asdict(summary)

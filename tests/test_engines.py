@@ -113,3 +113,42 @@ def test_submitit_executor_gets_group_resources(tmp_path):
     assert p["job_name"] == "tasktransfer-QA"
     p = engine.executor("CR")._executor.parameters
     assert p["time"] == 60 and p["mem"] == "8GB" and "gpus_per_node" not in p
+
+
+def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
+    """SIGKILL of the engine process: its pool workers finish the job in hand and claim no more, so a
+    restarted engine does not share the machine with orphans."""
+    import signal
+    import subprocess
+    import time
+
+    root = tmp_path / "orphans"
+    code = ("from tasktransfer_utils.runner import PlanRef\n"
+            "from tasktransfer_utils.engines import LocalEngine\n"
+            f"plan = PlanRef('study_toy_plan:toy_plan', ({str(root)!r}, 8, 0.5)).load()\n"
+            "LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    plan = toy_plan(root, n=8, sleep_s=0.5)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(plan.store.done_ids()) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    worker_pids = {pid for _, _, pid in read_events(root)}
+    time.sleep(2.0)  # > one job (0.5 s) + a poll
+    alive = []
+    for pid in worker_pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":  # a zombie has exited (its new parent reaps it later)
+            alive.append((pid, state))
+    assert alive == []
+    assert len(plan.store.done_ids()) < len(plan.jobs)  # they stopped early, not after finishing the study
+    run_worker(toy_plan(root, n=8, sleep_s=0.5), wait=False)  # the restart finishes it
+    assert plan.store.done_ids() == {j.id for j in plan.jobs}
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    assert max(starts.values()) == 1  # the orphans' last jobs were recorded, not run twice
