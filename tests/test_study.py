@@ -45,7 +45,8 @@ def test_offline_study_config_and_job_graph():
     assert cfg.regimes == [L2L] and cfg.seeds == [0] and cfg.limited_size == 1000
     assert cfg.results_dir == REPO / "results" / "offline_study" and cfg.runs_dir == REPO / "runs" / "offline_study"
     qa = cfg.finetune_settings("QA")
-    assert (qa.max_seq_length, qa.doc_stride, qa.max_eval_examples, qa.learning_rate) == (256, 128, 1000, 3e-5)
+    assert (qa.max_seq_length, qa.doc_stride, qa.max_eval_examples, qa.learning_rate) == (256, 128, 1000, 1e-4)
+    assert (qa.batch_size, qa.num_epochs, cfg.finetune_settings("SL").num_epochs) == (12, 3, 6)  # presets kept
     assert cfg.finetune_settings("CR").max_seq_length == 128
 
     jobs = build_jobs(cfg)
