@@ -936,7 +936,8 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left")
     st.add_argument("config")
-    st.add_argument("--workers", type=int, default=1, help="workers assumed for the ETA")
+    st.add_argument("--workers", type=int, default=None,
+                    help="workers assumed for the ETA (default: the jobs running now, at least 1)")
     st.set_defaults(func=_cmd_status)
     rp = sub.add_parser("report", help="results tables and the source-selection evaluation of finished targets")
     rp.add_argument("config")
@@ -976,7 +977,10 @@ def _cmd_status(args) -> int:
     cfg = load_study_config(args.config)
     plan = plan_for(cfg)
     print(f"study {cfg.name} ({cfg.config_path})")
-    print(progress(plan, workers=args.workers).table())
+    workers = args.workers or max(1, progress(plan).running)
+    print(progress(plan, workers=workers).table())
+    if args.workers is None:
+        print(f"(ETA assumes {workers} worker(s), as many as jobs running now)")
     return 0
 
 
