@@ -16,6 +16,15 @@ from tasktransfer_utils.tasks import get_task
 from tasktransfer_utils.textemb import compute_textemb, mean_pool
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The models here are tiny: one intra-op thread is faster, and much faster on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_task(name: str, train: dict, label_names=None) -> TaskData:
     spec = get_task(name)
     return TaskData(spec, DatasetDict(train=Dataset.from_dict(train)), label_names, "local", {})
