@@ -131,6 +131,8 @@ class Plan:
     stale_after_s: float = STALE_AFTER_S
     ref: PlanRef | None = None
     name: str = "study"
+    #: called after each record is written (e.g. to refresh summary tables); errors are logged, not raised
+    after_job: Callable[["Plan", Job], None] | None = None
 
     def __post_init__(self):
         self.records_dir = Path(self.records_dir)
@@ -694,6 +696,11 @@ def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
         return False
     store.write_record(record)
     store.clear_failure(job.id)
+    if plan.after_job is not None:
+        try:
+            plan.after_job(plan, job)
+        except Exception as err:  # noqa: BLE001 - the record is safe; a summary can be rebuilt later
+            logger.warning("after_job hook failed after %s: %s", job.id, err)
     return True
 
 

@@ -419,8 +419,8 @@ def plan_for(cfg: StudyConfig) -> Plan:
     """The runner plan of a study (records under results_dir, state under runs_dir)."""
     return Plan(jobs=build_jobs(cfg), functions=JOB_FUNCTIONS, records_dir=cfg.results_dir / "records",
                 state_dir=cfg.runs_dir / "state", artifacts_dir=cfg.results_dir, name=cfg.name,
-                max_attempts=cfg.max_attempts,
-                settings={"config": cfg.to_dict()})
+                max_attempts=cfg.max_attempts, settings={"config": cfg.to_dict()},
+                after_job=lambda plan, job: write_tables(plan))
 
 
 def study_plan(config_path: str) -> Plan:

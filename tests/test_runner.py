@@ -261,3 +261,18 @@ def test_planref_rebuilds_the_plan(tmp_path):
     assert [j.id for j in plan.jobs][:3] == ["gen-0", "gen-1", "gen-2"] and plan.ref is not None
     with pytest.raises(ValueError, match="module:function"):
         PlanRef("no_colon").load()
+
+
+def test_after_job_hook_runs_after_each_record_and_cannot_lose_it(tmp_path):
+    plan = toy_plan(tmp_path, n=2)
+    seen = []
+
+    def hook(p, job):
+        seen.append((job.id, p.store.is_done(job.id)))
+        if job.id == "gen-1":
+            raise RuntimeError("summary failed")
+
+    plan.after_job = hook
+    summary = run_worker(plan, wait=False)
+    assert sorted(summary.ran) == sorted(j.id for j in plan.jobs) and summary.failed == []
+    assert sorted(seen) == sorted((j.id, True) for j in plan.jobs)  # after the record, every job

@@ -179,6 +179,8 @@ def test_tiny_study_records_and_results_table(tiny_study):
     # the RTE baseline's score is the mean of its metrics (accuracy) as fine_tune reports it
     assert ft["score"] == pytest.approx(ft["final_metrics"]["accuracy"])
 
+    written = pd.read_csv(plan.artifacts_dir / "transfer_results.csv")  # refreshed after every job
+    assert len(written) == 4 and set(written["job_id"]) == set(table["job_id"])
     emb = records["textemb__RTE__LIMITED__s0"]["result"]
     assert emb["num_examples"] == 48 and (plan.artifacts_dir / emb["file"]).is_file()
     comps = records["taskemb__Chunk__LIMITED__s0__paper-gold"]["result"]["components"]
