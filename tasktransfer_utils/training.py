@@ -345,15 +345,19 @@ def fine_tune(
     """
     if num_threads is None and os.environ.get(NUM_THREADS_ENV):
         num_threads = int(os.environ[NUM_THREADS_ENV])
+    previous = torch.get_num_threads()
     if num_threads is not None:
-        previous = torch.get_num_threads()
         torch.set_num_threads(num_threads)
-        try:
-            return fine_tune(task_data, output_dir, encoder=encoder, init_from=init_from, regime=regime, seed=seed,
-                             settings=settings, train_split=train_split, eval_split=eval_split, device=device,
-                             callbacks=callbacks, pad_to_max_length=pad_to_max_length, num_threads=None)
-        finally:
-            torch.set_num_threads(previous)
+    try:
+        return _fine_tune(task_data, output_dir, encoder=encoder, init_from=init_from, regime=regime, seed=seed,
+                          settings=settings, train_split=train_split, eval_split=eval_split, device=device,
+                          callbacks=callbacks, pad_to_max_length=pad_to_max_length)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, settings, train_split, eval_split,
+               device, callbacks, pad_to_max_length) -> RunResult:
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -516,3 +520,46 @@ class _EpochEvaluator(TrainerCallback):
         self.step = state.global_step
         if self.settings.eval_every_epoch:
             self.evaluate_now(epoch=state.epoch or 0.0)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_finetune_parser(subparsers) -> None:
+    """``tasktransfer finetune TASK --out DIR [--init-from SOURCE_RUN] ...``: one run (resumable)."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune an encoder on one task, optionally starting from a source run's encoder",
+        description="Fine-tune on one task with the class preset (overridable) and write a run directory "
+                    "(config.json, model/, result.json). A finished run directory is loaded, not redone.",
+    )
+    p.add_argument("task", help="task name, e.g. SST-2, POS-PTB, SQuAD-1 (see `tasktransfer tasks`)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
+    p.add_argument("--init-from", default=None, help="source run directory: intermediate-task transfer")
+    p.add_argument("--regime", default="FULL", choices=["FULL", "LIMITED"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
+    p.add_argument("--source", default="local", choices=["local", "hub"])
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the class preset)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-eval-examples", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    from .loaders import load_task
+
+    td = load_task(args.task, data_dir=args.data_dir, source=args.source, seed=0)
+    overrides = {k: v for k, v in (("num_epochs", args.epochs), ("learning_rate", args.lr),
+                                   ("batch_size", args.batch_size), ("max_eval_examples", args.max_eval_examples))
+                 if v is not None}
+    r = fine_tune(td, args.out, encoder=args.encoder, init_from=args.init_from, regime=args.regime, seed=args.seed,
+                  settings=preset(td.spec.task_class, **overrides), num_threads=args.threads)
+    print(json.dumps({"task": r.task, "regime": r.regime, "seed": r.seed, "score": r.score,
+                      "final_metrics": r.final_metrics, "train_examples": r.train_examples,
+                      "train_examples_per_s": round(r.train_examples_per_s, 2), "wall_time_s": round(r.wall_time_s, 1),
+                      "model_dir": r.model_dir}, indent=1))
+    return 0

@@ -140,6 +140,17 @@ def test_interrupted_run_is_cleaned_and_restarted(tmp_path, tiny_encoder_dir, da
     assert (other / "mine.txt").read_text() == "keep"
 
 
+def test_thread_count_is_set_for_the_run_and_restored(tmp_path, tiny_encoder_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("TASKTRANSFER_NUM_THREADS", "1")
+    torch.set_num_threads(2)
+    try:
+        r = fine_tune(small("RTE", data_dir), tmp_path / "r", encoder=tiny_encoder_dir,
+                      settings=tiny_settings("CR", num_epochs=1))
+        assert r.cpu_threads == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_same_seed_same_run(tmp_path, tiny_encoder_dir, data_dir):
     td = small("RTE", data_dir)
     s = tiny_settings("CR", num_epochs=1)
@@ -233,17 +244,33 @@ def test_majority_baseline_hand_made():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["SST-2", "POS-PTB"])
-def test_minilm_on_limited_clearly_beats_the_majority_class(tmp_path, minilm_dir, data_dir, task):
-    """The offline MiniLM fine-tuned with the class preset on the 1,000-example LIMITED training set
-    (seed 0), scored on the full dev split, clears the majority-class score by a wide margin."""
-    torch.set_num_threads(DEFAULT_THREADS)  # all cores here: minutes of work
+@pytest.mark.parametrize("task,learning_rate", [("SST-2", 1e-4), ("POS-PTB", None)])
+def test_minilm_on_limited_clearly_beats_the_majority_class(tmp_path, minilm_dir, data_dir, task, learning_rate):
+    """The offline MiniLM fine-tuned on the 1,000-example LIMITED training set (seed 0), scored on the full
+    dev split, clears the majority-class score by a wide margin. Class presets, except the CR learning rate:
+    at the authors' 2e-5 (chosen for BERT-base) the 6-layer MiniLM barely moves in 96 steps (measured SST-2
+    dev accuracy 0.569 vs majority 0.509); at 1e-4 it reaches 0.802."""
+    torch.set_num_threads(DEFAULT_THREADS)  # minutes of work: the default thread count ($TASKTRANSFER_NUM_THREADS)
     td = load_task(task, data_dir)
     floor = majority_baseline(td, regime="LIMITED", seed=0)
-    r = fine_tune(td, tmp_path / task, encoder=minilm_dir, regime="LIMITED", seed=0)
+    settings = preset(td.spec.task_class, **({"learning_rate": learning_rate} if learning_rate else {}))
+    r = fine_tune(td, tmp_path / task, encoder=minilm_dir, regime="LIMITED", seed=0, settings=settings)
     floor_score = sum(floor[m] for m in td.spec.metrics) / len(td.spec.metrics)
-    print(f"\n{task} LIMITED seed 0: majority {floor_score:.4f}, fine-tuned {r.score:.4f} "
+    print(f"\n{task} LIMITED seed 0 lr {settings.learning_rate}: majority {floor_score:.4f}, fine-tuned {r.score:.4f} "
           f"(per epoch {[round(m[td.spec.metrics[0]], 4) for m in r.epoch_metrics]}), "
           f"{r.train_examples} examples, {r.train_examples_per_s:.1f} ex/s, wall {r.wall_time_s:.0f} s")
     assert r.train_examples == 1000
     assert r.score > floor_score + 0.15
+
+
+def test_finetune_command(tmp_path, tiny_encoder_dir, data_dir, capsys):
+    from tasktransfer_utils.cli import main
+
+    argv = ["finetune", "RTE", "--out", str(tmp_path / "run"), "--encoder", tiny_encoder_dir, "--regime", "LIMITED",
+            "--epochs", "1", "--max-eval-examples", "16", "--data-dir", str(data_dir), "--threads", "1"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    r = RunResult.from_json(tmp_path / "run" / "result.json")
+    assert printed["score"] == r.score and printed["model_dir"] == r.model_dir
+    assert r.train_examples == 1000 and r.regime == "LIMITED" and r.eval_examples == 16
+    assert r.settings["num_epochs"] == 1 and r.settings["learning_rate"] == 2e-5
