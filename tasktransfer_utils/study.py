@@ -677,7 +677,12 @@ def finetune_table(plan: Plan):
                      "score": r["score"], "train_examples": r.get("train_examples"),
                      "train_examples_per_s": r.get("train_examples_per_s"), "num_train_steps": r.get("num_train_steps"),
                      "wall_time_s": rec.get("wall_time_s"), "job_id": jid})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {c: i for i, c in enumerate(CLASS_ORDER)}
+    table["_c"] = table["task_class"].map(order)
+    return table.sort_values(["regime", "seed", "_c", "task"]).drop(columns="_c").reset_index(drop=True)
 
 
 def job_times(plan: Plan):
