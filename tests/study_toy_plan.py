@@ -44,6 +44,11 @@ def _behave(params: dict, ctx) -> None:
         if not marker.exists():
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "slow_once":  # the first attempt outlives a short time limit (SLURM requeue test)
+        marker = root / f"slow-once-{ctx.job.id}"
+        if not marker.exists():
+            marker.touch()
+            time.sleep(600)
     time.sleep(float(params.get("sleep_s", 0.0)))
 
 

@@ -112,3 +112,21 @@ def test_tiny_study_through_slurm_cli(shared_tmp, tiny_encoder_dir):
         assert rec["result"]["score"] == ref[jid]["result"]["score"]
         assert rec["result"]["loss_curve"] == ref[jid]["result"]["loss_curve"]
     assert len(results_table(plan)) == 4
+
+
+@pytest.mark.slow  # waits for a 1-minute SLURM time limit
+def test_timed_out_task_is_requeued_by_submitit_and_reclaims_its_lock(shared_tmp):
+    """A task that reaches its time limit gets submitit's signal and is requeued (same SLURM job id, higher
+    SLURM_RESTART_COUNT); the requeued run takes over the job's lock at once and finishes it."""
+    root = shared_tmp / "timeout"
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 1, 0.0, 0, {"gen-0": "slow_once"})).load()
+    logs = []
+    engine = SubmititEngine(folder=shared_tmp / "timeout_logs", cluster="slurm", poll_s=1.0, max_num_timeout=2,
+                            resources={"default": {"timeout_min": 1, "cpus_per_task": 1, "mem_gb": 1,
+                                                   "slurm_signal_delay_s": 30}})
+    summary = engine.run(plan, log=logs.append)
+    assert summary.failed == [] and "gen-0" in summary.ran, logs
+    rec = load_results(plan)["gen-0"]
+    assert rec["worker"]["slurm_restart_count"] not in (None, "0")  # finished by the requeued run
+    starts = [e for e in read_events(root) if e[0] == "start" and e[1] == "gen-0"]
+    assert len(starts) == 2
