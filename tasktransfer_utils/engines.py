@@ -43,40 +43,65 @@ def _log_default(msg: str) -> None:
 @dataclass
 class LocalEngine:
     """Run the plan on this machine: sequentially in this process (``workers=1``) or with
-    ``workers`` processes (``multiprocessing`` spawn), each claiming jobs until none is left."""
+    ``workers`` processes (``multiprocessing`` spawn), each claiming jobs until none is left.
+    ``recycle_after``: replace a worker process by a fresh one after that many jobs (bounds the memory a
+    long study's worker accumulates; implies worker processes even with ``workers=1``)."""
 
     workers: int = 1
     poll_s: float = 5.0
     torch_threads: int | None = None
+    recycle_after: int | None = None
 
     def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
             log: Callable[[str], None] = _log_default) -> WorkerSummary:
         if self.workers < 1:
             raise ValueError(f"LocalEngine.workers = {self.workers}: expected >= 1")
+        if self.recycle_after is not None and self.recycle_after < 1:
+            raise ValueError(f"LocalEngine.recycle_after = {self.recycle_after}: expected None or >= 1")
         if retry_failed:
             plan.store.reset_failures()
-        if self.workers == 1:
+        if self.workers == 1 and not self.recycle_after:
             _set_torch_threads(self.torch_threads)
             return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, log=log)
         if plan.ref is None:
-            raise ValueError("LocalEngine with several workers needs a plan built through PlanRef.load() "
+            raise ValueError("LocalEngine with worker processes needs a plan built through PlanRef.load() "
                              "(each worker process rebuilds the plan)")
         ctx = multiprocessing.get_context("spawn")
-        kwargs = {"poll_s": self.poll_s, "max_jobs": max_jobs, "parent_pid": os.getpid()}
-        with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,)) as pool:
-            pending = [pool.apply_async(_worker_entry, (plan.ref, kwargs)) for _ in range(self.workers)]
+        total = WorkerSummary()
+        budget = max_jobs
+
+        def submit(pool):
+            per_task = self.recycle_after
+            if budget is not None:
+                per_task = budget if per_task is None else min(per_task, budget)
+            kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid()}
+            return pool.apply_async(_worker_entry, (plan.ref, kwargs)), per_task
+
+        with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,),
+                      maxtasksperchild=1 if self.recycle_after else None) as pool:
+            pending = [submit(pool) for _ in range(self.workers)]
             last = 0.0
-            while not all(p.ready() for p in pending):
+            while pending:
+                still = []
+                for task, per_task in pending:
+                    if not task.ready():
+                        still.append((task, per_task))
+                        continue
+                    s = task.get()
+                    total.ran += s["ran"]
+                    total.failed += s["failed"]
+                    total.lost += s["lost"]
+                    n = len(s["ran"]) + len(s["failed"])
+                    if budget is not None:
+                        budget -= n
+                    # a worker that used its whole quota may have left work: start a fresh one
+                    if self.recycle_after and per_task is not None and n >= per_task and (budget is None or budget > 0):
+                        still.append(submit(pool))
+                pending = still
                 if time.time() - last > 60:
                     log(f"[{progress(plan, self.workers).line()}]")
                     last = time.time()
-                time.sleep(1)
-            summaries = [p.get() for p in pending]
-        total = WorkerSummary()
-        for s in summaries:
-            total.ran += s["ran"]
-            total.failed += s["failed"]
-            total.lost += s["lost"]
+                time.sleep(0.2)
         return total
 
 
@@ -291,7 +316,7 @@ def make_engine(spec: Mapping[str, Any] | None, *, default_folder: Path, workers
         spec = {k: v for k, v in spec.items() if k in ("poll_s", "workers")}
     kind = kind or config_kind
     if kind == "local":
-        allowed = {"workers", "poll_s", "torch_threads"}
+        allowed = {"workers", "poll_s", "torch_threads", "recycle_after"}
         _check_keys(spec, allowed, "engine (local)")
         if workers is not None:
             spec["workers"] = workers

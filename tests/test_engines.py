@@ -152,3 +152,16 @@ def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
     assert plan.store.done_ids() == {j.id for j in plan.jobs}
     starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
     assert max(starts.values()) == 1  # the orphans' last jobs were recorded, not run twice
+
+
+def test_local_engine_recycles_worker_processes(tmp_path):
+    root = tmp_path / "recycle"
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 4)).load()
+    summary = LocalEngine(workers=1, poll_s=0.05, recycle_after=3).run(plan, log=lambda m: None)
+    assert sorted(summary.ran) == sorted(j.id for j in plan.jobs)  # 8 jobs
+    pids = [pid for what, _, pid in read_events(root) if what == "start"]
+    assert len(set(pids)) == 3 and all(c <= 3 for c in Counter(pids).values())  # 3 + 3 + 2 jobs
+    assert pids.index(pids[-1]) == 6 and os.getpid() not in pids
+    assert _results(plan) == _reference(tmp_path, 4)
+    with pytest.raises(ValueError, match="recycle_after"):
+        LocalEngine(recycle_after=0).run(plan)
