@@ -208,16 +208,16 @@ def _cr_examples(path: Path, records: pd.DataFrame, text_columns, label_column, 
 
 
 def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
+    from tasktransfer_utils.loaders import DataFormatError, _json_line
+
     out = []
     for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TargetFileError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(rec, dict):
-            raise TargetFileError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
+            rec = _json_line(line, f"{path} line {lineno}")
+        except DataFormatError as exc:
+            raise TargetFileError(str(exc)) from None
         out.append((lineno, rec))
     if not out:
         raise TargetFileError(f"{path}: no JSON records")
