@@ -916,7 +916,9 @@ each source really gives. The paper (§5, Tables 2–3) scores a ranking by
 
 Methods: **TextEmb**, **TaskEmb** per component and fused over components (reciprocal-rank fusion,
 k = 60), **TextEmb+TaskEmb**, and the baselines **DataSize** (largest source first), **CurveGrad**
-(slopes of the source's loss curve) and **Random** (exact expectation). Candidates are either the
+(slopes of the source's loss curve), **LogME** (You et al., 2021: the evidence of a linear model on
+the source's fine-tuned encoder's features of the target's training rows; a method beyond the paper, shown
+where the study recorded it) and **Random** (exact expectation). Candidates are either the
 sources of the target's class (**in-class**) or every other task (**all-class**).
 
 The evaluation reads the offline study's records and embeddings (`results/offline_study`); it takes

@@ -30,24 +30,28 @@ DEFAULT_USER_FILE = Path("glue") / "RTE" / "dev.tsv"
 
 
 def check_stored_textemb(cfg: Any, task: str = DEFAULT_CHECK_TASK, *, log: Callable[[str], None] = print) -> dict:
-    """Recompute ``task``'s TextEmb as the study did (same regime sample, seed, settings) and compare it
-    with the stored vector. Returns cosine similarity and max |difference| (float64)."""
+    """Recompute ``task``'s TextEmb exactly as the study's ``textemb`` job did (same rows, regime sample,
+    seed and settings) and compare it with the stored vector. Returns cosine similarity and max |difference|
+    (float64)."""
     from .embedding_store import EmbeddingLibrary
-    from .loaders import load_task
+    from .study import _load, _settings_for, build_jobs, textemb_id
     from .textemb import compute_textemb
 
     library = EmbeddingLibrary(cfg.results_dir / "embeddings")
     regime = cfg.transfer_regimes()[0].source.value
     seed = cfg.seeds[0]
+    jobs = {j.id: j for j in build_jobs(cfg)}
+    job = jobs.get(textemb_id(task, regime, seed))
     stored = [e for e in library.load(method="TextEmb", task=task) if e.meta.get("regime") == regime
               and e.meta.get("seed") == seed]
-    if not stored:
+    if job is None or not stored:
         log(f"  no stored TextEmb of {task} ({regime}, seed {seed}) in {library.root}: nothing to compare")
         return {}
-    task_data = load_task(task, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.data_seed)
+    params = job.params
     start = time.perf_counter()
-    fresh = compute_textemb(task_data, cfg.encoder_path(), split="train", regime=regime, seed=seed,
-                            settings=cfg.finetune_settings(task_data.spec.task_class.value))
+    fresh = compute_textemb(_load(params, cfg), cfg.encoder_path(), split="train", regime=regime, seed=seed,
+                            batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
+                            settings=_settings_for(params))
     a = np.asarray(stored[0].vector, dtype=np.float64)
     b = np.asarray(fresh.vector, dtype=np.float64)
     out = {"task": task, "cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),

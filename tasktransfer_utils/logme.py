@@ -146,6 +146,7 @@ def encoder_features(
     model_dir: str | os.PathLike,
     task_data: Any,
     *,
+    regime: Any = "FULL",
     max_examples: int | None = 1000,
     max_tokens: int = 20000,
     seed: int = 0,
@@ -161,7 +162,8 @@ def encoder_features(
     SL: the first word piece of each word, its tag index;
     QA: every real token of each doc-stride window, label 1 = answer start, 2 = answer end, 0 otherwise
     (the extractive head is a per-token linear start/end classifier; an adaptation, not in You et al.).
-    At most ``max_examples`` training rows (seeded sample) and ``max_tokens`` token rows (SL/QA).
+    The rows: the ``regime``'s sample of the training split (LIMITED: the seeded 1,000 rows fine-tuning
+    uses), then at most ``max_examples`` of them (seeded sample), and at most ``max_tokens`` token rows (SL/QA).
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -173,7 +175,7 @@ def encoder_features(
     spec = task_data.spec
     cls = class_name(spec.task_class)
     settings = settings or preset(cls)
-    rows, _ = training_rows(task_data, "train", "FULL", seed, max_examples)
+    rows, _ = training_rows(task_data, "train", regime, seed, max_examples)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     feats = tokenize_for_class(task_data, rows, tokenizer, settings, for_training=True)
     keep = ["input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions"]
@@ -246,6 +248,16 @@ class LogMERanker(Ranker):
             return encoder_features(source_model_dirs[source], data, **feature_kwargs)
 
         return cls(features)
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[tuple[str, str], float], method: str = "LogME") -> "LogMERanker":
+        """A ranker over LogME scores computed before, ``{(source, target): score}`` (e.g. a study's records)."""
+        def missing(source: str, target: str):
+            raise KeyError(f"{method}: no score for source {source!r} on target {target!r}")
+
+        ranker = cls(missing, method=method)
+        ranker._cache.update({(s, t): float(v) for (s, t), v in scores.items()})
+        return ranker
 
     def scores(self, target: str, candidates: Sequence[str]) -> dict[str, float]:
         out = {}

@@ -12,10 +12,13 @@ and the task embeddings to compute (YAML; see ``configs/offline_study.yaml``). I
   the fine-tuned model (depends on the fine-tune).
 - ``transfer``  one per (source, target, regime, seed), source ≠ target: the target fine-tuned from the
   source's fine-tuned encoder (depends on the source fine-tune).
+- ``logme``     (only with a ``logme:`` section) one per transfer pair: LogME (You et al. 2021) of the source's
+  fine-tuned encoder's features on the target's training rows, a source-selection baseline that needs no
+  target training (depends on the source fine-tune).
 
 Order (the runner takes the first ready job): every fine-tune (cheapest class first: CR, SL, QA), then
-the embeddings, then the transfers grouped by target, cheapest targets first, so partial results give
-complete targets. Records (committed) go to ``<results_dir>/records``, embeddings to
+the embeddings, then per target (cheapest targets first) its LogME scores and its transfers, so partial
+results give complete targets. Records (committed) go to ``<results_dir>/records``, embeddings to
 ``<results_dir>/embeddings``; model weights and scratch state to ``<runs_dir>`` (not committed).
 Paths in records are relative to ``runs_dir``; the encoder is named by its id.
 """
@@ -43,11 +46,12 @@ CLASS_ORDER = ("CR", "SL", "QA")  # cheapest first on a CPU
 CLASS_COST = {"CR": 1.0, "SL": 2.0, "QA": 4.0}
 FULL_COST_FACTOR = 10.0
 SETTINGS_KEYS = ("all", "CR", "QA", "SL")
+LOGME_KEYS = ("max_examples", "max_tokens", "batch_size")
 DEFAULT_TASKEMB_COMPONENTS = ("encoder.layer.*.multihead_output", "encoder.layer.*.layer_output", "cls_output")
 PLAN_FACTORY = "tasktransfer_utils.study:study_plan"
 
 _TOP_KEYS = {"name", "description", "tasks", "suite", "sources", "targets", "pairs", "regimes", "seeds",
-             "limited_size", "encoder", "data", "settings", "embeddings", "outputs", "engine", "max_attempts", "report"}
+             "limited_size", "encoder", "data", "settings", "embeddings", "logme", "outputs", "engine", "max_attempts", "report"}
 
 
 class StudyConfigError(ValueError):
@@ -84,6 +88,7 @@ class StudyConfig:
     settings: dict[str, dict] = field(default_factory=dict)
     textemb: dict | None = field(default_factory=dict)
     taskemb: list[dict] = field(default_factory=lambda: [{"estimator": "paper", "labels": "gold"}])
+    logme: dict | None = None  # None: no LogME jobs; else encoder_features options (max_examples, ...)
     keep_models: str = "sources"  # "sources": delete transfer-run weights once recorded | "all"
     engine: dict = field(default_factory=lambda: {"kind": "local", "workers": 1})
     max_attempts: int = 2
@@ -269,6 +274,17 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     if len(set(keys)) != len(keys):
         raise _err(where, "embeddings.taskemb", "distinct (estimator, labels) variants", keys)
 
+    logme = raw.get("logme")
+    if logme is not None:
+        if logme is True:
+            logme = {}
+        if not isinstance(logme, Mapping) or set(logme) - set(LOGME_KEYS):
+            raise _err(where, "logme", f"a mapping with fields among {LOGME_KEYS} (or true)", logme)
+        logme = dict(logme)
+        for k, v in logme.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise _err(where, f"logme.{k}", "an integer >= 1", v)
+
     outputs = raw.get("outputs") or {}
     if not isinstance(outputs, Mapping) or set(outputs) - {"results_dir", "runs_dir", "keep_models"}:
         raise _err(where, "outputs", "a mapping with results_dir, runs_dir, keep_models", outputs)
@@ -297,7 +313,7 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
         name=name, description=str(raw.get("description", "")), tasks=tasks, sources=sources, targets=targets,
         pairs=pairs, regimes=regimes, seeds=list(seeds), encoder=raw.get("encoder"), data_source=data_source,
         data_dir=data_dir, data_seed=int(data.get("data_seed", 0)), limited_size=limited_size, settings=settings, textemb=textemb,
-        taskemb=variants, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
+        taskemb=variants, logme=logme, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
         report=report, results_dir=(base_dir / results_dir).resolve(), runs_dir=(base_dir / runs_dir).resolve(),
     )
 
@@ -338,6 +354,11 @@ def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -
 def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
     src, tgt = regime_name.split("→")
     return f"transfer__{src}-{tgt}__{source}__{target}__s{seed}"
+
+
+def logme_id(source: str, target: str, regime_name: str, seed: int) -> str:
+    src, tgt = regime_name.split("→")
+    return f"logme__{src}-{tgt}__{source}__{target}__s{seed}"
 
 
 def _cost(task_class: str, regime: str) -> float:
@@ -409,6 +430,10 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
                               "regime": tr.name, "source_regime": tr.source.value,
                               "target_regime": tr.target.value, "seed": seed, "encoder": enc, **data,
                               "settings": cfg.settings_overrides(tcls)}
+                    if cfg.logme is not None:
+                        transfers.append(Job(logme_id(s, t, tr.name, seed), "logme", {**params, **cfg.logme},
+                                             deps=(finetune_id(s, tr.source.value, seed),), group=tcls,
+                                             cost=0.1 * _cost(tcls, tr.target.value)))
                     transfers.append(Job(transfer_id(s, t, tr.name, seed), "transfer", params,
                                          deps=(finetune_id(s, tr.source.value, seed),), group=tcls,
                                          cost=_cost(tcls, tr.target.value)))
@@ -605,8 +630,34 @@ def run_taskemb(params: dict, ctx) -> dict:
             "num_examples": first.meta.get("num_examples"), "wall_time_s": first.meta.get("wall_time_s")}
 
 
+def run_logme(params: dict, ctx) -> dict:
+    """LogME of the source's fine-tuned encoder (the ``finetune`` dependency; its head is ignored) on the
+    target's training rows in the target regime (the rows its fine-tune uses), as :mod:`logme` defines it."""
+    from .logme import encoder_features, logme_score
+    from .training import MODEL_SUBDIR
+
+    cfg = _cfg(ctx)
+    _check_encoder(params, cfg)
+    model_dir = model_run_dir(cfg, ctx.job.deps[0]) / MODEL_SUBDIR
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"source model {model_dir} is missing although {ctx.job.deps[0]} has a record ({ctx.job.id} needs "
+            f"it). Delete {cfg.results_dir / 'records' / (ctx.job.deps[0] + '.json')} to fine-tune the source "
+            "again (same seed, same result).")
+    task_data = _load(params, cfg, "target", "target_regime")
+    start = time.perf_counter()
+    x, y, regression = encoder_features(model_dir, task_data, regime=params["target_regime"], seed=params["seed"],
+                                        settings=_settings_for(params),
+                                        **{k: params[k] for k in LOGME_KEYS if k in params})
+    t_features = time.perf_counter() - start
+    score = logme_score(x, y, regression=regression)
+    return {"score": float(score), "num_rows": int(x.shape[0]), "dim": int(x.shape[1]),
+            "is_regression": bool(regression), "feature_time_s": t_features,
+            "fit_time_s": time.perf_counter() - start - t_features}
+
+
 JOB_FUNCTIONS = {"finetune": run_finetune, "transfer": run_transfer, "textemb": run_textemb,
-                 "taskemb": run_taskemb}
+                 "taskemb": run_taskemb, "logme": run_logme}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,8 +793,10 @@ def write_tables(plan: Plan) -> dict[str, Path]:
 def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
     """Rankers per transfer regime: TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb (from the
     study's embeddings, first seed), DataSize (source-regime sizes and FULL sizes), CurveGrad (loss curves
-    of the source fine-tunes, first seed) and Random (exact expectation)."""
+    of the source fine-tunes, first seed), LogME (the study's ``logme`` records, first seed, when every
+    evaluated pair has one) and Random (exact expectation)."""
     from .embedding_store import EmbeddingLibrary
+    from .logme import LogMERanker
     from .selection import CurveGradRanker, DataSizeRanker, RandomRanker, embedding_rankers
 
     cfg = plan.settings["config"]
@@ -804,6 +857,12 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
                 curves[p["task"]] = rec["result"]["loss_curve"]
         if set(curves) >= set(sources):
             rankers["CurveGrad"] = CurveGradRanker(curves)
+        logme_scores = {(rec["params"]["source"], rec["params"]["target"]): rec["result"]["score"]
+                        for rec in records.values() if rec["kind"] == "logme" and rec["params"]["regime"] == regime
+                        and rec["params"]["seed"] == seed}
+        pairs = results.loc[(results["regime"] == regime) & results["source"].notna(), ["source", "target"]]
+        if logme_scores and set(map(tuple, pairs.to_numpy())) <= set(logme_scores):
+            rankers["LogME"] = LogMERanker.from_scores(logme_scores)
         rankers["Random"] = RandomRanker(expected=True)
         out[regime] = rankers
     return out

@@ -80,7 +80,6 @@ def test_sacct_reports_finished_array_tasks(shared_tmp):
     assert out.stdout.strip()
 
 
-@pytest.mark.slow  # about 1.5 minutes on a loaded 2-core CPU
 def test_tiny_study_through_slurm_cli(shared_tmp, tiny_encoder_dir):
     """`tasktransfer study run CONFIG --engine slurm`: a real (tiny) study's fine-tunes and transfers as SLURM
     array tasks, with the same results as a local run."""

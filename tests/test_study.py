@@ -3,6 +3,7 @@ results table, report, and SIGKILL-then-restart giving the same results as an un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from datasets import DatasetDict
 
 from tasktransfer_utils.paths import CONFIGS_DIR
 from tasktransfer_utils.runner import load_results, progress, run_worker
@@ -127,6 +129,7 @@ def _tiny_config(tmp_path: Path, encoder: str, name: str, embeddings=True) -> Pa
         "embeddings": ({"textemb": {"batch_size": 16},
                         "taskemb": [{"estimator": "paper", "labels": "gold", "batch_size": 16}]}
                        if embeddings else None),
+        **({"logme": {"max_examples": 40, "max_tokens": 300, "batch_size": 16}} if embeddings else {}),
         "outputs": {"results_dir": f"{name}/results", "runs_dir": f"{name}/runs"},
     }
     path = tmp_path / f"{name}.yaml"
@@ -159,7 +162,7 @@ def tiny_study(tmp_path_factory, tiny_encoder_dir):
 def test_tiny_study_records_and_results_table(tiny_study):
     root, path, plan = tiny_study
     records = load_results(plan)
-    assert set(records) == {j.id for j in plan.jobs} and len(plan.jobs) == 2 + 2 + 2 + 2
+    assert set(records) == {j.id for j in plan.jobs} and len(plan.jobs) == 2 + 2 + 2 + 2 + 2
     ft = records[finetune_id("RTE", "LIMITED", 0)]["result"]
     assert ft["train_examples"] == 48 and ft["eval_examples"] == 24 and ft["task"] == "RTE"
     assert ft["model_dir"] == f"models/{finetune_id('RTE', 'LIMITED', 0)}/model"  # relative to runs_dir
@@ -193,18 +196,17 @@ def test_cli_status_and_report(tiny_study, capsys):
     root, path, plan = tiny_study
     assert main(["study", "status", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "8/8 done" in out and "finetune/CR" in out
+    assert "10/10 done" in out and "finetune/CR" in out and "logme/SL" in out
     paths = report(load_study_config(path), figures=False, log=lambda m: None)
     summary = pd.read_csv(paths["summary"])
     # 2 targets, each with one candidate in all-class and none in-class
     assert set(summary["metric"]) >= {"rho", "ndcg", "regret@1"}
-    assert {"TextEmb", "TaskEmb", "Random", "CurveGrad", "DataSize"} <= set(summary["method"])
+    assert {"TextEmb", "TaskEmb", "Random", "CurveGrad", "DataSize", "LogME"} <= set(summary["method"])
     rho = summary[(summary["metric"] == "rho") & (summary["target_class"] == "all")]
     assert (rho["value"] == 1.0).all()  # one candidate: always ranked first
     assert Path(paths["transfer_results"]).is_file() and "rho" in Path(paths["selection_tables"]).read_text()
 
 
-@pytest.mark.slow  # about a minute on a loaded 2-core CPU (a worker subprocess imports transformers)
 def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
     _, _, ref_plan = tiny_study
     reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
@@ -237,3 +239,65 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
     assert sorted(p.name for p in plan.records_dir.iterdir()) == sorted(f"{j.id}.json" for j in plan.jobs)
     assert {j: _comparable(r["result"]) for j, r in records.items()} == reference
     assert list(plan.store.locks_dir.glob("*.lock")) == []
+
+
+def test_demo_on_a_finished_tiny_study(tiny_study, data_dir):
+    """`tasktransfer demo`'s steps 1-3 on a finished study: the stored TextEmb is recomputed exactly, the
+    report's tables are written, and a raw data file gets a ranking of the study's sources."""
+    from tasktransfer_utils.demo import run_demo
+
+    _, path, plan = tiny_study
+    lines = []
+    out = run_demo(path, user_file=data_dir / "glue" / "RTE" / "dev.tsv", figures=False, log=lines.append)
+    check = out["textemb_check"]
+    assert check["task"] == "RTE" and check["num_examples"] == 48
+    assert check["cosine"] == pytest.approx(1.0, abs=1e-6) and check["max_abs_diff"] < 1e-5
+    assert Path(out["report"]["selection_tables"]).is_file()
+    ranking = out["user_ranking"]
+    assert sorted(ranking["source"]) == ["Chunk", "RTE"] and list(ranking["rank"]) == [1, 2]
+    assert ranking["score"].between(-1, 1).all()
+    assert any("Demo finished" in ln for ln in lines)
+
+
+def test_logme_records_match_a_direct_computation(tiny_study, data_dir):
+    """A study's LogME record is LogME (logme.logme_score) of the source fine-tune's encoder features on the
+    target's LIMITED training rows: recomputed here outside the study, and the rows are the study's."""
+    from tasktransfer_utils.logme import encoder_features, logme_score
+    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.regimes import apply_regime
+    from tasktransfer_utils.settings import preset
+    from tasktransfer_utils.study import logme_id
+
+    _, path, plan = tiny_study
+    cfg = load_study_config(path)
+    records = load_results(plan)
+    for source, target, cls in (("RTE", "Chunk", "SL"), ("Chunk", "RTE", "CR")):
+        rec = records[logme_id(source, target, L2L, 0)]
+        assert rec["kind"] == "logme" and rec["deps"] == [finetune_id(source, "LIMITED", 0)]
+        td = load_task(target, data_dir)
+        td = dataclasses.replace(td, splits=DatasetDict(dict(td.splits, train=apply_regime(
+            td.splits["train"], "LIMITED", 0, n=48))))
+        model = cfg.runs_dir / "models" / finetune_id(source, "LIMITED", 0) / "model"
+        x, y, regression = encoder_features(model, td, regime="LIMITED", seed=0, max_examples=40, max_tokens=300,
+                                            settings=preset(cls, **cfg.settings_overrides(cls)))
+        assert rec["result"]["num_rows"] == x.shape[0] and rec["result"]["dim"] == x.shape[1] == 32
+        assert rec["result"]["score"] == pytest.approx(logme_score(x, y, regression=regression), rel=1e-9)
+        if cls == "CR":
+            assert x.shape[0] == 40  # one [CLS] row per example
+        else:
+            assert 40 < x.shape[0] <= 300  # one row per word (first word piece), capped
+
+
+def test_logme_config_errors(tmp_path):
+    raw = {"name": "t", "tasks": {"CR": ["RTE", "MRPC"]}, "logme": {"max_rows": 10}}
+    with pytest.raises(StudyConfigError, match="logme"):
+        study_config_from_dict(raw)
+    raw["logme"] = {"max_examples": 0}
+    with pytest.raises(StudyConfigError, match="logme.max_examples"):
+        study_config_from_dict(raw)
+    raw["logme"] = True
+    cfg = study_config_from_dict(raw)
+    kinds = [j.kind for j in build_jobs(cfg)]
+    assert kinds.count("logme") == kinds.count("transfer") == 2
+    # per target: its LogME jobs come right before its transfers
+    assert kinds[-4:] == ["logme", "transfer", "logme", "transfer"]
