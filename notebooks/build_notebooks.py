@@ -94,7 +94,7 @@ with pd.option_context("display.max_colwidth", 70, "display.max_rows", 40):
     display(paper)
 print(paper.groupby("class").size().to_dict(), f"- {int(paper['local'].sum())} of {len(paper)} readable offline")
 """),
-    md(f"""
+    md("""
 ## The offline suite
 
 The tasks the offline study uses, loaded from raw files in their standard formats (GLUE TSV, SQuAD /

@@ -131,6 +131,15 @@ class _Source:
             yield i, line
 
 
+def nonblank_lines(spec: TaskSpec, data_dir: Path, spec_path: str, encoding: str = "utf-8"):
+    """(lineno, where, line) for every non-blank line of the sources behind ``spec_path``: the 1-based line
+    number, and ``where`` naming the file (and zip member) and line, for error messages."""
+    for source in open_sources(spec, data_dir, spec_path, encoding=encoding):
+        for lineno, line in source.lines():
+            if line.strip():
+                yield lineno, f"{source.label} line {lineno}", line
+
+
 def open_sources(spec: TaskSpec, data_dir: Path, spec_path: str, encoding: str = "utf-8",
                  member_pattern: str | None = None) -> list[_Source]:
     """The text sources behind one ``LocalSource.files`` entry. A zip member ending in '/' (or a
@@ -272,15 +281,11 @@ def read_qc(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
             report: dict) -> list[RawExample]:
     """TREC question classification lines 'COARSE:fine question text' (NLTK qc, latin-1)."""
     out = []
-    for source in open_sources(spec, data_dir, path, encoding="latin-1"):
-        for lineno, line in source.lines():
-            if not line.strip():
-                continue
-            where = f"{source.label} line {lineno}"
-            m = re.match(r"^([A-Z]+):(\S+)\s+(.+)$", line.strip())
-            if not m:
-                raise DataFormatError(f"{where}: {line[:60]!r}; expected 'COARSE:fine question text'")
-            out.append(RawExample(where, {"text_a": m.group(3), "text_b": None, "label": m.group(1)}))
+    for lineno, where, line in nonblank_lines(spec, data_dir, path, encoding="latin-1"):
+        m = re.match(r"^([A-Z]+):(\S+)\s+(.+)$", line.strip())
+        if not m:
+            raise DataFormatError(f"{where}: {line[:60]!r}; expected 'COARSE:fine question text'")
+        out.append(RawExample(where, {"text_a": m.group(3), "text_b": None, "label": m.group(1)}))
     return out
 
 
@@ -288,15 +293,11 @@ def read_ppattach(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: d
                   report: dict) -> list[RawExample]:
     """PP-attachment lines 'id verb noun1 prep noun2 V|N'; text_a = 'verb noun1 prep noun2'."""
     out = []
-    for source in open_sources(spec, data_dir, path):
-        for lineno, line in source.lines():
-            if not line.strip():
-                continue
-            where = f"{source.label} line {lineno}"
-            parts = line.split()
-            if len(parts) != 6:
-                raise DataFormatError(f"{where}: {len(parts)} fields; expected 6 (id verb noun1 prep noun2 V|N)")
-            out.append(RawExample(where, {"text_a": " ".join(parts[1:5]), "text_b": None, "label": parts[5]}))
+    for lineno, where, line in nonblank_lines(spec, data_dir, path):
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataFormatError(f"{where}: {len(parts)} fields; expected 6 (id verb noun1 prep noun2 V|N)")
+        out.append(RawExample(where, {"text_a": " ".join(parts[1:5]), "text_b": None, "label": parts[5]}))
     return out
 
 
@@ -362,14 +363,10 @@ def boolq_example(where: str, qid: str, question: str, passage: str, answer: Any
 def read_boolq_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
                      report: dict) -> list[RawExample]:
     out = []
-    for source in open_sources(spec, data_dir, path):
-        for lineno, line in source.lines():
-            if not line.strip():
-                continue
-            where = f"{source.label} line {lineno}"
-            rec = _json_line(line, where)
-            _need(rec, ("question", "passage", "answer"), where)
-            out.append(boolq_example(where, f"boolq-{lineno}", rec["question"], rec["passage"], rec["answer"]))
+    for lineno, where, line in nonblank_lines(spec, data_dir, path):
+        rec = _json_line(line, where)
+        _need(rec, ("question", "passage", "answer"), where)
+        out.append(boolq_example(where, f"boolq-{lineno}", rec["question"], rec["passage"], rec["answer"]))
     return out
 
 
@@ -428,21 +425,17 @@ def read_mrqa_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts:
                     report: dict) -> list[RawExample]:
     """MRQA 2019 gzipped JSONL: a header line, then one context per line with its ``qas``."""
     out = []
-    for source in open_sources(spec, data_dir, path):
-        for lineno, line in source.lines():
-            if not line.strip():
-                continue
-            where = f"{source.label} line {lineno}"
-            rec = _json_line(line, where)
-            if "header" in rec:
-                continue
-            _need(rec, ("context", "qas"), where)
-            for qa in rec["qas"]:
-                _need(qa, ("question", "detected_answers"), where)
-                qid = qa.get("id") or qa.get("qid")
-                q_where = f"{where} question {qid}"
-                out.append(mrqa_example(q_where, qid, qa["question"], rec["context"],
-                                        mrqa_char_spans(qa["detected_answers"], q_where)))
+    for lineno, where, line in nonblank_lines(spec, data_dir, path):
+        rec = _json_line(line, where)
+        if "header" in rec:
+            continue
+        _need(rec, ("context", "qas"), where)
+        for qa in rec["qas"]:
+            _need(qa, ("question", "detected_answers"), where)
+            qid = qa.get("id") or qa.get("qid")
+            q_where = f"{where} question {qid}"
+            out.append(mrqa_example(q_where, qid, qa["question"], rec["context"],
+                                    mrqa_char_spans(qa["detected_answers"], q_where)))
     return out
 
 

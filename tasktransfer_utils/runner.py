@@ -24,7 +24,6 @@ import datetime as _dt
 import importlib
 import json
 import logging
-import math
 import os
 import socket
 import threading

@@ -31,13 +31,12 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from .runner import Job, Plan, PlanRef, atomic_write_text, format_duration, load_results, progress
+from .runner import Job, Plan, PlanRef, atomic_write_text, load_results, progress
 
 logger = logging.getLogger("tasktransfer.study")
 
@@ -140,8 +139,6 @@ def _err(where: str, field_name: str, expected: str, got: Any) -> StudyConfigErr
 
 def _task_list(value: Any, where: str, field_name: str) -> list[str]:
     """A list of task names, or a mapping class -> list (flattened in class order as written)."""
-    from .tasks import get_task
-
     if isinstance(value, Mapping):
         names = []
         for cls, items in value.items():

@@ -34,7 +34,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .features import IGNORE_INDEX, collator_for_class, model_inputs, tokenize_for_class
+from .features import collator_for_class, model_inputs, tokenize_for_class
 from .metrics import classification_metrics, qa_metrics, sequence_labeling_metrics, task_score
 from .models import build_model
 from .qa_postprocess import postprocess_qa_predictions

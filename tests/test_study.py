@@ -4,7 +4,6 @@ results table, report, and SIGKILL-then-restart giving the same results as an un
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,6 @@ from tasktransfer_utils.study import (
     build_jobs,
     finetune_id,
     load_study_config,
-    plan_for,
     plan_ref,
     report,
     results_table,
