@@ -556,10 +556,10 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
-def progress(plan: Plan, workers: int = 1) -> Progress:
+def progress(plan: Plan, workers: int | None = None) -> Progress:
     """Count done / running / failed / blocked / left jobs and estimate the time left: mean measured
-    wall time per (kind, group), else the plan-wide seconds per cost unit times the job's cost,
-    divided over ``workers``."""
+    wall time per (kind, group), else the group's (then the plan-wide) seconds per cost unit times the
+    job's cost, divided over ``workers`` (default: as many as jobs running now, at least 1)."""
     store = plan.store
     done = store.done_ids() & set(plan.by_id)
     running = {k: v for k, v in store.running().items() if k in plan.by_id and k not in done}
@@ -583,6 +583,8 @@ def progress(plan: Plan, workers: int = 1) -> Progress:
     walls: dict[str, list[float]] = defaultdict(list)
     cost_done = 0.0
     wall_done = 0.0
+    group_cost: dict[str, float] = defaultdict(float)
+    group_wall: dict[str, float] = defaultdict(float)
     for jid in done:
         try:
             rec = store.read_record(jid)
@@ -595,6 +597,8 @@ def progress(plan: Plan, workers: int = 1) -> Progress:
         walls[f"{j.kind}/{j.group}"].append(float(w))
         cost_done += j.cost
         wall_done += float(w)
+        group_cost[j.group] += j.cost
+        group_wall[j.group] += float(w)
     mean_wall = {k: sum(v) / len(v) for k, v in walls.items()}
     per_cost = wall_done / cost_done if cost_done > 0 else None
     by_group: dict[str, dict[str, int]] = defaultdict(lambda: {"done": 0, "running": 0, "left": 0, "failed": 0})
@@ -610,6 +614,8 @@ def progress(plan: Plan, workers: int = 1) -> Progress:
             continue
         by_group[key]["running" if j.id in running else "left"] += 1
         est = mean_wall.get(key)
+        if est is None and group_cost.get(j.group, 0) > 0:
+            est = group_wall[j.group] / group_cost[j.group] * j.cost
         if est is None:
             est = per_cost * j.cost if per_cost is not None else None
         if est is None:
@@ -621,7 +627,8 @@ def progress(plan: Plan, workers: int = 1) -> Progress:
     left = sum(1 for j in plan.jobs if j.id not in done and j.id not in running
                and j.id not in failed and j.id not in blocked)
     return Progress(total=len(plan.jobs), done=len(done), running=len(running), failed=len(failed),
-                    blocked=len(blocked), left=left, eta_s=None if unknown else eta / max(1, workers),
+                    blocked=len(blocked), left=left,
+                    eta_s=None if unknown else eta / max(1, workers if workers is not None else len(running)),
                     by_group=dict(by_group), running_jobs=running, failed_jobs=failed, mean_wall_s=mean_wall)
 
 

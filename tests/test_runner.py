@@ -256,6 +256,21 @@ def test_progress_eta_uses_measured_times(tmp_path):
     assert "ETA" in p.line()
 
 
+def test_progress_eta_falls_back_to_the_groups_seconds_per_cost(tmp_path):
+    """An unmeasured kind is estimated from its own group's seconds per cost unit (a study's QA transfers
+    from its QA fine-tunes), not the plan-wide rate; workers default to the jobs running now (>= 1)."""
+    plan = toy_plan(tmp_path, n=3, sleep_s=0.1)
+    run_worker(plan, wait=False, max_jobs=4)  # gen-0..2 (group A, cost 1), mix-0 (group B, cost 2)
+    wall = {j: json.loads((tmp_path / "records" / f"{j}.json").read_text())["wall_time_s"]
+            for j in ("gen-0", "gen-1", "gen-2", "mix-0")}
+    p = progress(plan)
+    assert p.done == 4 and p.running == 0
+    # left: mix-1 at mix's measured mean; total (kind unmeasured, group B) at group B's seconds per cost x 1
+    expected = wall["mix-0"] + wall["mix-0"] / 2.0 * 1.0
+    assert p.eta_s == pytest.approx(expected, rel=1e-9)
+    assert progress(plan, workers=2).eta_s == pytest.approx(expected / 2, rel=1e-9)
+
+
 def test_planref_rebuilds_the_plan(tmp_path):
     plan = PlanRef("study_toy_plan:toy_plan", (str(tmp_path), 3)).load()
     assert [j.id for j in plan.jobs][:3] == ["gen-0", "gen-1", "gen-2"] and plan.ref is not None
