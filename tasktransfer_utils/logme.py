@@ -184,28 +184,32 @@ def encoder_features(
     model = AutoModel.from_pretrained(str(model_dir))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
-    xs, ys = [], []
+    # Batches of similar length (longest first) waste little on padding; rows go back to data order after.
+    lengths = np.array([len(ids) for ids in feats["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")
+    per_feature: list = [None] * len(feats)
     with torch.no_grad():
-        for start in range(0, len(feats), batch_size):
-            batch = collate([feats[i] for i in range(start, min(start + batch_size, len(feats)))])
+        for start in range(0, len(order), batch_size):
+            idx = [int(i) for i in order[start:start + batch_size]]
+            batch = collate([feats[i] for i in idx])
             inputs = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
             hidden = model(**inputs).last_hidden_state.double().cpu().numpy()
-            if cls == "CR":
-                xs.append(hidden[:, 0])
-                ys.append(batch["labels"].numpy())
-            elif cls == "SL":
-                lab = batch["labels"].numpy()
-                mask = lab != -100
-                xs.append(hidden[mask])
-                ys.append(lab[mask])
-            else:
-                mask = batch["attention_mask"].numpy().astype(bool)
-                lab = np.zeros(mask.shape, dtype=np.int64)
-                rows_idx = np.arange(mask.shape[0])
-                lab[rows_idx, batch["end_positions"].numpy()] = 2
-                lab[rows_idx, batch["start_positions"].numpy()] = 1
-                xs.append(hidden[mask])
-                ys.append(lab[mask])
+            for row, i in enumerate(idx):
+                h = hidden[row]
+                if cls == "CR":
+                    per_feature[i] = (h[:1], batch["labels"].numpy()[row:row + 1])
+                elif cls == "SL":
+                    lab = batch["labels"].numpy()[row]
+                    mask = lab != -100
+                    per_feature[i] = (h[mask], lab[mask])
+                else:
+                    mask = batch["attention_mask"].numpy()[row].astype(bool)
+                    lab = np.zeros(mask.shape, dtype=np.int64)
+                    lab[int(batch["end_positions"][row])] = 2
+                    lab[int(batch["start_positions"][row])] = 1
+                    per_feature[i] = (h[mask], lab[mask])
+    xs = [f[0] for f in per_feature]
+    ys = [f[1] for f in per_feature]
     x = np.concatenate(xs)
     y = np.concatenate(ys)
     regression = bool(getattr(spec, "is_regression", False)) and cls == "CR"

@@ -146,3 +146,51 @@ def test_logme_ranker_from_model_dirs(data_dir, tiny_encoder_dir):
     assert ranked["score"].iloc[0] == pytest.approx(ranked["score"].iloc[1])  # same encoder, same features
     with pytest.raises(KeyError, match="no fine-tuned model for source 'C'"):
         ranker.rank("WNLI", ["C"])
+
+
+@pytest.mark.parametrize("task", ["RTE", "POS-PTB", "SQuAD-2"])
+def test_encoder_features_match_one_example_at_a_time(task, data_dir, tiny_encoder_dir):
+    """Length-sorted padded batches give the rows of a naive loop: each feature alone (no padding), in data
+    order, [CLS] (CR) / first word pieces (SL) / every token labelled start 1, end 2, other 0 (QA)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tasktransfer_utils.features import collator_for_class, tokenize_for_class
+    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.settings import preset
+    from tasktransfer_utils.textemb import training_rows
+
+    data = load_task(task, data_dir=data_dir)
+    cls = data.spec.task_class.value
+    settings = preset(cls, max_seq_length=64, doc_stride=32, max_query_length=16)
+    x, y, _ = logme.encoder_features(tiny_encoder_dir, data, max_examples=10, seed=0, batch_size=4,
+                                     settings=settings, device="cpu", max_tokens=10**6)
+    rows, _ = training_rows(data, "train", "FULL", 0, 10)
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    feats = tokenize_for_class(data, rows, tok, settings, for_training=True)
+    collate = collator_for_class(cls, tok)
+    model = AutoModel.from_pretrained(tiny_encoder_dir).eval()
+    xs, ys = [], []
+    for i in range(len(feats)):
+        f = feats[i]
+        b = collate([f])
+        with torch.no_grad():
+            h = model(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in b})
+        h = h.last_hidden_state[0].double().numpy()
+        if cls == "CR":
+            xs.append(h[:1])
+            ys.append([f["labels"]])
+        elif cls == "SL":
+            keep = [p for p, lab in enumerate(f["labels"]) if lab != -100]
+            xs.append(h[keep])
+            ys.append([f["labels"][p] for p in keep])
+        else:
+            lab = [0] * len(f["input_ids"])
+            lab[f["end_positions"]] = 2
+            lab[f["start_positions"]] = 1
+            xs.append(h)
+            ys.append(lab)
+    ref_x, ref_y = np.concatenate(xs), np.concatenate([np.asarray(v) for v in ys])
+    assert x.shape == ref_x.shape and len(feats) > 4  # several batches
+    np.testing.assert_allclose(x, ref_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(y, ref_y)
