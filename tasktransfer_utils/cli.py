@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tasktransfer_utils.practitioner import add_rank_parser
     from tasktransfer_utils.study import add_study_parser
     from tasktransfer_utils.tasks import add_tasks_parser
-    from tasktransfer_utils.training import add_finetune_parser
+    from tasktransfer_utils.training import add_baselines_parser, add_finetune_parser
 
     parser = argparse.ArgumentParser(
         prog="tasktransfer",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_parser(subparsers)
     add_demo_parser(subparsers)
     add_finetune_parser(subparsers)
+    add_baselines_parser(subparsers)
     return parser
 
 

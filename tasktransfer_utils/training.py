@@ -266,6 +266,30 @@ def majority_baseline(task_data: Any, regime: Any = "FULL", seed: int = 0, train
     return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs)
 
 
+def untrained_baseline(task_data: Any, encoder: str | os.PathLike | None = None, settings: FineTuneSettings | None = None,
+                       seed: int = 0, eval_split: str = "validation", max_eval_examples: int | None = None,
+                       device: str | None = None) -> dict[str, float]:
+    """The task's metrics on the dev split for the pretrained encoder with a fresh head (initialised with
+    ``seed``, as fine-tuning initialises it) and no training: the no-training floor (QA's answer-span
+    extraction needs a trained head; this is what fine-tuning starts from)."""
+    from transformers import AutoTokenizer, set_seed
+
+    from .paths import default_encoder
+
+    spec = task_data.spec
+    cls = class_name(spec.task_class)
+    settings = settings or preset(cls)
+    encoder = str(encoder or default_encoder())
+    label_names = _label_names(task_data)
+    dev = eval_subset(task_data.splits[eval_split], max_eval_examples or settings.max_eval_examples)
+    set_seed(seed)
+    model = build_model(cls, encoder, num_labels=None if label_names is None else len(label_names),
+                        is_regression=spec.is_regression, label_names=label_names)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    return evaluate_model(model, AutoTokenizer.from_pretrained(encoder), task_data, dev, settings, device=device)
+
+
 # ----------------------------------------------------------------------------- fine-tuning
 
 
@@ -547,6 +571,43 @@ def add_finetune_parser(subparsers) -> None:
     p.add_argument("--max-eval-examples", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_finetune)
+
+
+def add_baselines_parser(subparsers) -> None:
+    """``tasktransfer baselines TASK``: the floors fine-tuning must clear (majority class, no training)."""
+    p = subparsers.add_parser(
+        "baselines", help="a task's floor scores: majority class / constant prediction, and no training",
+        description="Dev-split scores of the majority-class (regression: mean; SL: most frequent tag; QA: empty "
+                    "answer) prediction learnt from the regime's training rows, and of the pretrained encoder "
+                    "with a fresh seeded head and no training.")
+    p.add_argument("task", help="task name (see `tasktransfer tasks`)")
+    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
+    p.add_argument("--regime", default="LIMITED", choices=["FULL", "LIMITED"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
+    p.add_argument("--source", default="local", choices=["local", "hub"])
+    p.add_argument("--max-eval-examples", type=int, default=None)
+    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_cmd_baselines)
+
+
+def _cmd_baselines(args) -> int:
+    from .loaders import load_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    td = load_task(args.task, data_dir=args.data_dir, source=args.source, seed=0)
+    overrides = {k: v for k, v in (("max_eval_examples", args.max_eval_examples),
+                                   ("max_seq_length", args.max_seq_length)) if v is not None}
+    settings = preset(td.spec.task_class, **overrides)
+    majority = majority_baseline(td, regime=args.regime, seed=args.seed, max_eval_examples=settings.max_eval_examples)
+    untrained = untrained_baseline(td, args.encoder, settings, seed=args.seed)
+    print(json.dumps({"task": td.spec.name, "regime": args.regime, "seed": args.seed,
+                      "eval_examples": len(eval_subset(td.splits["validation"], settings.max_eval_examples)),
+                      "majority": {**majority, "score": task_score(majority, td.spec.metrics)},
+                      "untrained": {**untrained, "score": task_score(untrained, td.spec.metrics)}}, indent=1))
+    return 0
 
 
 def _cmd_finetune(args) -> int:

@@ -274,3 +274,36 @@ def test_finetune_command(tmp_path, tiny_encoder_dir, data_dir, capsys):
     assert printed["score"] == r.score and printed["model_dir"] == r.model_dir
     assert r.train_examples == 1000 and r.regime == "LIMITED" and r.eval_examples == 16
     assert r.settings["num_epochs"] == 1 and r.settings["learning_rate"] == 2e-5
+
+
+def test_untrained_baseline_is_the_seeded_fresh_head_scored_on_dev(tiny_encoder_dir, data_dir, capsys):
+    """The no-training floor: the pretrained encoder with a head initialised by the seed, scored on dev.
+    Checked against a plain loop (one example at a time, argmax, sklearn accuracy)."""
+    from sklearn.metrics import accuracy_score
+    from transformers import set_seed
+
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.models import build_model
+    from tasktransfer_utils.training import untrained_baseline
+
+    td = small("RTE", data_dir, n_train=32, n_dev=24)
+    settings = tiny_settings("CR")
+    got = untrained_baseline(td, tiny_encoder_dir, settings, seed=3)
+    assert got == untrained_baseline(td, tiny_encoder_dir, settings, seed=3)  # seeded: same head, same score
+    set_seed(3)
+    model = build_model("CR", tiny_encoder_dir, num_labels=2, label_names=td.label_names).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    dev = td.splits["validation"]
+    preds = []
+    for ex in dev:
+        enc = tok(ex["text_a"], ex["text_b"], truncation=True, max_length=settings.max_seq_length,
+                  return_tensors="pt")
+        with torch.no_grad():
+            preds.append(int(model(**enc).logits[0].argmax()))
+    assert got["accuracy"] == pytest.approx(accuracy_score(dev["label"], preds))
+
+    assert main(["baselines", "RTE", "--encoder", tiny_encoder_dir, "--data-dir", str(data_dir),
+                 "--max-eval-examples", "24", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["eval_examples"] == 24 and out["regime"] == "LIMITED"
+    assert 0 <= out["majority"]["accuracy"] <= 1 and out["untrained"]["score"] == out["untrained"]["accuracy"]
