@@ -8,7 +8,8 @@ task embeddings by cosine similarity, and fine-tune first on the most similar so
   question+passage+answer, MRQA, SL tokens+tags), a CoNLL column file or CoNLL-U (SL), SQuAD JSON (QA).
 * :func:`rank_sources` computes the target's embedding with the library's encoder and ranks every
   comparable source: ``TextEmb`` (default; no labels or training needed), ``TaskEmb`` (fine-tunes the
-  encoder on the file first, then the Fisher embedding; RRF over components) or ``TextEmb+TaskEmb``.
+  encoder on the file first, then the Fisher embedding; RRF over components), ``TextEmb+TaskEmb``, or
+  ``LogME`` (You et al. 2021; scores each fine-tuned source model of a study on the file's labelled rows).
 * :func:`add_rank_parser` registers ``tasktransfer rank`` on the command line.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb")
+METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME")
 FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")
 TEXT_A_COLUMNS = ("text_a", "text", "sentence1", "question1", "premise", "#1 String", "question", "sentence",
                   "review", "content", "document", "tweet")
@@ -517,6 +518,7 @@ def rank_sources(
     finetune_epochs: float | None = None,
     device: str | None = None,
     batch_size: int = 32,
+    source_models: Any = None,
 ) -> pd.DataFrame:
     """Rank the library's source tasks for ``target`` (a ``loaders.TaskData`` or a file path read with
     :func:`read_target_file`).
@@ -524,8 +526,12 @@ def rank_sources(
     ``library``: an ``EmbeddingLibrary``, its folder, one embeddings file, or a list of TaskEmbeddings.
     ``method``: "TextEmb" (pretrained encoder, mean token vector over at most ``max_examples`` rows),
     "TaskEmb" (fine-tunes the encoder on the target into ``work_dir`` — at most 1,000 examples, the
-    paper's LIMITED regime, class preset settings with a batch no larger than the file — then the diagonal-Fisher embedding with the library's estimator and label
-    source; cosine per component, fused by RRF, k = 60) or "TextEmb+TaskEmb" (RRF of the two).
+    paper's LIMITED regime, class preset settings with a batch no larger than the file — then the
+    diagonal-Fisher embedding with the library's estimator and label source; cosine per component, fused
+    by RRF, k = 60), "TextEmb+TaskEmb" (RRF of the two) or "LogME" (You et al. 2021: the evidence of a
+    linear model on each source's fine-tuned encoder's features of the target's labelled rows; needs
+    ``source_models``, {source: fine-tuned model folder} or a study config whose fine-tuned source models
+    are on disk; ``library`` is not used).
     ``candidate_set``: "all-class" or "in-class" (sources of the target's class only).
     Returns a DataFrame: rank (1 = best), source, source_class, score, method, sorted by rank;
     ``.attrs["score_kind"]`` says what the score is (cosine for TextEmb, an RRF score for TaskEmb, which
@@ -541,6 +547,10 @@ def rank_sources(
     task_data = read_target_file(target, seed=seed) if isinstance(target, (str, os.PathLike)) else target
     tname = task_data.spec.name
     tclass = class_name(task_data.spec.task_class)
+    if method == "LogME":
+        return _rank_logme(task_data, source_models, candidate_set=candidate_set, exclude=exclude,
+                           source_regime=source_regime, max_examples=max_examples, seed=seed, device=device,
+                           batch_size=batch_size)
     embs = _regime_filter(_as_embeddings(library), source_regime)
     exclude = set(exclude) | {tname}
     embs = [e for e in embs if e.meta.get("task") not in exclude]
@@ -581,6 +591,45 @@ def rank_sources(
                          "num_target_examples": len(task_data.splits["train"]),
                          "score_kind": "cosine similarity" if method == "TextEmb"
                          else "reciprocal-rank-fusion score (k = 60)"})
+    return ranked[["rank", "source", "source_class", "score", "method"]]
+
+
+def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regime, max_examples, seed, device,
+                batch_size) -> pd.DataFrame:
+    """rank_sources(method="LogME"): score every source model on the target's labelled rows."""
+    from tasktransfer_utils.logme import LogMERanker
+    from tasktransfer_utils.settings import class_name
+    from tasktransfer_utils.tasks import get_task
+
+    if not task_data.provenance.get("labelled", True):
+        raise ValueError(f"{task_data.spec.name}: LogME needs labels, but the file has none; use method='TextEmb'")
+    if source_models is None:
+        raise ValueError("LogME needs the sources' fine-tuned models: pass source_models (a study config or "
+                         "{source: model folder})")
+    if isinstance(source_models, (str, os.PathLike)):
+        from tasktransfer_utils.study import load_study_config, source_model_dirs
+
+        source_models = source_model_dirs(load_study_config(source_models), regime=source_regime)
+    tname = task_data.spec.name
+    tclass = class_name(task_data.spec.task_class)
+    models = {s: Path(d) for s, d in source_models.items() if s not in set(exclude) | {tname}}
+    classes = {}
+    for s in models:
+        try:
+            classes[s] = get_task(s).task_class.value
+        except (KeyError, ValueError):
+            classes[s] = None
+    if candidate_set == "in-class":
+        models = {s: d for s, d in models.items() if classes[s] == tclass}
+    if not models:
+        raise ValueError(f"no candidate source models left for {tname} ({candidate_set})")
+    ranker = LogMERanker.from_model_dirs(models, {tname: task_data}, max_examples=max_examples, seed=seed,
+                                         device=device, batch_size=batch_size)
+    ranked = ranker.rank(tname, sorted(models))
+    ranked["source_class"] = ranked["source"].map(classes)
+    ranked.attrs.update({"target": tname, "target_class": tclass, "candidate_set": candidate_set,
+                         "num_target_examples": len(task_data.splits["train"]),
+                         "score_kind": "LogME (log evidence per example)"})
     return ranked[["rank", "source", "source_class", "score", "method"]]
 
 
@@ -674,6 +723,8 @@ examples:
   tasktransfer rank ner_dev.conll --candidates in-class
   tasktransfer rank reviews.tsv --text-columns 1 --label-column 0 --no-header
   tasktransfer rank qa.json --method TaskEmb --work-dir runs/my_target   (fine-tunes first: slower)
+  tasktransfer rank my_reviews.csv --method LogME --models configs/offline_study.yaml
+                (the study's fine-tuned source models must be on disk: run the study first)
 
 TextEmb needs no labels and no training: a CPU embeds 1,000 examples in about a minute.
 """
@@ -691,7 +742,10 @@ def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
     p.add_argument("--method", choices=METHODS, default="TextEmb",
                    help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
-                        "or both fused")
+                        "both fused, or LogME (needs --models)")
+    p.add_argument("--models", default=None,
+                   help="LogME: a study config whose fine-tuned source models are on disk (e.g. "
+                        "configs/offline_study.yaml after `tasktransfer study run`)")
     p.add_argument("--candidates", choices=("all-class", "in-class"), default="all-class",
                    help="rank every source (default) or only sources of your task's class")
     p.add_argument("--top", type=int, default=None, help="show only the N best sources")
@@ -753,7 +807,8 @@ def _run_rank(args: argparse.Namespace) -> int:
                           candidate_set=args.candidates,
                           exclude=[s.strip() for s in args.exclude.split(",") if s.strip()],
                           source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
-                          work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device)
+                          work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
+                          source_models=args.models)
     print(format_ranking(ranked, args.top))
     if args.output:
         out = Path(args.output)

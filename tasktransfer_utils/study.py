@@ -516,6 +516,29 @@ def model_run_dir(cfg: StudyConfig, job_id: str) -> Path:
     return cfg.runs_dir / "models" / job_id
 
 
+def source_model_dirs(cfg: StudyConfig, regime: str | None = None, seed: int | None = None) -> dict[str, Path]:
+    """{task: fine-tuned model folder} of the study's finished fine-tunes whose weights are on disk
+    (``runs_dir``; not committed with the records). ``regime``: "FULL" or "LIMITED"; None takes a task's
+    FULL fine-tune where there is one, else its LIMITED one. ``seed``: default the config's first."""
+    from .training import MODEL_SUBDIR
+
+    seed = cfg.seeds[0] if seed is None else seed
+    records = load_results(plan_for(cfg))
+    out = {}
+    for task in dict.fromkeys(cfg.sources + cfg.targets):
+        for r in ((regime,) if regime else ("FULL", "LIMITED")):
+            jid = finetune_id(task, r, seed)
+            model = model_run_dir(cfg, jid) / MODEL_SUBDIR
+            if jid in records and model.is_dir():
+                out[task] = model
+                break
+    if not out:
+        raise FileNotFoundError(f"{cfg.config_path}: no fine-tuned {regime or 'FULL or LIMITED'} source model "
+                                f"(seed {seed}) on disk under {cfg.runs_dir / 'models'}; run "
+                                f"`tasktransfer study run {cfg.config_path}` first")
+    return out
+
+
 def _portable_run(result, cfg: StudyConfig) -> dict:
     """RunResult as a dict with machine-independent paths: every path under runs_dir made relative to
     it (model_dir, init_from, transfer_report.source, ...), the encoder named by its id."""

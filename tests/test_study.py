@@ -299,3 +299,32 @@ def test_logme_config_errors(tmp_path):
     assert kinds.count("logme") == kinds.count("transfer") == 2
     # per target: its LogME jobs come right before its transfers
     assert kinds[-4:] == ["logme", "transfer", "logme", "transfer"]
+
+
+def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir, capsys):
+    """`tasktransfer rank FILE --method LogME --models CONFIG`: the study's fine-tuned source models scored on
+    the file's labelled rows; the scores are LogME of each model's features (computed here directly)."""
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.logme import encoder_features, logme_score
+    from tasktransfer_utils.practitioner import rank_sources, read_target_file
+    from tasktransfer_utils.study import source_model_dirs
+
+    _, path, _ = tiny_study
+    models = source_model_dirs(load_study_config(path))
+    assert sorted(models) == ["Chunk", "RTE"] and all(p.is_dir() for p in models.values())
+    file = data_dir / "glue" / "RTE" / "dev.tsv"
+    target = read_target_file(file)
+    ranked = rank_sources(target, None, method="LogME", source_models=path, max_examples=40,
+                          source_regime="LIMITED")
+    assert sorted(ranked["source"]) == ["Chunk", "RTE"] and set(ranked["source_class"]) == {"CR", "SL"}
+    for _, row in ranked.iterrows():
+        x, y, regression = encoder_features(models[row["source"]], target, max_examples=40)
+        assert row["score"] == pytest.approx(logme_score(x, y, regression=regression), rel=1e-9)
+    in_class = rank_sources(target, None, method="LogME", source_models=models, max_examples=40,
+                            candidate_set="in-class")
+    assert list(in_class["source"]) == ["RTE"]
+
+    assert main(["rank", str(file), "--method", "LogME", "--models", str(path), "--max-examples", "40"]) == 0
+    assert "Chunk" in capsys.readouterr().out
+    assert main(["rank", str(file), "--method", "LogME"]) == 1  # no --models: a clear error
+    assert "LogME needs the sources' fine-tuned models" in capsys.readouterr().err
