@@ -1092,7 +1092,10 @@ tasktransfer rank my_data.csv --top 5
 **TaskEmb** and **TextEmb+TaskEmb** fine-tune the encoder on your file first (minutes to hours) and
 need TaskEmb source embeddings in the library. The default library is the offline study's
 (`results/offline_study/embeddings`: TextEmb and TaskEmb of its 12 tasks over their LIMITED samples);
-notebooks 4 and 5 add to it.
+notebooks 4 and 5 add to it. **LogME** (You et al., 2021; beyond the paper) scores each source's
+fine-tuned model on your labelled rows instead of comparing embeddings: set `method = "LogME"` and
+`source_models` to a study config whose fine-tuned models are on disk (they are not committed with
+the results; `tasktransfer study run configs/offline_study.yaml` makes them).
 
 The default file is the RTE dev set from the data bundle, standing in for "your" entailment data;
 RTE itself is excluded from the candidates so that the ranking is honest.
@@ -1101,7 +1104,8 @@ RTE itself is excluded from the candidates so that the ranking is honest.
 target_file = None          # your dataset; None: glue/RTE/dev.tsv from the data directory
 file_format = None          # None: from the file name (csv, tsv, jsonl, squad, conll, conllu)
 exclude = ["RTE"]           # sources to leave out (e.g. the task your file comes from)
-method = "TextEmb"          # "TextEmb", "TaskEmb" or "TextEmb+TaskEmb"
+method = "TextEmb"          # "TextEmb", "TaskEmb", "TextEmb+TaskEmb" or "LogME"
+source_models = None        # LogME: a study config with fine-tuned source models on disk
 candidate_set = "all-class" # "all-class" or "in-class" (sources of your task's class only)
 max_examples = 1000         # rows of your file used for the embedding
 top = 10                    # rows shown
@@ -1166,7 +1170,8 @@ methods, the reciprocal-rank-fusion score). Higher = more similar = try first.
     code("""
 ranking = rank_sources(target, library, method=method, encoder=encoder, candidate_set=candidate_set,
                        exclude=exclude, source_regime=source_regime, max_examples=max_examples, seed=seed,
-                       work_dir=Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks")
+                       work_dir=Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks",
+                       source_models=source_models)
 print(format_ranking(ranking, top=top))
 """),
     code("""
