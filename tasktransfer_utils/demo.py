@@ -5,9 +5,10 @@ Steps (each prints what it did; none retrains a model):
 1. **Reproduce a stored embedding.** Recompute the TextEmb of one study task from the pretrained encoder
    and compare it with the vector the study stored (cosine similarity, largest absolute difference).
 2. **Rank sources for every target** of the offline study with every method the study's embeddings and
-   records allow (TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb, DataSize, CurveGrad, Random)
-   and **evaluate** the rankings against the measured transfer results (``study report``: rho, NDCG,
-   regret@k, Spearman/Kendall per class, in-class and all-class) on the targets the study has finished.
+   records allow (TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb, DataSize, CurveGrad, LogME,
+   Random) and **evaluate** the rankings against the measured transfer results (``study report``: rho,
+   NDCG, regret@k, Spearman/Kendall per class, in-class and all-class) on the targets the study has
+   finished.
 3. **Choose a source for a user's file**: rank the stored sources for a raw data file (default: the RTE
    dev TSV of the local data directory), as ``tasktransfer rank`` does.
 4. **Regenerate the figures** under ``figures/`` by running notebooks 01-07 headless (notebook 08's job).
