@@ -247,9 +247,11 @@ def test_demo_on_a_finished_tiny_study(tiny_study, data_dir):
     _, path, plan = tiny_study
     lines = []
     out = run_demo(path, user_file=data_dir / "glue" / "RTE" / "dev.tsv", figures=False, log=lines.append)
-    check = out["textemb_check"]
-    assert check["task"] == "RTE" and check["num_examples"] == 48
-    assert check["cosine"] == pytest.approx(1.0, abs=1e-6) and check["max_abs_diff"] < 1e-5
+    checks = out["textemb_check"]
+    assert [c["task"] for c in checks] == ["RTE", "Chunk"]  # the first task of each class
+    for check in checks:
+        assert check["num_examples"] == 48
+        assert check["cosine"] == pytest.approx(1.0, abs=1e-6) and check["max_abs_diff"] < 1e-5
     assert Path(out["report"]["selection_tables"]).is_file()
     ranking = out["user_ranking"]
     assert sorted(ranking["source"]) == ["Chunk", "RTE"] and list(ranking["rank"]) == [1, 2]
