@@ -914,6 +914,12 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     if not complete:
         return paths
     rankers = selection_rankers(plan, eval_results)
+    if cfg.logme is not None:
+        for regime, regime_rankers in rankers.items():
+            if "LogME" not in regime_rankers:
+                n_pairs = int(((eval_results["regime"] == regime) & eval_results["source"].notna()).sum())
+                log(f"{regime}: LogME left out of the evaluation until every evaluated pair has its score "
+                    f"({n_pairs} pairs; `tasktransfer study run` computes the missing ones)")
     rep = cfg.report
     ks = tuple(rep.get("ks", (1, 3, 5)))
     relevance = rep.get("relevance", "minmax")
