@@ -30,29 +30,26 @@ DEFAULT_CONFIG = CONFIGS_DIR / "offline_study.yaml"
 DEFAULT_USER_FILE = Path("glue") / "RTE" / "dev.tsv"
 
 
-def check_stored_textemb(cfg: Any, task: str, *, log: Callable[[str], None] = print) -> dict:
+def check_stored_textemb(cfg: Any, task: str, *, jobs: dict | None = None,
+                         log: Callable[[str], None] = print) -> dict:
     """Recompute ``task``'s TextEmb exactly as the study's ``textemb`` job did (same rows, regime sample,
     seed and settings) and compare it with the stored vector. Returns cosine similarity and max |difference|
-    (float64)."""
+    (float64). ``jobs``: the study's jobs by id (built from ``cfg`` when not given)."""
     from .embedding_store import EmbeddingLibrary
-    from .study import _load, _settings_for, build_jobs, textemb_id
-    from .textemb import compute_textemb
+    from .study import build_jobs, textemb_for_job, textemb_id
 
     library = EmbeddingLibrary(cfg.results_dir / "embeddings")
     regime = cfg.transfer_regimes()[0].source.value
     seed = cfg.seeds[0]
-    jobs = {j.id: j for j in build_jobs(cfg)}
+    jobs = jobs if jobs is not None else {j.id: j for j in build_jobs(cfg)}
     job = jobs.get(textemb_id(task, regime, seed))
     stored = [e for e in library.load(method="TextEmb", task=task) if e.meta.get("regime") == regime
               and e.meta.get("seed") == seed]
     if job is None or not stored:
         log(f"  no stored TextEmb of {task} ({regime}, seed {seed}) in {library.root}: nothing to compare")
         return {}
-    params = job.params
     start = time.perf_counter()
-    fresh = compute_textemb(_load(params, cfg), cfg.encoder_path(), split="train", regime=regime, seed=seed,
-                            batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
-                            settings=_settings_for(params))
+    fresh = textemb_for_job(job.params, cfg)
     a = np.asarray(stored[0].vector, dtype=np.float64)
     b = np.asarray(fresh.vector, dtype=np.float64)
     out = {"task": task, "cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),
@@ -95,7 +92,8 @@ def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | Non
         for task in cfg.tasks:
             firsts.setdefault(cfg.task_class(task), task)
         check_tasks = list(firsts.values())
-    out["textemb_check"] = [check_stored_textemb(cfg, task, log=log) for task in check_tasks]
+    jobs = {j.id: j for j in plan.jobs}
+    out["textemb_check"] = [check_stored_textemb(cfg, task, jobs=jobs, log=log) for task in check_tasks]
 
     log("\n[2/4] Rank sources for every target and evaluate against the measured transfers")
     paths = report(cfg, figures=True, log=lambda m: log("  " + m))

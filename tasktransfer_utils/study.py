@@ -579,12 +579,10 @@ def run_finetune(params: dict, ctx) -> dict:
     return _portable_run(result, cfg)
 
 
-def run_transfer(params: dict, ctx) -> dict:
-    """Intermediate-task transfer: fine-tune the target starting from the source's fine-tuned encoder."""
-    from .training import MODEL_SUBDIR, fine_tune
+def _source_run_dir(cfg: StudyConfig, ctx) -> Path:
+    """The run directory of the job's source fine-tune (its first dependency), whose model must be on disk."""
+    from .training import MODEL_SUBDIR
 
-    cfg = _cfg(ctx)
-    encoder = _check_encoder(params, cfg)
     source_job = ctx.job.deps[0]
     source_dir = model_run_dir(cfg, source_job)
     if not (source_dir / MODEL_SUBDIR).is_dir():
@@ -592,6 +590,16 @@ def run_transfer(params: dict, ctx) -> dict:
             f"source model {source_dir / MODEL_SUBDIR} is missing although {source_job} has a record "
             f"({ctx.job.id} needs it). Delete {cfg.results_dir / 'records' / (source_job + '.json')} to fine-tune "
             "the source again (same seed, same result).")
+    return source_dir
+
+
+def run_transfer(params: dict, ctx) -> dict:
+    """Intermediate-task transfer: fine-tune the target starting from the source's fine-tuned encoder."""
+    from .training import MODEL_SUBDIR, fine_tune
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    source_dir = _source_run_dir(cfg, ctx)
     task_data = _load(params, cfg, "target", "target_regime")
     run_dir = model_run_dir(cfg, ctx.job.id)
     result = fine_tune(task_data, run_dir, encoder=encoder, init_from=source_dir, regime=params["target_regime"],
@@ -609,16 +617,21 @@ def _library(cfg: StudyConfig):
     return EmbeddingLibrary(cfg.results_dir / "embeddings")
 
 
-def run_textemb(params: dict, ctx) -> dict:
-    """TextEmb of a task's training rows (same regime/seed rows as its fine-tune) from the pretrained encoder."""
+def textemb_for_job(params: Mapping, cfg: StudyConfig):
+    """The TextEmb a ``textemb`` job with these params computes: the task's training rows (same regime/seed
+    rows as its fine-tune) through the study's pretrained encoder."""
     from .textemb import compute_textemb
 
-    cfg = _cfg(ctx)
     encoder = _check_encoder(params, cfg)
-    task_data = _load(params, cfg)
-    emb = compute_textemb(task_data, encoder, split="train", regime=params["regime"], seed=params["seed"],
-                          batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
-                          settings=_settings_for(params))
+    return compute_textemb(_load(params, cfg), encoder, split="train", regime=params["regime"], seed=params["seed"],
+                           batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
+                           settings=_settings_for(params))
+
+
+def run_textemb(params: dict, ctx) -> dict:
+    """TextEmb of a task's training rows (same regime/seed rows as its fine-tune) from the pretrained encoder."""
+    cfg = _cfg(ctx)
+    emb = textemb_for_job(params, cfg)
     lib = _library(cfg)
     path = lib.add([emb])
     return {"file": str(path.relative_to(cfg.results_dir)), "dim": int(emb.vector.shape[0]),
@@ -658,12 +671,7 @@ def run_logme(params: dict, ctx) -> dict:
 
     cfg = _cfg(ctx)
     _check_encoder(params, cfg)
-    model_dir = model_run_dir(cfg, ctx.job.deps[0]) / MODEL_SUBDIR
-    if not model_dir.is_dir():
-        raise FileNotFoundError(
-            f"source model {model_dir} is missing although {ctx.job.deps[0]} has a record ({ctx.job.id} needs "
-            f"it). Delete {cfg.results_dir / 'records' / (ctx.job.deps[0] + '.json')} to fine-tune the source "
-            "again (same seed, same result).")
+    model_dir = _source_run_dir(cfg, ctx) / MODEL_SUBDIR
     task_data = _load(params, cfg, "target", "target_regime")
     start = time.perf_counter()
     x, y, regression = encoder_features(model_dir, task_data, regime=params["target_regime"], seed=params["seed"],
