@@ -549,6 +549,15 @@ class _EpochEvaluator(TrainerCallback):
 # ----------------------------------------------------------------------------- command line
 
 
+def _add_task_run_arguments(p, default_regime: str) -> None:
+    """The options `finetune` and `baselines` share: encoder, regime, seed, where the data comes from."""
+    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
+    p.add_argument("--regime", default=default_regime, choices=["FULL", "LIMITED"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
+    p.add_argument("--source", default="local", choices=["local", "hub"])
+
+
 def add_finetune_parser(subparsers) -> None:
     """``tasktransfer finetune TASK --out DIR [--init-from SOURCE_RUN] ...``: one run (resumable)."""
     p = subparsers.add_parser(
@@ -559,12 +568,8 @@ def add_finetune_parser(subparsers) -> None:
     )
     p.add_argument("task", help="task name, e.g. SST-2, POS-PTB, SQuAD-1 (see `tasktransfer tasks`)")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
     p.add_argument("--init-from", default=None, help="source run directory: intermediate-task transfer")
-    p.add_argument("--regime", default="FULL", choices=["FULL", "LIMITED"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
-    p.add_argument("--source", default="local", choices=["local", "hub"])
+    _add_task_run_arguments(p, default_regime="FULL")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the class preset)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -581,11 +586,7 @@ def add_baselines_parser(subparsers) -> None:
                     "answer) prediction learnt from the regime's training rows, and of the pretrained encoder "
                     "with a fresh seeded head and no training.")
     p.add_argument("task", help="task name (see `tasktransfer tasks`)")
-    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
-    p.add_argument("--regime", default="LIMITED", choices=["FULL", "LIMITED"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
-    p.add_argument("--source", default="local", choices=["local", "hub"])
+    _add_task_run_arguments(p, default_regime="LIMITED")
     p.add_argument("--max-eval-examples", type=int, default=None)
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
