@@ -221,11 +221,16 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
         locks = [p.stem for p in plan.store.locks_dir.glob("*.lock")]
         busy = [j for j in locks if j not in done and j.startswith("transfer")]
         if len(done) >= 2 and busy:
-            time.sleep(0.5)  # inside the transfer's fine-tune
-            killed_in = busy[0]
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
+            # freeze the worker inside the transfer (lock taken, no record), then kill it; on a fast machine
+            # a tiny transfer can finish between two polls, so the job is chosen only once it is frozen
+            os.killpg(proc.pid, signal.SIGSTOP)
+            unfinished = [j for j in busy if not plan.store.is_done(j)]
+            if unfinished:
+                killed_in = unfinished[0]
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
     proc.wait()
     assert killed_in is not None, "the study finished or stalled before it could be killed mid-transfer"
     assert not plan.store.is_done(killed_in)
