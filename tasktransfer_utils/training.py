@@ -19,6 +19,7 @@ the run restarts from scratch. No intermediate Trainer checkpoints are written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -123,6 +124,34 @@ def resolve_device(device: str | None = None) -> tuple[str, str | None]:
     if device.startswith("cuda"):
         return device, ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     return device, None
+
+
+@contextlib.contextmanager
+def deterministic_cuda(device: str):
+    """On CUDA: torch's deterministic algorithms (warn-only for the few ops that have none) and cuDNN's
+    deterministic, non-benchmarking mode for the duration, then the previous state again; elsewhere nothing
+    (CPU kernels are deterministic already). Without it two CUDA runs with one seed differ in the last bits
+    (atomic-add reductions such as the embedding gradient), so a study job rerun after a crash would not
+    reproduce the record an uninterrupted run writes. cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first
+    starts; the package sets it on import when it is unset."""
+    if not str(device).startswith("cuda"):
+        yield
+        return
+    b = torch.backends
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (b.cudnn.deterministic, b.cudnn.benchmark)
+    sdp = (b.cuda.flash_sdp_enabled(), b.cuda.mem_efficient_sdp_enabled(), b.cuda.cudnn_sdp_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    # The fused attention kernels' backward passes accumulate with atomics (torch warns); the plain "math"
+    # attention is matrix products and a softmax, deterministic, and at BERT's sequence lengths not much slower.
+    b.cuda.enable_flash_sdp(False), b.cuda.enable_mem_efficient_sdp(False), b.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        b.cudnn.deterministic, b.cudnn.benchmark = cudnn
+        b.cuda.enable_flash_sdp(sdp[0]), b.cuda.enable_mem_efficient_sdp(sdp[1]), b.cuda.enable_cudnn_sdp(sdp[2])
 
 
 def _versions() -> dict[str, str]:
@@ -458,10 +487,11 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t_train = time.perf_counter()
-    trainer.train()
-    train_time_s = time.perf_counter() - t_train - evaluator.eval_time_s  # optimisation only
-    if not evaluator.epoch_metrics:  # eval_every_epoch=False: score once, at the end
-        evaluator.evaluate_now(epoch=float(settings.num_epochs))
+    with deterministic_cuda(device):
+        trainer.train()
+        train_time_s = time.perf_counter() - t_train - evaluator.eval_time_s  # optimisation only
+        if not evaluator.epoch_metrics:  # eval_every_epoch=False: score once, at the end
+            evaluator.evaluate_now(epoch=float(settings.num_epochs))
 
     model_dir = run_dir / MODEL_SUBDIR
     trainer.model.save_pretrained(str(model_dir))

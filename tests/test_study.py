@@ -205,34 +205,52 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert Path(paths["transfer_results"]).is_file() and "rho" in Path(paths["selection_tables"]).read_text()
 
 
+# `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
+# job's lock is taken, its run directory half written, its record absent. The test then SIGKILLs it there,
+# on a slow CPU or a fast GPU alike.
+STOP_IN_FIRST_TRANSFER = """
+import os, signal, sys
+from transformers import TrainerCallback
+from tasktransfer_utils import cli, training
+
+class StopAfterFirstStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+real_fine_tune = training.fine_tune
+
+def fine_tune(*args, **kwargs):
+    if kwargs.get("init_from") is not None:  # a transfer
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), StopAfterFirstStep()]
+    return real_fine_tune(*args, **kwargs)
+
+training.fine_tune = fine_tune
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
     _, _, ref_plan = tiny_study
     reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
                  if r["kind"] in ("finetune", "transfer")}
     path = _tiny_config(tmp_path, tiny_encoder_dir, "ref", embeddings=False)  # same job params, no embeddings
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "tasktransfer_utils.cli", "study", "run", str(path)], env=env,
-                            cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = tmp_path / "stop_in_first_transfer.py"
+    script.write_text(STOP_IN_FIRST_TRANSFER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(script), "study", "run", str(path)], env=env, cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once the worker has stopped itself (or ended)
+    assert os.WIFSTOPPED(status), f"the study ended (wait status {status}) before its first transfer stopped"
     plan = plan_ref(path).load()
-    deadline = time.time() + 240
-    killed_in = None
-    while time.time() < deadline and proc.poll() is None:
-        done = plan.store.done_ids()
-        locks = [p.stem for p in plan.store.locks_dir.glob("*.lock")]
-        busy = [j for j in locks if j not in done and j.startswith("transfer")]
-        if len(done) >= 2 and busy:
-            # freeze the worker inside the transfer (lock taken, no record), then kill it; on a fast machine
-            # a tiny transfer can finish between two polls, so the job is chosen only once it is frozen
-            os.killpg(proc.pid, signal.SIGSTOP)
-            unfinished = [j for j in busy if not plan.store.is_done(j)]
-            if unfinished:
-                killed_in = unfinished[0]
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            os.killpg(proc.pid, signal.SIGCONT)
-        time.sleep(0.01)
+    done = plan.store.done_ids()
+    busy = [p.stem for p in plan.store.locks_dir.glob("*.lock") if p.stem not in done]
+    assert len(busy) == 1 and busy[0].startswith("transfer") and len(done) >= 2, (busy, done)
+    killed_in = busy[0]
+    half_written = tmp_path / "ref" / "runs" / "models" / killed_in
+    assert (half_written / "config.json").is_file() and not (half_written / "result.json").exists()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert killed_in is not None, "the study finished or stalled before it could be killed mid-transfer"
     assert not plan.store.is_done(killed_in)
     assert progress(plan).running == 0  # the dead worker's lock is stale at once (same host, pid gone)
 
