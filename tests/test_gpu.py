@@ -18,12 +18,12 @@ from datasets import DatasetDict
 from safetensors.torch import load_file
 
 from tasktransfer_utils.features import collator_for_class, tokenize_for_class
-from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.logme import encoder_features, logme_score
-from tasktransfer_utils.settings import preset
 from tasktransfer_utils.taskemb import compute_taskemb, load_finetuned
 from tasktransfer_utils.textemb import compute_textemb
 from tasktransfer_utils.training import evaluate_model, fine_tune, predict_logits
+
+from run_helpers import small, tiny_settings
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,20 +31,6 @@ pytestmark = [
 ]
 
 TASKS = {"CR": "RTE", "QA": "SQuAD-2", "SL": "NER"}
-
-
-def small(name, data_dir, n_train=48, n_dev=24):
-    td = load_task(name, data_dir)
-    splits = DatasetDict(train=td.splits["train"].select(range(n_train)),
-                         validation=td.splits["validation"].select(range(n_dev)))
-    return dataclasses.replace(td, splits=splits)
-
-
-def tiny_settings(task_class, **kw):
-    base = {"batch_size": 8, "num_epochs": 2, "learning_rate": 1e-3, "max_seq_length": 64}
-    if task_class == "QA":
-        base.update(max_seq_length=96, doc_stride=48, max_query_length=24)
-    return preset(task_class, **{**base, **kw})
 
 
 def rel_err(a, b) -> float:
@@ -56,7 +42,7 @@ def rel_err(a, b) -> float:
 def gpu_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
     """One source run per class fine-tuned on the GPU (default device when CUDA is present)."""
     root = tmp_path_factory.mktemp("gpu_runs")
-    return {cls: fine_tune(small(task, data_dir), root / cls, encoder=tiny_encoder_dir,
+    return {cls: fine_tune(small(task, data_dir, 48, 24), root / cls, encoder=tiny_encoder_dir,
                            settings=tiny_settings(cls), seed=0)
             for cls, task in TASKS.items()}
 
@@ -93,7 +79,7 @@ def test_gpu_fine_tuning_is_reproducible_bit_for_bit(gpu_runs, tmp_path, tiny_en
     weights as the first run (training.deterministic_cuda)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        again = fine_tune(small(TASKS[cls], data_dir), tmp_path / "again", encoder=tiny_encoder_dir,
+        again = fine_tune(small(TASKS[cls], data_dir, 48, 24), tmp_path / "again", encoder=tiny_encoder_dir,
                           settings=tiny_settings(cls), seed=0)
     # no kernel on the way warned that it is nondeterministic (torch warns in deterministic mode)
     assert not [str(w.message) for w in caught if "determinis" in str(w.message)]
@@ -107,7 +93,7 @@ def test_gpu_fine_tuning_is_reproducible_bit_for_bit(gpu_runs, tmp_path, tiny_en
 @pytest.mark.parametrize("source_cls,target_cls", [("CR", "SL"), ("SL", "QA"), ("QA", "CR")])
 def test_transfer_across_classes_on_the_gpu(gpu_runs, tmp_path, tiny_encoder_dir, data_dir, source_cls, target_cls):
     src = gpu_runs[source_cls]
-    r = fine_tune(small(TASKS[target_cls], data_dir), tmp_path / "t", encoder=tiny_encoder_dir,
+    r = fine_tune(small(TASKS[target_cls], data_dir, 48, 24), tmp_path / "t", encoder=tiny_encoder_dir,
                   init_from=src.model_dir.rsplit("/", 1)[0], settings=tiny_settings(target_cls), seed=0)
     assert r.device.startswith("cuda") and math.isfinite(r.score)
     assert r.transfer_report["copied"] > 0
@@ -118,7 +104,7 @@ def test_gpu_logits_and_metrics_match_the_cpu(gpu_runs, data_dir, cls):
     """The same fine-tuned model scored on the CPU (float32), on the GPU in float32 and on the GPU under
     bf16/fp16 autocast (what fine-tuning's per-epoch evaluation uses there)."""
     r = gpu_runs[cls]
-    td = small(TASKS[cls], data_dir)
+    td = small(TASKS[cls], data_dir, 48, 24)
     settings = tiny_settings(cls)
     model, tok, _, _ = load_finetuned(r.model_dir.rsplit("/", 1)[0], cls, "cpu")  # encoder and trained head
     model.eval()
@@ -145,7 +131,7 @@ def test_gpu_logits_and_metrics_match_the_cpu(gpu_runs, data_dir, cls):
 @pytest.mark.parametrize("estimator", ["paper", "empirical"])
 def test_taskemb_on_the_gpu_matches_the_cpu(gpu_runs, data_dir, cls, estimator):
     r = gpu_runs[cls]
-    td = small(TASKS[cls], data_dir)
+    td = small(TASKS[cls], data_dir, 48, 24)
     run_dir = r.model_dir.rsplit("/", 1)[0]
     kw = dict(estimator=estimator, batch_size=8, max_examples=32, seed=0)
     on_cpu = compute_taskemb(td, run_dir, device="cpu", **kw)
@@ -168,7 +154,7 @@ def test_taskemb_on_the_gpu_matches_the_cpu(gpu_runs, data_dir, cls, estimator):
 
 @pytest.mark.parametrize("cls", list(TASKS))
 def test_textemb_on_the_gpu_matches_the_cpu(tiny_encoder_dir, data_dir, cls):
-    td = small(TASKS[cls], data_dir)
+    td = small(TASKS[cls], data_dir, 48, 24)
     a = compute_textemb(td, encoder=tiny_encoder_dir, batch_size=16, device="cpu")
     b = compute_textemb(td, encoder=tiny_encoder_dir, batch_size=16, device="cuda")
     assert rel_err(b.vector, a.vector) < 1e-5
@@ -177,7 +163,7 @@ def test_textemb_on_the_gpu_matches_the_cpu(tiny_encoder_dir, data_dir, cls):
 @pytest.mark.parametrize("cls", list(TASKS))
 def test_logme_features_on_the_gpu_match_the_cpu(gpu_runs, data_dir, cls):
     r = gpu_runs[cls]
-    td = small(TASKS[cls], data_dir)
+    td = small(TASKS[cls], data_dir, 48, 24)
     xc, yc, reg = encoder_features(r.model_dir, td, max_examples=48, device="cpu")
     xg, yg, _ = encoder_features(r.model_dir, td, max_examples=48, device="cuda")
     np.testing.assert_array_equal(yg, yc)

@@ -15,6 +15,8 @@ from tasktransfer_utils.models import encoder_state_dict, load_state_dict
 from tasktransfer_utils.settings import preset
 from tasktransfer_utils.training import RunResult, fine_tune, majority_baseline
 
+from run_helpers import small, tiny_settings
+
 DEFAULT_THREADS = torch.get_num_threads()
 
 
@@ -29,20 +31,6 @@ def one_thread():
 
 
 TASKS = {"CR": "RTE", "REG": "STS-B", "QA": "SQuAD-2", "SL": "NER"}
-
-
-def small(name, data_dir, n_train=32, n_dev=16):
-    td = load_task(name, data_dir)
-    splits = DatasetDict(train=td.splits["train"].select(range(n_train)),
-                         validation=td.splits["validation"].select(range(n_dev)))
-    return dataclasses.replace(td, splits=splits)
-
-
-def tiny_settings(task_class, **kw):
-    base = {"batch_size": 8, "num_epochs": 2, "learning_rate": 1e-3, "max_seq_length": 64}
-    if task_class == "QA":
-        base.update(max_seq_length=96, doc_stride=48, max_query_length=24)
-    return preset(task_class, **{**base, **kw})
 
 
 class EncoderSnapshot(TrainerCallback):
