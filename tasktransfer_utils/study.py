@@ -901,7 +901,8 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
 
     Writes under ``<results_dir>``: transfer_results.csv, finetune_results.csv, job_times.csv and, in
     ``evaluation/``: per_target.csv (every method × regime × candidate set × target), summary.csv
-    (means per target class and "all"), one wide table per metric (``table_<metric>.csv`` and a markdown
+    (means per target class and "all"), paired_comparison.csv (each method against Random and DataSize over
+    the same targets, with bootstrap intervals), one wide table per metric (``table_<metric>.csv`` and a markdown
     ``selection_tables.md``), and figures (transfer gains, selection metrics). Only targets whose every
     candidate source has a result are evaluated."""
     import pandas as pd
@@ -935,7 +936,8 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
                                                 ks=ks, relevance=relevance)
                             for regime, regime_rankers in rankers.items()], ignore_index=True)
     summary = sm.summarize_selection(per_target)
-    for name, frame in (("per_target", per_target), ("summary", summary)):
+    paired = sm.paired_comparison(per_target)
+    for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired)):
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
@@ -953,6 +955,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
         atomic_write_text(p, table.to_csv(float_format="%.4g"))
         paths[f"table_{metric}"] = p
         md += [f"## {metric}", "", _markdown(table), ""]
+    md += _paired_markdown(paired)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
@@ -978,6 +981,44 @@ def _complete_targets(cfg: StudyConfig, results) -> list[str]:
         if ok:
             out.append(t)
     return out
+
+
+HEADLINE_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME", "CurveGrad", "DataSize")
+
+
+def _paired_markdown(paired) -> list[str]:
+    """Headline methods against Random and DataSize over all evaluated targets: mean difference, its
+    bootstrap interval and wins / ties / losses, per regime and candidate set."""
+    sub = paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
+    if sub.empty:
+        return []
+    metrics = list(dict.fromkeys(sub["metric"]))
+    md = ["## Paired comparison with Random and DataSize", "",
+          "Over the evaluated targets: mean of (method − baseline), 95% percentile-bootstrap interval over "
+          "targets, and wins/ties/losses (a win: the method is better on that target; lower is better for rho "
+          "and regret). An interval that contains 0 means these targets do not separate the two methods. "
+          "All rows, per class too, with Wilcoxon signed-rank p-values: `paired_comparison.csv`.", ""]
+    for base in dict.fromkeys(sub["baseline"]):
+        md += [f"### against {base}", "", "| method | regime | candidates | " + " | ".join(metrics) + " |",
+               "|---|---|---|" + "---|" * len(metrics)]
+        b = sub[sub["baseline"] == base]
+        order = {m: i for i, m in enumerate(HEADLINE_METHODS)}
+        keys = sorted({(r.method, r.regime, r.candidate_set) for r in b.itertuples()},
+                      key=lambda k: (order[k[0]], k[1], k[2]))
+        for method, regime, cset in keys:
+            cells = []
+            for metric in metrics:
+                r = b[(b["method"] == method) & (b["regime"] == regime) & (b["candidate_set"] == cset)
+                      & (b["metric"] == metric)]
+                if r.empty or r["n_targets"].item() == 0:
+                    cells.append("")
+                    continue
+                r = r.iloc[0]
+                cells.append(f"{r.mean_diff:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}] "
+                             f"{r.wins}/{r.ties}/{r.losses}")
+            md.append(f"| {method} | {regime} | {cset} | " + " | ".join(cells) + " |")
+        md.append("")
+    return md
 
 
 def _markdown(table) -> str:

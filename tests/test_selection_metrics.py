@@ -331,3 +331,62 @@ def test_baseline_rows_serve_both_limited_regimes():
     gains = sm.transfer_gains(both)
     a = gains[(gains.regime == "LIMITED→LIMITED") & (gains.target == "RTE") & (gains.source == "MNLI") & (gains.seed == 0)]
     assert a.baseline_score.item() == pytest.approx(0.60)
+
+
+# ---------------------------------------------------------------- paired comparison over targets
+
+
+def test_bootstrap_interval_by_hand_and_against_scipy():
+    # two values: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    lo, hi = sm.bootstrap_mean_ci([0.0, 1.0], n_boot=20000, level=0.95)
+    assert (lo, hi) == (0.0, 1.0)
+    lo, hi = sm.bootstrap_mean_ci([0.0, 1.0], n_boot=20000, level=0.40)  # 30th and 70th percentiles
+    assert (lo, hi) == (0.5, 0.5)
+    assert sm.bootstrap_mean_ci([2.5] * 7) == (2.5, 2.5)
+    assert all(np.isnan(sm.bootstrap_mean_ci([])))
+    from scipy.stats import bootstrap
+
+    v = np.random.default_rng(3).normal(size=9)
+    ours = sm.bootstrap_mean_ci(v, n_boot=40000, seed=1)
+    ref = bootstrap((v,), np.mean, n_resamples=40000, method="percentile", confidence_level=0.95,
+                    random_state=np.random.default_rng(2)).confidence_interval
+    assert ours == pytest.approx((ref.low, ref.high), abs=0.03)
+
+
+def _per_target(rows):
+    return pd.DataFrame([{"regime": "LIMITED→LIMITED", "candidate_set": "all-class", "seed": np.nan, **r}
+                         for r in rows])
+
+
+def test_paired_comparison_by_hand():
+    per = _per_target([
+        # method A: rho 1, 2, 3 vs Random 3, 3, 3 -> differences -2, -1, 0 (2 wins, 1 tie)
+        {"method": "A", "target": "t1", "target_class": "CR", "rho": 1.0, "ndcg": 0.9},
+        {"method": "A", "target": "t2", "target_class": "CR", "rho": 2.0, "ndcg": 0.7},
+        {"method": "A", "target": "t3", "target_class": "SL", "rho": 3.0, "ndcg": 0.5},
+        {"method": "Random", "target": "t1", "target_class": "CR", "rho": 3.0, "ndcg": 0.8},
+        {"method": "Random", "target": "t2", "target_class": "CR", "rho": 3.0, "ndcg": 0.8},
+        {"method": "Random", "target": "t3", "target_class": "SL", "rho": 3.0, "ndcg": 0.8},
+    ])
+    # a per-seed row must not enter the comparison
+    per = pd.concat([per, per.assign(seed=0.0, rho=100.0)], ignore_index=True)
+    out = sm.paired_comparison(per, baselines=("Random",), metrics=("rho", "ndcg"), n_boot=2000)
+    cell = out[(out.target_class == "all") & (out.metric == "rho")].iloc[0]
+    assert (cell.method, cell.baseline, cell.n_targets) == ("A", "Random", 3)
+    assert cell.mean_diff == pytest.approx(-1.0)
+    assert (cell.wins, cell.ties, cell.losses) == (2, 1, 0)
+    assert cell.ci_low >= -2.0 and cell.ci_high <= 0.0 and cell.ci_low < cell.mean_diff < cell.ci_high
+    from scipy.stats import wilcoxon
+
+    assert cell.p_wilcoxon == pytest.approx(wilcoxon([-2.0, -1.0, 0.0], zero_method="zsplit").pvalue)
+    # ndcg: higher is better -> differences .1, -.1, -.3: 1 win, 2 losses
+    nd = out[(out.target_class == "all") & (out.metric == "ndcg")].iloc[0]
+    assert (nd.wins, nd.ties, nd.losses) == (1, 0, 2) and nd.mean_diff == pytest.approx(-0.1)
+    # per class: CR holds t1, t2 only
+    cr = out[(out.target_class == "CR") & (out.metric == "rho")].iloc[0]
+    assert cr.n_targets == 2 and cr.mean_diff == pytest.approx(-1.5)
+    # identical methods: every difference 0, no test
+    same = sm.paired_comparison(_per_target([
+        {"method": m, "target": "t1", "target_class": "CR", "rho": 2.0, "ndcg": 0.5} for m in ("B", "Random")]),
+        baselines=("Random",), metrics=("rho",)).query("target_class == 'all'")
+    assert same.ties.item() == 1 and np.isnan(same.p_wilcoxon.item()) and same.mean_diff.item() == 0.0

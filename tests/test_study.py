@@ -202,6 +202,11 @@ def test_cli_status_and_report(tiny_study, capsys):
     rho = summary[(summary["metric"] == "rho") & (summary["target_class"] == "all")]
     assert (rho["value"] == 1.0).all()  # one candidate: always ranked first
     assert Path(paths["transfer_results"]).is_file() and "rho" in Path(paths["selection_tables"]).read_text()
+    # one candidate per target: every method ties with Random and DataSize on every target
+    paired = pd.read_csv(paths["paired_comparison"])
+    assert {"Random", "DataSize"} == set(paired["baseline"]) and (paired["mean_diff"] == 0).all()
+    assert (paired.loc[paired["target_class"] == "all", "ties"] == 2).all()
+    assert "## Paired comparison with Random and DataSize" in Path(paths["selection_tables"]).read_text()
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
