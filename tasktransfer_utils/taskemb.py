@@ -819,11 +819,14 @@ def compute_taskemb(
         for s in range(0, len(order), batch_size):
             yield collate([feats[int(i)] for i in order[s : s + batch_size]])
 
-    res = fisher_from_batches(
-        model, batches(), cls, estimator=estimator, labels=labels, seed=seed,
-        num_label_samples=num_label_samples, regression_std=regression_std,
-        regression_range=regression_range, components=components, per_example_chunk=per_example_chunk,
-    )
+    from .training import deterministic_cuda
+
+    with deterministic_cuda(str(device)):  # a rerun on a GPU gives the same Fisher values bit for bit
+        res = fisher_from_batches(
+            model, batches(), cls, estimator=estimator, labels=labels, seed=seed,
+            num_label_samples=num_label_samples, regression_std=regression_std,
+            regression_range=regression_range, components=components, per_example_chunk=per_example_chunk,
+        )
     enc = encoder or run.get("encoder") or getattr(model.config, "_name_or_path", None) or str(folder)
     common = dict(
         task=spec.name, task_class=cls, method="TaskEmb", estimator=estimator, label_source=labels,
