@@ -295,3 +295,32 @@ def test_untrained_baseline_is_the_seeded_fresh_head_scored_on_dev(tiny_encoder_
     out = json.loads(capsys.readouterr().out)
     assert out["eval_examples"] == 24 and out["regime"] == "LIMITED"
     assert 0 <= out["majority"]["accuracy"] <= 1 and out["untrained"]["score"] == out["untrained"]["accuracy"]
+
+
+def test_deterministic_cuda_sets_and_restores_torch_state(monkeypatch):
+    """The switches only (they can be flipped without a GPU): on for a CUDA device, back afterwards, untouched
+    for the CPU and when $TASKTRANSFER_CUDA_DETERMINISTIC=0."""
+    from tasktransfer_utils.training import CUDA_DETERMINISTIC_ENV, deterministic_cuda
+
+    b = torch.backends
+
+    def state():
+        return (torch.are_deterministic_algorithms_enabled(), b.cudnn.deterministic, b.cudnn.benchmark,
+                b.cuda.flash_sdp_enabled(), b.cuda.mem_efficient_sdp_enabled(), b.cuda.cudnn_sdp_enabled())
+
+    before = state()
+    assert before[0] is False and before[3] is True  # torch's defaults
+    with deterministic_cuda("cuda:0"):
+        assert state() == (True, True, False, False, False, False)
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert state() == before
+    with deterministic_cuda("cpu"):
+        assert state() == before
+    monkeypatch.setenv(CUDA_DETERMINISTIC_ENV, "0")
+    with deterministic_cuda("cuda"):
+        assert state() == before
+    monkeypatch.delenv(CUDA_DETERMINISTIC_ENV)
+    with pytest.raises(RuntimeError):  # restored on the way out of an error too
+        with deterministic_cuda("cuda"):
+            raise RuntimeError("boom")
+    assert state() == before
