@@ -1,6 +1,7 @@
 """What reproducible GPU fine-tuning costs: ``training.fine_tune`` as shipped (``deterministic_cuda``:
 deterministic algorithms, "math" attention) against the same runs with torch's defaults (fused attention
-kernels, atomic-add reductions), side by side on one GPU, arms alternated.
+kernels, atomic-add reductions; ``$TASKTRANSFER_CUDA_DETERMINISTIC=0``), side by side on one GPU, arms
+alternated.
 
 Per class (CR SST-2, SL NER, QA SQuAD-1; LIMITED 1,000 training examples, 1 epoch, class presets, 200 dev
 examples): training examples/second, peak GPU memory, and whether the arm's two runs with one seed gave
@@ -15,8 +16,8 @@ bit-identical loss curves and weights. Both arms run once before timing (warm-up
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -46,14 +47,16 @@ def run(task: str, arm: str, encoder: str, root: Path, tag: str) -> dict:
     td = load_task(task)
     cls = class_name(td.spec.task_class)
     settings = preset(cls, num_epochs=1, max_eval_examples=200)
-    shipped = training.deterministic_cuda
-    if arm != ARMS[0]:
-        training.deterministic_cuda = lambda device: contextlib.nullcontext()
+    previous = os.environ.get(training.CUDA_DETERMINISTIC_ENV)
+    os.environ[training.CUDA_DETERMINISTIC_ENV] = "1" if arm == ARMS[0] else "0"
     torch.cuda.reset_peak_memory_stats()
     try:
         r = training.fine_tune(td, root / tag, encoder=encoder, regime="LIMITED", seed=0, settings=settings)
     finally:
-        training.deterministic_cuda = shipped
+        if previous is None:
+            os.environ.pop(training.CUDA_DETERMINISTIC_ENV)
+        else:
+            os.environ[training.CUDA_DETERMINISTIC_ENV] = previous
     weights = load_file(f"{r.model_dir}/model.safetensors")
     return {"task": task, "class": cls, "arm": arm, "train_examples_per_s": r.train_examples_per_s,
             "train_time_s": r.train_time_s, "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,

@@ -944,7 +944,7 @@ from tasktransfer_utils import selection_metrics as sm
 from tasktransfer_utils.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.study import load_study_config, plan_ref, report, selection_rankers
+from tasktransfer_utils.study import HEADLINE_METHODS, load_study_config, plan_ref, report, selection_rankers
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -1031,8 +1031,7 @@ differences.
 """),
     code("""
 paired = sm.paired_comparison(per_target, baselines=("Random", "DataSize"), metrics=("rho", "ndcg", "regret@1"))
-headline = ["TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME", "CurveGrad", "DataSize"]
-view = paired[(paired["target_class"] == "all") & paired["method"].isin(headline)]
+view = paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
 display(view.drop(columns=["target_class"]).round(3).reset_index(drop=True))
 separated = view[(view["ci_low"] > 0) | (view["ci_high"] < 0)]
 print(f"{len(separated)} of {len(view)} comparisons have an interval that excludes 0")

@@ -621,11 +621,8 @@ def selection_table(summary: pd.DataFrame, metric: str = "rho", value: str = "va
 # Paired comparison of two methods over targets
 # ----------------------------------------------------------------------------------------------
 
-LOWER_IS_BETTER = ("rho",)  # and every regret@k
-
-
 def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER or metric.startswith("regret@")
+    return metric == "rho" or metric.startswith("regret@")
 
 
 def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 10000, level: float = 0.95,

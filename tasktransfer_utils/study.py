@@ -998,25 +998,20 @@ def _paired_markdown(paired) -> list[str]:
           "targets, and wins/ties/losses (a win: the method is better on that target; lower is better for rho "
           "and regret). An interval that contains 0 means these targets do not separate the two methods. "
           "All rows, per class too, with Wilcoxon signed-rank p-values: `paired_comparison.csv`.", ""]
+    cells = sub.set_index(["baseline", "method", "regime", "candidate_set", "metric"])
     for base in dict.fromkeys(sub["baseline"]):
         md += [f"### against {base}", "", "| method | regime | candidates | " + " | ".join(metrics) + " |",
                "|---|---|---|" + "---|" * len(metrics)]
-        b = sub[sub["baseline"] == base]
-        order = {m: i for i, m in enumerate(HEADLINE_METHODS)}
-        keys = sorted({(r.method, r.regime, r.candidate_set) for r in b.itertuples()},
-                      key=lambda k: (order[k[0]], k[1], k[2]))
-        for method, regime, cset in keys:
-            cells = []
+        rows = sorted({(r.method, r.regime, r.candidate_set) for r in sub[sub["baseline"] == base].itertuples()},
+                      key=lambda k: (HEADLINE_METHODS.index(k[0]), k[1], k[2]))
+        for method, regime, cset in rows:
+            text = []
             for metric in metrics:
-                r = b[(b["method"] == method) & (b["regime"] == regime) & (b["candidate_set"] == cset)
-                      & (b["metric"] == metric)]
-                if r.empty or r["n_targets"].item() == 0:
-                    cells.append("")
-                    continue
-                r = r.iloc[0]
-                cells.append(f"{r.mean_diff:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}] "
-                             f"{r.wins}/{r.ties}/{r.losses}")
-            md.append(f"| {method} | {regime} | {cset} | " + " | ".join(cells) + " |")
+                key = (base, method, regime, cset, metric)
+                r = cells.loc[key] if key in cells.index else None
+                text.append("" if r is None or r.n_targets == 0 else
+                            f"{r.mean_diff:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}] {r.wins}/{r.ties}/{r.losses}")
+            md.append(f"| {method} | {regime} | {cset} | " + " | ".join(text) + " |")
         md.append("")
     return md
 
