@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .runner import Plan, PlanRef, WorkerSummary, _worker_entry, format_duration, progress, run_worker
+from .runner import (Plan, PlanRef, WorkerSummary, _worker_entry, dead_jobs, format_duration, progress,
+                     run_worker)
 
 logger = logging.getLogger("tasktransfer.engines")
 
@@ -53,16 +54,17 @@ class LocalEngine:
     recycle_after: int | None = None
 
     def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
-            log: Callable[[str], None] = _log_default) -> WorkerSummary:
+            job_ids: list[str] | None = None, log: Callable[[str], None] = _log_default) -> WorkerSummary:
+        """Run the plan's jobs (``job_ids``: only those; see :func:`runner.select_jobs`)."""
         if self.workers < 1:
             raise ValueError(f"LocalEngine.workers = {self.workers}: expected >= 1")
         if self.recycle_after is not None and self.recycle_after < 1:
             raise ValueError(f"LocalEngine.recycle_after = {self.recycle_after}: expected None or >= 1")
         if retry_failed:
-            plan.store.reset_failures()
+            plan.store.reset_failures(job_ids)
         if self.workers == 1 and not self.recycle_after:
             _set_torch_threads(self.torch_threads)
-            return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, log=log)
+            return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, job_ids=job_ids, log=log)
         if plan.ref is None:
             raise ValueError("LocalEngine with worker processes needs a plan built through PlanRef.load() "
                              "(each worker process rebuilds the plan)")
@@ -74,7 +76,7 @@ class LocalEngine:
             per_task = self.recycle_after
             if budget is not None:
                 per_task = budget if per_task is None else min(per_task, budget)
-            kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid()}
+            kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid(), "job_ids": job_ids}
             return pool.apply_async(_worker_entry, (plan.ref, kwargs)), per_task
 
         with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,),
@@ -171,13 +173,15 @@ class SubmititEngine:
         return ex
 
     def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
-            log: Callable[[str], None] = _log_default) -> WorkerSummary:
+            job_ids: list[str] | None = None, log: Callable[[str], None] = _log_default) -> WorkerSummary:
+        """Submit the plan's jobs (``job_ids``: only those) until every one is done or dead."""
         if plan.ref is None:
             raise ValueError("SubmititEngine needs a plan built through PlanRef.load() (each array task "
                              "rebuilds the plan)")
         store = plan.store
         if retry_failed:
-            store.reset_failures()
+            store.reset_failures(job_ids)
+        selected = set(job_ids) if job_ids is not None else None
         in_flight: dict[str, tuple[Any, int]] = {}  # plan job id -> (submitit job, attempts before)
         absent_since: dict[str, float] = {}
         summary = WorkerSummary()
@@ -210,8 +214,9 @@ class SubmititEngine:
                     f"attempt {store.attempts(jid)}/{plan.max_attempts}")
             done = store.done_ids()
             running = store.running()
-            dead = _dead_jobs(plan, done)
-            remaining = [j for j in plan.jobs if j.id not in done and j.id not in dead]
+            dead = dead_jobs(plan, done)
+            remaining = [j for j in plan.jobs if j.id not in done and j.id not in dead
+                         and (selected is None or j.id in selected)]
             if not remaining:
                 break
             ready = [j for j in remaining
@@ -283,18 +288,6 @@ class SubmititEngine:
             return False
         first = absent_since.setdefault(jid, time.time())
         return time.time() - first > self.lost_after_s
-
-
-def _dead_jobs(plan: Plan, done: set[str]) -> set[str]:
-    dead = {j.id for j in plan.jobs if j.id not in done and plan.store.attempts(j.id) >= plan.max_attempts}
-    changed = True
-    while changed:
-        changed = False
-        for j in plan.jobs:
-            if j.id not in dead and j.id not in done and any(d in dead for d in j.deps):
-                dead.add(j.id)
-                changed = True
-    return dead
 
 
 # --------------------------------------------------------------------------------------------------

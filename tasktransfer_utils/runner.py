@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import fnmatch
 import importlib
 import json
 import logging
@@ -667,6 +668,49 @@ def _ready(job: Job, done: set[str]) -> bool:
     return all(d in done for d in job.deps)
 
 
+def dead_jobs(plan: Plan, done: set[str]) -> set[str]:
+    """Jobs that can never run: failed ``plan.max_attempts`` times, or depending on such a job."""
+    dead = {j.id for j in plan.jobs if j.id not in done and plan.store.attempts(j.id) >= plan.max_attempts}
+    changed = True
+    while changed:
+        changed = False
+        for j in plan.jobs:
+            if j.id not in dead and j.id not in done and any(d in dead for d in j.deps):
+                dead.add(j.id)
+                changed = True
+    return dead
+
+
+def with_dependencies(plan: Plan, job_ids: Iterable[str]) -> list[str]:
+    """``job_ids`` and every job they depend on (transitively), in plan order."""
+    keep: set[str] = set()
+    stack = list(job_ids)
+    while stack:
+        jid = stack.pop()
+        if jid in keep:
+            continue
+        if jid not in plan.by_id:
+            raise KeyError(f"Job {jid!r} is not in plan {plan.name}")
+        keep.add(jid)
+        stack.extend(plan.by_id[jid].deps)
+    return [j.id for j in plan.jobs if j.id in keep]
+
+
+def select_jobs(plan: Plan, patterns: Iterable[str]) -> list[str]:
+    """The jobs whose id matches one of the shell-style ``patterns`` (``fnmatch``, case-sensitive), with
+    their dependencies, in plan order. A pattern that matches no job is an error (naming it)."""
+    patterns = list(patterns)
+    matched = []
+    for pat in patterns:
+        hits = [j.id for j in plan.jobs if fnmatch.fnmatchcase(j.id, pat)]
+        if not hits:
+            raise ValueError(f"Pattern {pat!r} matches no job of plan {plan.name} "
+                             f"(job ids look like {plan.jobs[0].id!r}; list them with --dry-run)"
+                             if plan.jobs else f"Plan {plan.name} has no jobs")
+        matched.extend(hits)
+    return with_dependencies(plan, matched)
+
+
 def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
     """Run one claimed job and write its record (only if the claim is still ours). True on success."""
     store = plan.store
@@ -741,15 +785,7 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
         pending = [j for j in plan.jobs if j.id not in done and (allowed is None or j.id in allowed)]
         if not pending:
             break
-        exhausted = {j.id for j in plan.jobs if j.id not in done and store.attempts(j.id) >= plan.max_attempts}
-        dead = set(exhausted)
-        changed = True
-        while changed:  # jobs that can never run: failed too often, or depend on such a job
-            changed = False
-            for j in plan.jobs:
-                if j.id not in dead and j.id not in done and any(d in dead for d in j.deps):
-                    dead.add(j.id)
-                    changed = True
+        dead = dead_jobs(plan, done)
         claimed = None
         waiting = False
         for job in pending:

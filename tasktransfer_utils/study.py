@@ -31,12 +31,14 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from .runner import Job, Plan, PlanRef, atomic_write_text, load_results, progress
+from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, select_jobs,
+                     with_dependencies)
 
 logger = logging.getLogger("tasktransfer.study")
 
@@ -456,6 +458,27 @@ def plan_ref(cfg_or_path: StudyConfig | str | os.PathLike) -> PlanRef:
     if path is None:
         raise ValueError("a StudyConfig built from a dict has no file; save it (save_study_config) to run workers")
     return PlanRef(PLAN_FACTORY, (str(path),))
+
+
+def select_study_jobs(cfg: StudyConfig, plan: Plan, only: Sequence[str] = (),
+                      targets: Sequence[str] = ()) -> list[str] | None:
+    """The job ids a ``study run --only/--target`` restricts to (None: the whole plan), dependencies
+    included. ``only``: shell-style patterns on job ids; ``targets``: the transfers and LogME jobs into
+    these targets and the targets' own fine-tunes (their no-transfer baselines), i.e. what the report
+    needs to evaluate source selection for them."""
+    if not only and not targets:
+        return None
+    unknown = [t for t in targets if t not in cfg.targets]
+    if unknown:
+        raise StudyConfigError(f"{cfg.config_path}: --target {', '.join(unknown)}: not a target of study "
+                               f"{cfg.name} (targets: {', '.join(cfg.targets)})")
+    ids = set(select_jobs(plan, only)) if only else set()
+    wanted = set(targets)
+    for j in plan.jobs:
+        if j.kind in ("transfer", "logme") and j.params["target"] in wanted:
+            ids.add(j.id)
+            ids.add(finetune_id(j.params["target"], j.params["target_regime"], j.params["seed"]))
+    return with_dependencies(plan, ids)
 
 
 def save_study_config(cfg_dict: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -1066,6 +1089,12 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="local worker processes (engine local)")
     run.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (per worker)")
     run.add_argument("--retry-failed", action="store_true", help="forget earlier failures and try them again")
+    run.add_argument("--only", action="append", default=[], metavar="GLOB",
+                     help="run only the jobs whose id matches this shell pattern (and their dependencies); "
+                          "repeatable, e.g. --only 'textemb__*'")
+    run.add_argument("--target", action="append", default=[], metavar="TASK",
+                     help="run only what evaluating this target needs: its fine-tune, the transfers and "
+                          "LogME jobs into it (and their source fine-tunes); repeatable")
     run.add_argument("--dry-run", action="store_true", help="list the jobs in order and exit")
     run.set_defaults(func=_cmd_run)
     st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left")
@@ -1091,16 +1120,24 @@ def _cmd_run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_study_config(args.config)
     plan = plan_ref(cfg).load()
+    try:
+        selected = select_study_jobs(cfg, plan, only=args.only, targets=args.target)
+    except (StudyConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs = plan.jobs if selected is None else [plan.by_id[i] for i in selected]
     if args.dry_run:
-        for j in plan.jobs:
-            print(f"{j.id}  deps={','.join(j.deps) or '-'}")
-        print(f"{len(plan.jobs)} jobs")
+        done = plan.store.done_ids()
+        for j in jobs:
+            print(f"{j.id}  deps={','.join(j.deps) or '-'}" + ("  [done]" if j.id in done else ""))
+        print(f"{len(jobs)} jobs" + ("" if selected is None else f" selected of {len(plan.jobs)}"))
         return 0
     engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=args.workers,
                          kind=args.engine)
-    _stamp(f"study {cfg.name}: {len(plan.jobs)} jobs; records in {plan.records_dir}; "
-           f"engine {type(engine).__name__}")
-    summary = engine.run(plan, retry_failed=args.retry_failed, max_jobs=args.max_jobs, log=_stamp)
+    what = f"{len(plan.jobs)} jobs" if selected is None else f"{len(selected)} of {len(plan.jobs)} jobs selected"
+    _stamp(f"study {cfg.name}: {what}; records in {plan.records_dir}; engine {type(engine).__name__}")
+    summary = engine.run(plan, retry_failed=args.retry_failed, max_jobs=args.max_jobs, job_ids=selected,
+                         log=_stamp)
     write_tables(plan)
     p = progress(plan)
     _stamp(f"ran {len(summary.ran)} job(s), {len(summary.failed)} failed attempt(s); {p.line()}")
@@ -1131,5 +1168,5 @@ def _cmd_report(args) -> int:
 
 
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
-           "plan_for", "study_plan", "plan_ref", "results_table", "finetune_table", "write_tables", "report",
+           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "results_table", "finetune_table", "write_tables", "report",
            "add_study_parser", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]

@@ -11,7 +11,7 @@ import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
 from tasktransfer_utils.engines import LocalEngine, SubmititEngine, make_engine
-from tasktransfer_utils.runner import PlanRef, load_results, run_worker
+from tasktransfer_utils.runner import PlanRef, load_results, run_worker, select_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -165,3 +165,20 @@ def test_local_engine_recycles_worker_processes(tmp_path):
     assert _results(plan) == _reference(tmp_path, 4)
     with pytest.raises(ValueError, match="recycle_after"):
         LocalEngine(recycle_after=0).run(plan)
+
+
+@pytest.mark.parametrize("engine", ["local", "submitit-local"])
+def test_engines_run_only_the_selected_jobs(tmp_path, engine):
+    root = tmp_path / engine
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 4)).load()
+    if engine == "local":
+        eng = LocalEngine(workers=2, poll_s=0.05)
+    else:
+        eng = SubmititEngine(folder=tmp_path / "submitit_logs", cluster="local", poll_s=0.2,
+                             resources={"default": {"timeout_min": 5}})
+    selected = select_jobs(plan, ["mix-0"])
+    summary = eng.run(plan, job_ids=selected, log=lambda m: None)
+    assert sorted(summary.ran) == ["gen-0", "gen-1", "mix-0"]
+    assert set(load_results(plan)) == {"gen-0", "gen-1", "mix-0"}
+    reference = _reference(tmp_path, 4)
+    assert _results(plan) == {k: reference[k] for k in selected}

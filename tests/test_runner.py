@@ -25,6 +25,8 @@ from tasktransfer_utils.runner import (
     load_results,
     progress,
     run_worker,
+    select_jobs,
+    with_dependencies,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,3 +293,30 @@ def test_after_job_hook_runs_after_each_record_and_cannot_lose_it(tmp_path):
     summary = run_worker(plan, wait=False)
     assert sorted(summary.ran) == sorted(j.id for j in plan.jobs) and summary.failed == []
     assert sorted(seen) == sorted((j.id, True) for j in plan.jobs)  # after the record, every job
+
+
+def test_select_jobs_adds_dependencies_in_plan_order(tmp_path):
+    plan = toy_plan(tmp_path, n=4)  # gen-0..3, mix-0..2 (mix-i needs gen-i, gen-i+1), total
+    assert select_jobs(plan, ["mix-1"]) == ["gen-1", "gen-2", "mix-1"]
+    assert select_jobs(plan, ["mix-2", "gen-0"]) == ["gen-0", "gen-2", "gen-3", "mix-2"]
+    assert select_jobs(plan, ["gen-[13]"]) == ["gen-1", "gen-3"]
+    assert select_jobs(plan, ["total"]) == [j.id for j in plan.jobs]
+    assert with_dependencies(plan, ["mix-0", "mix-0"]) == ["gen-0", "gen-1", "mix-0"]
+    with pytest.raises(ValueError, match="'mix-9'.*matches no job"):
+        select_jobs(plan, ["mix-1", "mix-9"])
+    with pytest.raises(KeyError, match="nope"):
+        with_dependencies(plan, ["nope"])
+
+
+def test_worker_restricted_to_selected_jobs_runs_only_those(tmp_path):
+    plan = toy_plan(tmp_path, n=4)
+    summary = run_worker(plan, job_ids=select_jobs(plan, ["mix-1"]), wait=False)
+    assert sorted(summary.ran) == ["gen-1", "gen-2", "mix-1"]
+    assert set(load_results(plan)) == {"gen-1", "gen-2", "mix-1"}
+    # the rest of the study afterwards: every job exactly once, same values as one uninterrupted run
+    run_worker(plan, wait=False)
+    starts = Counter(jid for what, jid, _ in read_events(tmp_path) if what == "start")
+    assert starts == Counter({j.id: 1 for j in plan.jobs})
+    ref = toy_plan(tmp_path / "ref", n=4)
+    run_worker(ref, wait=False)
+    assert _results(plan) == _results(ref)

@@ -25,6 +25,7 @@ from tasktransfer_utils.study import (
     plan_ref,
     report,
     results_table,
+    select_study_jobs,
     study_config_from_dict,
     transfer_id,
 )
@@ -71,6 +72,31 @@ def test_offline_study_config_and_job_graph():
     pairs = {(j.params["source"], j.params["target"]) for j in transfers}
     assert ("SST-2", "SQuAD-1") in pairs and ("NER", "Chunk") in pairs and len(pairs) == 132
     assert all(j.deps == (finetune_id(j.params["task"], "LIMITED", 0),) for j in jobs if j.kind == "taskemb")
+
+
+def test_run_one_target_selects_what_its_evaluation_needs(capsys):
+    from tasktransfer_utils.cli import main
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    plan = plan_ref(cfg).load()
+    selected = select_study_jobs(cfg, plan, targets=["FAQ-TR"])
+    others = [t for t in cfg.tasks if t != "FAQ-TR"]
+    expected = ({finetune_id(t, "LIMITED", 0) for t in cfg.tasks}  # 11 source models + FAQ-TR's baseline
+                | {transfer_id(s, "FAQ-TR", L2L, 0) for s in others}
+                | {f"logme__LIMITED-LIMITED__{s}__FAQ-TR__s0" for s in others})
+    assert set(selected) == expected and len(selected) == 12 + 11 + 11
+    assert selected == [j.id for j in plan.jobs if j.id in expected]  # plan order kept
+    assert select_study_jobs(cfg, plan) is None
+    both = select_study_jobs(cfg, plan, only=["textemb__RTE__*"], targets=["FAQ-TR"])
+    assert set(both) == expected | {"textemb__RTE__LIMITED__s0"}
+    with pytest.raises(StudyConfigError, match="Nope: not a target"):
+        select_study_jobs(cfg, plan, targets=["Nope"])
+    path = str(CONFIGS_DIR / "offline_study.yaml")
+    assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "34 jobs selected of 300" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
+    assert "'nothing*' matches no job" in capsys.readouterr().err
 
 
 def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
