@@ -1037,6 +1037,23 @@ separated = view[(view["ci_low"] > 0) | (view["ci_high"] < 0)]
 print(f"{len(separated)} of {len(view)} comparisons have an interval that excludes 0")
 """),
     md("""
+## Can one evaluation tell the sources apart?
+
+Every target's "truly best source" is itself a measurement: one fine-tuning run per pair here (the paper
+averaged 20 restarts), scored on a dev set of a few hundred to a thousand examples. Where a target's
+sources all land within a few standard errors of each other, which one comes out best is partly chance,
+and the selection metrics on that target inherit it. For scores that average a per-example value in
+[0, 1] (accuracy, SQuAD EM/F1), one evaluation's standard error is at most sqrt(p(1−p)/n).
+"""),
+    code("""
+spread = pd.read_csv(paths["target_spread"])
+display(spread.round(3))
+bounded = spread[spread["se_bound"].notna()]
+close = bounded[bounded["spread_in_se"] < 2]
+print(f"{len(close)} of {len(bounded)} targets with a standard-error bound have all their sources within "
+      f"2 standard errors of each other: {list(close['target'])}")
+"""),
+    md("""
 ## TaskEmb per component
 
 Each TaskEmb component ranks sources on its own; the paper fuses them. Which layers carry the
@@ -1078,6 +1095,7 @@ numbers = {
                    .itertuples(index=False)},
     "random_check": check[["regime", "candidate_set", "target", "rho_exact", "rho_sampled", "rho_se"]].to_dict(orient="records"),
     "paired": view.to_dict(orient="records"),
+    "target_spread": spread.to_dict(orient="records"),
     "example": {"regime": regime, "target": target, "method": method,
                 "ranking": ranking[["source", "score", "rank"]].to_dict(orient="records"),
                 "rel_gain": truth.to_dict()},

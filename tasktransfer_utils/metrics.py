@@ -141,3 +141,16 @@ def task_score(metrics: Mapping[str, float], names: Sequence[str]) -> float:
     if missing:
         raise KeyError(f"task_score: metrics {missing} absent from {sorted(metrics)}")
     return float(np.mean([metrics[n] for n in names]))
+
+
+#: metrics that are a mean over evaluation examples of a per-example value in [0, 1], by task class
+PER_EXAMPLE_METRICS = {"CR": ("accuracy",), "QA": ("exact_match", "f1"), "SL": ()}
+
+
+def score_is_per_example_mean(names: Sequence[str], task_class: str) -> bool:
+    """True when :func:`task_score` over ``names`` is a mean of per-example values in [0, 1] over the
+    evaluation examples (accuracy; SQuAD's EM and F1, averaged per question), so its standard error over
+    n examples is at most sqrt(p (1 − p) / n). Not for binary F1, correlations, seqeval's corpus-level F1
+    or per-word accuracy (averaged over words, not examples)."""
+    allowed = PER_EXAMPLE_METRICS.get(str(getattr(task_class, "value", task_class)), ())
+    return bool(names) and all(n in allowed for n in names)

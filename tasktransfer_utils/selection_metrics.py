@@ -393,6 +393,56 @@ def mean_transfer(results: pd.DataFrame) -> pd.DataFrame:
     return out[order]
 
 
+def standard_error_bound(p: float | np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """Upper bound on the standard error of a mean of ``n`` per-example scores in [0, 1] whose mean is ``p``:
+    sqrt(p (1 − p) / n). A variable in [0, 1] with mean μ has variance at most μ (1 − μ) (Bhatia–Davis);
+    for 0/1 scores (accuracy, exact match) it is the binomial standard error itself."""
+    p = np.asarray(p, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"standard_error_bound: mean score(s) {p[(p < 0) | (p > 1)][:3]} outside [0, 1]")
+    if np.any(n < 1):
+        raise ValueError(f"standard_error_bound: number of examples must be >= 1, got {n[n < 1][:3]}")
+    return np.sqrt(p * (1.0 - p) / n)
+
+
+def target_spread(results: pd.DataFrame, per_example_targets: Iterable[str] = ()) -> pd.DataFrame:
+    """How far apart the sources of each target are, against the measurement's noise.
+
+    One row per (regime, target): ``n_sources``, the no-transfer ``baseline_score``, the ``best_source``
+    with ``best_score``, ``worst_score``, ``spread`` = best − worst and ``best_gain`` = best − baseline
+    (seed means, as :func:`mean_transfer`), ``eval_examples`` (the target's evaluation set, when the table
+    has that column) and, for ``per_example_targets`` (whose score is a mean of per-example values in
+    [0, 1], e.g. accuracy or SQuAD EM/F1), ``se_bound``: :func:`standard_error_bound` of one evaluation at
+    the best score, and ``spread_in_se`` = spread / se_bound. A spread of a few standard errors or less
+    means a single evaluation cannot tell the sources apart: the "truly best" source of such a target is
+    partly chance, and so is every selection metric computed on it."""
+    means = mean_transfer(results)
+    res = check_results(results)
+    wanted = set(per_example_targets)
+    rows = []
+    for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
+        grp = grp.sort_values(["score", "source"], ascending=[False, True])
+        best, worst = grp.iloc[0], grp.iloc[-1]
+        n_eval = np.nan
+        if "eval_examples" in res.columns:
+            sizes = pd.to_numeric(res.loc[(res["target"] == target) & (res["regime"] == regime), "eval_examples"],
+                                  errors="coerce").dropna()
+            n_eval = float(sizes.max()) if len(sizes) else np.nan
+        se = np.nan
+        if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
+            se = float(standard_error_bound(best["score"], n_eval))
+        spread = float(best["score"] - worst["score"])
+        rows.append({"regime": regime, "target": target, "n_sources": len(grp),
+                     "baseline_score": float(best["baseline_score"]), "best_source": best["source"],
+                     "best_score": float(best["score"]), "worst_score": float(worst["score"]), "spread": spread,
+                     "best_gain": float(best["score"] - best["baseline_score"]), "eval_examples": n_eval,
+                     "se_bound": se, "spread_in_se": spread / se if se and se == se else np.nan})
+    return pd.DataFrame(rows, columns=["regime", "target", "n_sources", "baseline_score", "best_source",
+                                       "best_score", "worst_score", "spread", "best_gain", "eval_examples",
+                                       "se_bound", "spread_in_se"])
+
+
 def candidate_sources(
     results: pd.DataFrame, target: str, regime: str, candidate_set: str = "all-class"
 ) -> list[str]:

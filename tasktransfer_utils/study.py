@@ -925,7 +925,8 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     Writes under ``<results_dir>``: transfer_results.csv, finetune_results.csv, job_times.csv and, in
     ``evaluation/``: per_target.csv (every method × regime × candidate set × target), summary.csv
     (means per target class and "all"), paired_comparison.csv (each method against Random and DataSize over
-    the same targets, with bootstrap intervals), one wide table per metric (``table_<metric>.csv`` and a markdown
+    the same targets, with bootstrap intervals), target_spread.csv (per target: how far apart its sources'
+    scores are, against one evaluation's standard error), one wide table per metric (``table_<metric>.csv`` and a markdown
     ``selection_tables.md``), and figures (transfer gains, selection metrics). Only targets whose every
     candidate source has a result are evaluated."""
     import pandas as pd
@@ -960,7 +961,10 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
                             for regime, regime_rankers in rankers.items()], ignore_index=True)
     summary = sm.summarize_selection(per_target)
     paired = sm.paired_comparison(per_target)
-    for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired)):
+    spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete))
+    spread = spread.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
+    for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
+                        ("target_spread", spread)):
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
@@ -979,6 +983,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
         paths[f"table_{metric}"] = p
         md += [f"## {metric}", "", _markdown(table), ""]
     md += _paired_markdown(paired)
+    md += _spread_markdown(spread)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
@@ -1004,6 +1009,43 @@ def _complete_targets(cfg: StudyConfig, results) -> list[str]:
         if ok:
             out.append(t)
     return out
+
+
+def _per_example_targets(targets) -> list[str]:
+    """Targets whose score is a mean of per-example values in [0, 1] (metrics.score_is_per_example_mean)."""
+    from .metrics import score_is_per_example_mean
+    from .tasks import get_task
+
+    out = []
+    for t in targets:
+        spec = get_task(t)
+        if score_is_per_example_mean(spec.metrics, spec.task_class):
+            out.append(t)
+    return out
+
+
+def _spread_markdown(spread) -> list[str]:
+    """Per target: how far apart its sources' transfer scores are, in units of one evaluation's noise."""
+    if spread.empty:
+        return []
+    md = ["## How far apart are the sources? (per target)", "",
+          "Best and worst transfer score among a target's sources, their spread, the best source's gain over "
+          "no transfer, and for targets whose score is a mean of per-example values in [0, 1] (accuracy, "
+          "SQuAD EM/F1) an upper bound on one evaluation's standard error, sqrt(p(1−p)/n) over its n "
+          "evaluation examples. Where the spread is a few standard errors or less, which source is best is "
+          "partly chance, and so is every selection metric on that target. `target_spread.csv`.", "",
+          "| regime | target | n eval | baseline | best source | best | worst | spread | best gain | SE bound "
+          "| spread / SE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "" if v != v else format(v, fmt)
+
+    for r in spread.itertuples():
+        md.append(f"| {r.regime} | {r.target} | {f(r.eval_examples, '.0f')} | {f(r.baseline_score, '.3f')} | "
+                  f"{r.best_source} | {f(r.best_score, '.3f')} | {f(r.worst_score, '.3f')} | {f(r.spread, '.3f')} | "
+                  f"{f(r.best_gain, '+.3f')} | {f(r.se_bound, '.3f')} | {f(r.spread_in_se, '.1f')} |")
+    md.append("")
+    return md
 
 
 HEADLINE_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME", "CurveGrad", "DataSize")

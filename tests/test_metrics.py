@@ -101,3 +101,16 @@ def test_task_score_is_the_mean_of_the_task_metrics():
     assert task_score({"accuracy": 0.8, "f1": 0.6, "other": 0.0}, ("accuracy", "f1")) == pytest.approx(0.7)
     with pytest.raises(KeyError, match="absent"):
         task_score({"accuracy": 0.8}, ("accuracy", "f1"))
+
+
+def test_which_task_scores_are_per_example_means():
+    from tasktransfer_utils.metrics import score_is_per_example_mean
+    from tasktransfer_utils.tasks import get_task
+
+    got = {t: score_is_per_example_mean(get_task(t).metrics, get_task(t).task_class)
+           for t in ("SST-2", "RTE", "MRPC", "STS-B", "SQuAD-1", "SQuAD-2", "POS-PTB", "NER")}
+    # accuracy and SQuAD EM/F1 average a [0, 1] value per example; MRPC's binary F1, STS-B's correlations,
+    # seqeval's F1 and per-word accuracy do not
+    assert got == {"SST-2": True, "RTE": True, "MRPC": False, "STS-B": False, "SQuAD-1": True, "SQuAD-2": True,
+                   "POS-PTB": False, "NER": False}
+    assert score_is_per_example_mean(("f1",), "CR") is False and score_is_per_example_mean((), "QA") is False

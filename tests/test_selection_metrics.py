@@ -390,3 +390,39 @@ def test_paired_comparison_by_hand():
         {"method": m, "target": "t1", "target_class": "CR", "rho": 2.0, "ndcg": 0.5} for m in ("B", "Random")]),
         baselines=("Random",), metrics=("rho",)).query("target_class == 'all'")
     assert same.ties.item() == 1 and np.isnan(same.p_wilcoxon.item()) and same.mean_diff.item() == 0.0
+
+
+def test_standard_error_bound_is_the_binomial_se_and_bounds_any_unit_interval_scores():
+    rng = np.random.default_rng(0)
+    for n, k in ((872, 700), (90, 61), (1, 1)):
+        correct = np.r_[np.ones(k), np.zeros(n - k)]  # accuracy-like 0/1 scores: exactly the binomial SE
+        assert sm.standard_error_bound(k / n, n) == pytest.approx(correct.std(ddof=0) / np.sqrt(n), rel=1e-12)
+    for _ in range(200):  # per-question F1 values anywhere in [0, 1]: their SE never exceeds the bound
+        n = int(rng.integers(2, 300))
+        values = np.clip(rng.beta(0.3, 0.4, n) + rng.choice([0.0, 1.0], n, p=[0.7, 0.3]), 0, 1)
+        assert values.std(ddof=0) / np.sqrt(n) <= sm.standard_error_bound(values.mean(), n) + 1e-12
+    np.testing.assert_allclose(sm.standard_error_bound([0.5, 0.9], [100, 400]), [0.05, 0.015])
+    with pytest.raises(ValueError, match="outside"):
+        sm.standard_error_bound(1.2, 10)
+    with pytest.raises(ValueError, match=">= 1"):
+        sm.standard_error_bound(0.5, 0)
+
+
+def test_target_spread_by_hand():
+    rows = [  # target A: 2 seeds; B: one seed, no eval size known for one row
+        (None, "A", "L", 0, 0.50, 400), (None, "A", "L", 1, 0.54, 400),
+        ("B", "A", "L", 0, 0.60, 400), ("B", "A", "L", 1, 0.64, 400),
+        ("C", "A", "L", 0, 0.51, 400), ("C", "A", "L", 1, 0.51, 400),
+        (None, "B", "L", 0, 0.30, 50), ("A", "B", "L", 0, 0.20, 50), ("C", "B", "L", 0, 0.25, np.nan),
+    ]
+    res = pd.DataFrame(rows, columns=["source", "target", "regime", "seed", "score", "eval_examples"])
+    out = sm.target_spread(res, per_example_targets=["A"]).set_index("target")
+    a = out.loc["A"]
+    assert (a.n_sources, a.best_source, a.eval_examples) == (2, "B", 400)
+    assert a.baseline_score == pytest.approx(0.52) and a.best_score == pytest.approx(0.62)
+    assert a.worst_score == pytest.approx(0.51) and a.spread == pytest.approx(0.11)
+    assert a.best_gain == pytest.approx(0.10)
+    assert a.se_bound == pytest.approx((0.62 * 0.38 / 400) ** 0.5) and a.spread_in_se == pytest.approx(0.11 / a.se_bound)
+    b = out.loc["B"]  # not a per-example target: no SE; every source below the baseline
+    assert (b.best_source, b.eval_examples) == ("C", 50) and b.best_gain == pytest.approx(-0.05)
+    assert np.isnan(b.se_bound) and np.isnan(b.spread_in_se) and b.spread == pytest.approx(0.05)

@@ -233,6 +233,21 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert {"Random", "DataSize"} == set(paired["baseline"]) and (paired["mean_diff"] == 0).all()
     assert (paired.loc[paired["target_class"] == "all", "ties"] == 2).all()
     assert "## Paired comparison with Random and DataSize" in Path(paths["selection_tables"]).read_text()
+    # per target, the spread of its sources against one evaluation's standard error (RTE: accuracy)
+    spread = pd.read_csv(paths["target_spread"]).set_index("target")
+    table = results_table(plan)
+    assert set(spread.index) == set(table["target"])
+    for target, row in spread.iterrows():
+        rows = table[table["target"] == target]
+        best = rows["score"][rows["source"].notna()].max()
+        assert row["best_score"] == pytest.approx(best) and row["spread"] == 0  # one candidate each
+        assert row["best_gain"] == pytest.approx(best - rows["score"][rows["source"].isna()].iloc[0])
+        assert row["eval_examples"] == rows["eval_examples"].max()
+    n = spread.loc["RTE", "eval_examples"]
+    p = spread.loc["RTE", "best_score"]
+    assert spread.loc["RTE", "se_bound"] == pytest.approx((p * (1 - p) / n) ** 0.5, rel=1e-5)  # 6 digits in the csv
+    assert pd.isna(spread.loc["Chunk", "se_bound"])  # seqeval F1: no per-example bound
+    assert "## How far apart are the sources?" in Path(paths["selection_tables"]).read_text()
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
