@@ -17,8 +17,9 @@ and the task embeddings to compute (YAML; see ``configs/offline_study.yaml``). I
   target training (depends on the source fine-tune).
 
 Order (the runner takes the first ready job): every fine-tune (cheapest class first: CR, SL, QA), then
-the embeddings, then per target (cheapest targets first) its LogME scores and its transfers, so partial
-results give complete targets. Records (committed) go to ``<results_dir>/records``, embeddings to
+the embeddings, then per target (class by class, cheapest first; in config order within a class) its
+LogME scores and its transfers, so partial results give complete targets (``study run --target T`` runs
+just what target T needs, e.g. to finish a cheap target first). Records (committed) go to ``<results_dir>/records``, embeddings to
 ``<results_dir>/embeddings``; model weights and scratch state to ``<runs_dir>`` (not committed).
 Paths in records are relative to ``runs_dir``; the encoder is named by its id.
 """
