@@ -1043,7 +1043,9 @@ Every target's "truly best source" is itself a measurement: one fine-tuning run 
 averaged 20 restarts), scored on a dev set of a few hundred to a thousand examples. Where a target's
 sources all land within a few standard errors of each other, which one comes out best is partly chance,
 and the selection metrics on that target inherit it. For scores that average a per-example value in
-[0, 1] (accuracy, SQuAD EM/F1), one evaluation's standard error is at most sqrt(p(1−p)/n).
+[0, 1] (accuracy, SQuAD EM/F1), one evaluation's standard error is at most sqrt(p(1−p)/n). The report
+repeats the evaluation without the targets below 2 standard errors (`summary_separable.csv`, and a table
+in `selection_tables.md`).
 """),
     code("""
 spread = pd.read_csv(paths["target_spread"])

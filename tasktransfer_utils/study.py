@@ -308,6 +308,9 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     if not isinstance(max_attempts, int) or max_attempts < 1:
         raise _err(where, "max_attempts", "an integer >= 1", max_attempts)
     report = dict(raw.get("report") or {})
+    min_se = report.get("min_spread_in_se", 2.0)
+    if isinstance(min_se, bool) or not isinstance(min_se, (int, float)) or not min_se >= 0:
+        raise _err(where, "report.min_spread_in_se", "a number >= 0 (standard errors)", min_se)
 
     return StudyConfig(
         name=name, description=str(raw.get("description", "")), tasks=tasks, sources=sources, targets=targets,
@@ -927,7 +930,8 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     ``evaluation/``: per_target.csv (every method × regime × candidate set × target), summary.csv
     (means per target class and "all"), paired_comparison.csv (each method against Random and DataSize over
     the same targets, with bootstrap intervals), target_spread.csv (per target: how far apart its sources'
-    scores are, against one evaluation's standard error), one wide table per metric (``table_<metric>.csv`` and a markdown
+    scores are, against one evaluation's standard error), summary_separable.csv (summary.csv without the
+    targets whose spread is below ``report.min_spread_in_se`` standard errors, default 2), one wide table per metric (``table_<metric>.csv`` and a markdown
     ``selection_tables.md``), and figures (transfer gains, selection metrics). Only targets whose every
     candidate source has a result are evaluated."""
     import pandas as pd
@@ -964,8 +968,14 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     paired = sm.paired_comparison(per_target)
     spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete))
     spread = spread.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
+    # sensitivity: the same evaluation without the targets whose sources one evaluation cannot separate
+    min_se = float(rep.get("min_spread_in_se", 2.0))
+    noisy = spread[spread["spread_in_se"] < min_se]  # NaN (no bound) is kept
+    noisy_keys = set(zip(noisy["regime"], noisy["target"]))
+    keep = [(r, t) not in noisy_keys for r, t in zip(per_target["regime"], per_target["target"])]
+    summary_separable = sm.summarize_selection(per_target[keep])
     for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
-                        ("target_spread", spread)):
+                        ("target_spread", spread), ("summary_separable", summary_separable)):
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
@@ -985,6 +995,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
         md += [f"## {metric}", "", _markdown(table), ""]
     md += _paired_markdown(paired)
     md += _spread_markdown(spread)
+    md += _separable_markdown(summary, summary_separable, noisy, min_se)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
@@ -1045,6 +1056,38 @@ def _spread_markdown(spread) -> list[str]:
         md.append(f"| {r.regime} | {r.target} | {f(r.eval_examples, '.0f')} | {f(r.baseline_score, '.3f')} | "
                   f"{r.best_source} | {f(r.best_score, '.3f')} | {f(r.worst_score, '.3f')} | {f(r.spread, '.3f')} | "
                   f"{f(r.best_gain, '+.3f')} | {f(r.se_bound, '.3f')} | {f(r.spread_in_se, '.1f')} |")
+    md.append("")
+    return md
+
+
+def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
+    """Headline methods over all targets next to the same means without the targets in ``noisy``."""
+    from .selection_metrics import CANDIDATE_SETS
+
+    if noisy.empty:
+        return []
+    metrics = [m for m in ("rho", "ndcg", "regret@1") if m in set(summary["metric"])]
+    methods = [m for m in HEADLINE_METHODS + ("Random",) if m in set(summary["method"])]
+    csets = sorted(CANDIDATE_SETS, key=lambda c: c != "all-class")  # all-class first, the paper's headline
+    left_out = ", ".join(f"{r.target} ({r.spread_in_se:.2f} SE)" for r in noisy.itertuples())
+    md = ["## Without the targets whose sources one evaluation cannot separate", "",
+          f"Left out: targets whose sources' spread is below {min_se:g} standard errors (`report.min_spread_in_se`): "
+          f"{left_out}. Each cell: the mean over every evaluated target → the mean over the rest "
+          "(`summary_separable.csv`); targets without a standard-error bound are kept.", "",
+          "| method | regime | " + " | ".join(f"{m} {c}" for c in csets for m in metrics) + " |",
+          "|---|---|" + "---|" * (len(csets) * len(metrics))]
+    key = ["method", "regime", "candidate_set", "metric"]
+    full = summary[summary["target_class"] == "all"].set_index(key)["value"]
+    rest = separable[separable["target_class"] == "all"].set_index(key)["value"]
+    for regime in sorted(set(summary["regime"])):
+        for method in methods:
+            cells = []
+            for c in csets:
+                for m in metrics:
+                    a = full.get((method, regime, c, m), float("nan"))
+                    b = rest.get((method, regime, c, m), float("nan"))
+                    cells.append("" if a != a else f"{a:.3g} → {b:.3g}")
+            md.append(f"| {method} | {regime} | " + " | ".join(cells) + " |")
     md.append("")
     return md
 

@@ -129,6 +129,7 @@ def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
     ({"embeddings": {"taskemb": [{"estimator": "fisher"}]}}, "estimator"),
     ({"limited_size": 5000}, "limited_size"),
     ({"suite": "offline"}, "exactly one of"),
+    ({"report": {"min_spread_in_se": -1}}, "report.min_spread_in_se"),
 ])
 def test_config_errors_name_the_field(tmp_path, patch, message):
     raw = {"name": "bad", "tasks": ["RTE", "MRPC"]}
@@ -248,6 +249,18 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert spread.loc["RTE", "se_bound"] == pytest.approx((p * (1 - p) / n) ** 0.5, rel=1e-5)  # 6 digits in the csv
     assert pd.isna(spread.loc["Chunk", "se_bound"])  # seqeval F1: no per-example bound
     assert "## How far apart are the sources?" in Path(paths["selection_tables"]).read_text()
+    # sensitivity: RTE (one source, spread 0 standard errors) is left out, Chunk (no bound) kept
+    from tasktransfer_utils.selection_metrics import summarize_selection
+
+    per_target = pd.read_csv(paths["per_target"])
+    expected = summarize_selection(per_target[per_target["target"] != "RTE"])
+    got = pd.read_csv(paths["summary_separable"])
+    key = ["method", "regime", "candidate_set", "target_class", "metric"]
+    merged = got.merge(expected, on=key, suffixes=("", "_expected"))
+    assert len(merged) == len(expected) == len(got) and set(got["target_class"]) == {"SL", "all"}
+    assert (merged["value"].isna() == merged["value_expected"].isna()).all()
+    assert ((merged["value"] - merged["value_expected"]).abs().fillna(0) < 1e-5).all()
+    assert "Left out: targets whose sources' spread is below 2 standard errors" in Path(paths["selection_tables"]).read_text()
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
