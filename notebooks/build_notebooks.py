@@ -944,7 +944,8 @@ from tasktransfer_utils import selection_metrics as sm
 from tasktransfer_utils.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.study import HEADLINE_METHODS, load_study_config, plan_ref, report, selection_rankers
+from tasktransfer_utils.study import (HEADLINE_METHODS, load_study_config, min_spread_in_se, plan_ref, report,
+                                     selection_rankers)
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -1044,16 +1045,17 @@ averaged 20 restarts), scored on a dev set of a few hundred to a thousand exampl
 sources all land within a few standard errors of each other, which one comes out best is partly chance,
 and the selection metrics on that target inherit it. For scores that average a per-example value in
 [0, 1] (accuracy, SQuAD EM/F1), one evaluation's standard error is at most sqrt(p(1−p)/n). The report
-repeats the evaluation without the targets below 2 standard errors (`summary_separable.csv`, and a table
-in `selection_tables.md`).
+repeats the evaluation without the targets below `report.min_spread_in_se` standard errors (default 2;
+`summary_separable.csv`, and a table in `selection_tables.md`).
 """),
     code("""
 spread = pd.read_csv(paths["target_spread"])
 display(spread.round(3))
 bounded = spread[spread["se_bound"].notna()]
-close = bounded[bounded["spread_in_se"] < 2]
+min_se = min_spread_in_se(cfg)
+close = bounded[bounded["spread_in_se"] < min_se]
 print(f"{len(close)} of {len(bounded)} targets with a standard-error bound have all their sources within "
-      f"2 standard errors of each other: {list(close['target'])}")
+      f"{min_se:g} standard errors of each other: {list(close['target'])}")
 """),
     md("""
 ## TaskEmb per component

@@ -418,17 +418,16 @@ def target_spread(results: pd.DataFrame, per_example_targets: Iterable[str] = ()
     means a single evaluation cannot tell the sources apart: the "truly best" source of such a target is
     partly chance, and so is every selection metric computed on it."""
     means = mean_transfer(results)
-    res = check_results(results)
+    eval_sizes = {}
+    if "eval_examples" in results.columns:
+        sizes = results.assign(eval_examples=pd.to_numeric(results["eval_examples"], errors="coerce"))
+        eval_sizes = sizes.groupby(["regime", "target"])["eval_examples"].max().to_dict()
     wanted = set(per_example_targets)
     rows = []
     for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
         grp = grp.sort_values(["score", "source"], ascending=[False, True])
         best, worst = grp.iloc[0], grp.iloc[-1]
-        n_eval = np.nan
-        if "eval_examples" in res.columns:
-            sizes = pd.to_numeric(res.loc[(res["target"] == target) & (res["regime"] == regime), "eval_examples"],
-                                  errors="coerce").dropna()
-            n_eval = float(sizes.max()) if len(sizes) else np.nan
+        n_eval = float(eval_sizes.get((regime, target), np.nan))
         se = np.nan
         if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
             se = float(standard_error_bound(best["score"], n_eval))

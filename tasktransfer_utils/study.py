@@ -44,6 +44,9 @@ from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progre
 logger = logging.getLogger("tasktransfer.study")
 
 CLASS_ORDER = ("CR", "SL", "QA")  # cheapest first on a CPU
+#: default of ``report.min_spread_in_se``: targets whose sources lie closer than this many standard errors
+#: are left out of the report's sensitivity table
+MIN_SPREAD_IN_SE = 2.0
 #: Relative cost of a LIMITED fine-tune per class (used for the ETA until times are measured).
 CLASS_COST = {"CR": 1.0, "SL": 2.0, "QA": 4.0}
 FULL_COST_FACTOR = 10.0
@@ -308,7 +311,7 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     if not isinstance(max_attempts, int) or max_attempts < 1:
         raise _err(where, "max_attempts", "an integer >= 1", max_attempts)
     report = dict(raw.get("report") or {})
-    min_se = report.get("min_spread_in_se", 2.0)
+    min_se = report.get("min_spread_in_se", MIN_SPREAD_IN_SE)
     if isinstance(min_se, bool) or not isinstance(min_se, (int, float)) or not min_se >= 0:
         raise _err(where, "report.min_spread_in_se", "a number >= 0 (standard errors)", min_se)
 
@@ -969,7 +972,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete))
     spread = spread.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
     # sensitivity: the same evaluation without the targets whose sources one evaluation cannot separate
-    min_se = float(rep.get("min_spread_in_se", 2.0))
+    min_se = min_spread_in_se(cfg)
     noisy = spread[spread["spread_in_se"] < min_se]  # NaN (no bound) is kept
     noisy_keys = set(zip(noisy["regime"], noisy["target"]))
     keep = [(r, t) not in noisy_keys for r, t in zip(per_target["regime"], per_target["target"])]
@@ -1021,6 +1024,11 @@ def _complete_targets(cfg: StudyConfig, results) -> list[str]:
         if ok:
             out.append(t)
     return out
+
+
+def min_spread_in_se(cfg: StudyConfig) -> float:
+    """The study's ``report.min_spread_in_se`` (default :data:`MIN_SPREAD_IN_SE`)."""
+    return float(cfg.report.get("min_spread_in_se", MIN_SPREAD_IN_SE))
 
 
 def _per_example_targets(targets) -> list[str]:
@@ -1254,5 +1262,5 @@ def _cmd_report(args) -> int:
 
 
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
-           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "results_table", "finetune_table", "write_tables", "report",
+           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "results_table", "finetune_table", "write_tables", "report",
            "add_study_parser", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]
