@@ -135,7 +135,7 @@ def deterministic_cuda(device: str):
     (atomic-add reductions, e.g. in the fused attention kernels' backward pass), so a study job rerun after a crash would not
     reproduce the record an uninterrupted run writes. cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first
     starts; the package sets it on import when it is unset. ``$TASKTRANSFER_CUDA_DETERMINISTIC=0`` turns this
-    off, for speed (QA training about 1.7x faster on an H200: benchmarks/bench_gpu_determinism.py) at the
+    off, for speed (QA training 1.35-1.7x faster on an H200: benchmarks/bench_gpu_determinism.py) at the
     price of runs that a rerun does not reproduce exactly."""
     if not str(device).startswith("cuda") or os.environ.get(CUDA_DETERMINISTIC_ENV, "1") == "0":
         yield

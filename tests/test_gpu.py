@@ -152,6 +152,23 @@ def test_taskemb_on_the_gpu_matches_the_cpu(gpu_runs, data_dir, cls, estimator):
     assert not off, off
 
 
+@pytest.mark.parametrize("cls", ["CR", "QA"])
+def test_gpu_taskemb_is_reproducible_bit_for_bit(gpu_runs, data_dir, cls):
+    """TaskEmb runs under deterministic_cuda as fine-tuning does: a study's TaskEmb job rerun after a crash
+    writes the same Fisher values as the first run, and torch warns of no nondeterministic kernel on the way."""
+    r = gpu_runs[cls]
+    td = small(TASKS[cls], data_dir, 48, 24)
+    run_dir = r.model_dir.rsplit("/", 1)[0]
+    kw = dict(estimator="paper", batch_size=8, max_examples=32, seed=0, device="cuda")
+    first = compute_taskemb(td, run_dir, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = compute_taskemb(td, run_dir, **kw)
+    assert not [str(w.message) for w in caught if "determinis" in str(w.message)]
+    assert first.keys() == again.keys() and len(first) > 0
+    assert all(np.array_equal(first[k].vector, again[k].vector) for k in first)
+
+
 @pytest.mark.parametrize("cls", list(TASKS))
 def test_textemb_on_the_gpu_matches_the_cpu(tiny_encoder_dir, data_dir, cls):
     td = small(TASKS[cls], data_dir, 48, 24)
