@@ -406,18 +406,29 @@ def standard_error_bound(p: float | np.ndarray, n: int | np.ndarray) -> np.ndarr
     return np.sqrt(p * (1.0 - p) / n)
 
 
-def target_spread(results: pd.DataFrame, per_example_targets: Iterable[str] = ()) -> pd.DataFrame:
+def target_spread(
+    results: pd.DataFrame, per_example_targets: Iterable[str] = (), candidate_sets: Iterable[str] = CANDIDATE_SETS
+) -> pd.DataFrame:
     """How far apart the sources of each target are, against the measurement's noise.
 
-    One row per (regime, target): ``n_sources``, the no-transfer ``baseline_score``, the ``best_source``
-    with ``best_score``, ``worst_score``, ``spread`` = best − worst and ``best_gain`` = best − baseline
-    (seed means, as :func:`mean_transfer`), ``eval_examples`` (the target's evaluation set, when the table
-    has that column) and, for ``per_example_targets`` (whose score is a mean of per-example values in
-    [0, 1], e.g. accuracy or SQuAD EM/F1), ``se_bound``: :func:`standard_error_bound` of one evaluation at
-    the best score, and ``spread_in_se`` = spread / se_bound. A spread of a few standard errors or less
-    means a single evaluation cannot tell the sources apart: the "truly best" source of such a target is
-    partly chance, and so is every selection metric computed on it."""
+    One row per (regime, target, candidate_set): the sources a selection method chooses among there (every
+    other task for ``"all-class"``, the target's class for ``"in-class"``, as :func:`candidate_sources`;
+    in-class needs the ``source_class``/``target_class`` columns), ``n_sources``, the no-transfer
+    ``baseline_score``, the ``best_source`` with ``best_score``, ``worst_score``, ``spread`` = best − worst
+    and ``best_gain`` = best − baseline (seed means, as :func:`mean_transfer`), ``eval_examples`` (the
+    target's evaluation set, when the table has that column) and, for ``per_example_targets`` (whose score
+    is a mean of per-example values in [0, 1], e.g. accuracy or SQuAD EM/F1), ``se_bound``:
+    :func:`standard_error_bound` of one evaluation at the best score, and ``spread_in_se`` = spread /
+    se_bound. A spread of a few standard errors or less means a single evaluation cannot tell the sources
+    apart: the "truly best" source of such a target is partly chance, and so is every selection metric
+    computed on it. A candidate set with no source gets no row."""
+    candidate_sets = tuple(candidate_sets)
+    for cset in candidate_sets:
+        if cset not in CANDIDATE_SETS:
+            raise ValueError(f"candidate_set must be one of {CANDIDATE_SETS}, got {cset!r}")
     means = mean_transfer(results)
+    if "in-class" in candidate_sets and not {"source_class", "target_class"} <= set(means.columns):
+        raise ValueError("in-class spread needs the source_class and target_class columns")
     eval_sizes = {}
     if "eval_examples" in results.columns:
         sizes = results.assign(eval_examples=pd.to_numeric(results["eval_examples"], errors="coerce"))
@@ -425,21 +436,39 @@ def target_spread(results: pd.DataFrame, per_example_targets: Iterable[str] = ()
     wanted = set(per_example_targets)
     rows = []
     for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
-        grp = grp.sort_values(["score", "source"], ascending=[False, True])
-        best, worst = grp.iloc[0], grp.iloc[-1]
-        n_eval = float(eval_sizes.get((regime, target), np.nan))
-        se = np.nan
-        if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
-            se = float(standard_error_bound(best["score"], n_eval))
-        spread = float(best["score"] - worst["score"])
-        rows.append({"regime": regime, "target": target, "n_sources": len(grp),
-                     "baseline_score": float(best["baseline_score"]), "best_source": best["source"],
-                     "best_score": float(best["score"]), "worst_score": float(worst["score"]), "spread": spread,
-                     "best_gain": float(best["score"] - best["baseline_score"]), "eval_examples": n_eval,
-                     "se_bound": se, "spread_in_se": spread / se if se and se == se else np.nan})
-    return pd.DataFrame(rows, columns=["regime", "target", "n_sources", "baseline_score", "best_source",
-                                       "best_score", "worst_score", "spread", "best_gain", "eval_examples",
-                                       "se_bound", "spread_in_se"])
+        grp = grp[grp["source"] != target]
+        for cset in candidate_sets:
+            cands = grp[grp["source_class"] == grp["target_class"]] if cset == "in-class" else grp
+            if cands.empty:
+                continue
+            cands = cands.sort_values(["score", "source"], ascending=[False, True])
+            best, worst = cands.iloc[0], cands.iloc[-1]
+            n_eval = float(eval_sizes.get((regime, target), np.nan))
+            se = np.nan
+            if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
+                se = float(standard_error_bound(best["score"], n_eval))
+            spread = float(best["score"] - worst["score"])
+            rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
+                         "baseline_score": float(best["baseline_score"]), "best_source": best["source"],
+                         "best_score": float(best["score"]), "worst_score": float(worst["score"]),
+                         "spread": spread, "best_gain": float(best["score"] - best["baseline_score"]),
+                         "eval_examples": n_eval, "se_bound": se,
+                         "spread_in_se": spread / se if se and se == se else np.nan})
+    return pd.DataFrame(rows, columns=["regime", "target", "candidate_set", "n_sources", "baseline_score",
+                                       "best_source", "best_score", "worst_score", "spread", "best_gain",
+                                       "eval_examples", "se_bound", "spread_in_se"])
+
+
+def drop_inseparable(
+    per_target: pd.DataFrame, spread: pd.DataFrame, min_spread_in_se: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``per_target`` (:func:`evaluate_rankers`) without the rows of the (regime, target, candidate_set)
+    whose sources :func:`target_spread` finds closer than ``min_spread_in_se`` standard errors; targets
+    without a bound (NaN) are kept. Returns the kept rows and the spread rows that were left out."""
+    noisy = spread[spread["spread_in_se"] < min_spread_in_se]
+    keys = set(zip(noisy["regime"], noisy["target"], noisy["candidate_set"]))
+    keep = [k not in keys for k in zip(per_target["regime"], per_target["target"], per_target["candidate_set"])]
+    return per_target[keep], noisy
 
 
 def candidate_sources(

@@ -932,9 +932,10 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     Writes under ``<results_dir>``: transfer_results.csv, finetune_results.csv, job_times.csv and, in
     ``evaluation/``: per_target.csv (every method × regime × candidate set × target), summary.csv
     (means per target class and "all"), paired_comparison.csv (each method against Random and DataSize over
-    the same targets, with bootstrap intervals), target_spread.csv (per target: how far apart its sources'
-    scores are, against one evaluation's standard error), summary_separable.csv (summary.csv without the
-    targets whose spread is below ``report.min_spread_in_se`` standard errors, default 2), one wide table per metric (``table_<metric>.csv`` and a markdown
+    the same targets, with bootstrap intervals), target_spread.csv (per target and candidate set: how far
+    apart its sources' scores are, against one evaluation's standard error), summary_separable.csv
+    (summary.csv without, per candidate set, the targets whose spread is below ``report.min_spread_in_se``
+    standard errors, default 2), one wide table per metric (``table_<metric>.csv`` and a markdown
     ``selection_tables.md``), and figures (transfer gains, selection metrics). Only targets whose every
     candidate source has a result are evaluated."""
     import pandas as pd
@@ -969,14 +970,14 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
                             for regime, regime_rankers in rankers.items()], ignore_index=True)
     summary = sm.summarize_selection(per_target)
     paired = sm.paired_comparison(per_target)
-    spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete))
+    spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete),
+                              candidate_sets=sorted(sm.CANDIDATE_SETS, key=lambda c: c != "all-class"))
     spread = spread.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
-    # sensitivity: the same evaluation without the targets whose sources one evaluation cannot separate
+    # sensitivity: the same evaluation without the targets whose candidate sources (all-class and in-class
+    # judged apart) one evaluation cannot separate
     min_se = min_spread_in_se(cfg)
-    noisy = spread[spread["spread_in_se"] < min_se]  # NaN (no bound) is kept
-    noisy_keys = set(zip(noisy["regime"], noisy["target"]))
-    keep = [(r, t) not in noisy_keys for r, t in zip(per_target["regime"], per_target["target"])]
-    summary_separable = sm.summarize_selection(per_target[keep])
+    separable, noisy = sm.drop_inseparable(per_target, spread, min_se)
+    summary_separable = sm.summarize_selection(separable)
     for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
                         ("target_spread", spread), ("summary_separable", summary_separable)):
         p = out_dir / f"{name}.csv"
@@ -1054,14 +1055,14 @@ def _spread_markdown(spread) -> list[str]:
           "SQuAD EM/F1) an upper bound on one evaluation's standard error, sqrt(p(1−p)/n) over its n "
           "evaluation examples. Where the spread is a few standard errors or less, which source is best is "
           "partly chance, and so is every selection metric on that target. `target_spread.csv`.", "",
-          "| regime | target | n eval | baseline | best source | best | worst | spread | best gain | SE bound "
-          "| spread / SE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| regime | target | candidates | n eval | baseline | best source | best | worst | spread | best gain "
+          "| SE bound | spread / SE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v, fmt):
         return "" if v != v else format(v, fmt)
 
     for r in spread.itertuples():
-        md.append(f"| {r.regime} | {r.target} | {f(r.eval_examples, '.0f')} | {f(r.baseline_score, '.3f')} | "
+        md.append(f"| {r.regime} | {r.target} | {r.candidate_set} ({r.n_sources}) | {f(r.eval_examples, '.0f')} | {f(r.baseline_score, '.3f')} | "
                   f"{r.best_source} | {f(r.best_score, '.3f')} | {f(r.worst_score, '.3f')} | {f(r.spread, '.3f')} | "
                   f"{f(r.best_gain, '+.3f')} | {f(r.se_bound, '.3f')} | {f(r.spread_in_se, '.1f')} |")
     md.append("")
@@ -1077,11 +1078,14 @@ def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
     metrics = [m for m in ("rho", "ndcg", "regret@1") if m in set(summary["metric"])]
     methods = [m for m in HEADLINE_METHODS + ("Random",) if m in set(summary["method"])]
     csets = sorted(CANDIDATE_SETS, key=lambda c: c != "all-class")  # all-class first, the paper's headline
-    left_out = ", ".join(f"{r.target} ({r.spread_in_se:.2f} SE)" for r in noisy.itertuples())
+    left_out = "; ".join(f"{c}: " + (", ".join(f"{r.target} ({r.spread_in_se:.2f} SE)"
+                                              for r in noisy[noisy["candidate_set"] == c].itertuples()) or "none")
+                         for c in csets)
     md = ["## Without the targets whose sources one evaluation cannot separate", "",
-          f"Left out: targets whose sources' spread is below {min_se:g} standard errors (`report.min_spread_in_se`): "
-          f"{left_out}. Each cell: the mean over every evaluated target → the mean over the rest "
-          "(`summary_separable.csv`); targets without a standard-error bound are kept.", "",
+          f"Left out: targets whose candidate sources' spread is below {min_se:g} standard errors "
+          f"(`report.min_spread_in_se`), judged for each candidate set apart — {left_out}. Each cell: the mean "
+          "over every evaluated target → the mean over the rest (`summary_separable.csv`); targets without a "
+          "standard-error bound are kept.", "",
           "| method | regime | " + " | ".join(f"{m} {c}" for c in csets for m in metrics) + " |",
           "|---|---|" + "---|" * (len(csets) * len(metrics))]
     key = ["method", "regime", "candidate_set", "metric"]

@@ -409,20 +409,50 @@ def test_standard_error_bound_is_the_binomial_se_and_bounds_any_unit_interval_sc
 
 
 def test_target_spread_by_hand():
-    rows = [  # target A: 2 seeds; B: one seed, no eval size known for one row
+    rows = [  # target A: 2 seeds; B: one seed, no eval size known for one row. Classes: A, B are X; C is Y
         (None, "A", "L", 0, 0.50, 400), (None, "A", "L", 1, 0.54, 400),
         ("B", "A", "L", 0, 0.60, 400), ("B", "A", "L", 1, 0.64, 400),
         ("C", "A", "L", 0, 0.51, 400), ("C", "A", "L", 1, 0.51, 400),
         (None, "B", "L", 0, 0.30, 50), ("A", "B", "L", 0, 0.20, 50), ("C", "B", "L", 0, 0.25, np.nan),
     ]
     res = pd.DataFrame(rows, columns=["source", "target", "regime", "seed", "score", "eval_examples"])
-    out = sm.target_spread(res, per_example_targets=["A"]).set_index("target")
-    a = out.loc["A"]
+    cls = {"A": "X", "B": "X", "C": "Y"}
+    res["source_class"], res["target_class"] = res["source"].map(cls), res["target"].map(cls)
+    out = sm.target_spread(res, per_example_targets=["A"]).set_index(["target", "candidate_set"])
+    a = out.loc[("A", "all-class")]
     assert (a.n_sources, a.best_source, a.eval_examples) == (2, "B", 400)
     assert a.baseline_score == pytest.approx(0.52) and a.best_score == pytest.approx(0.62)
     assert a.worst_score == pytest.approx(0.51) and a.spread == pytest.approx(0.11)
     assert a.best_gain == pytest.approx(0.10)
     assert a.se_bound == pytest.approx((0.62 * 0.38 / 400) ** 0.5) and a.spread_in_se == pytest.approx(0.11 / a.se_bound)
-    b = out.loc["B"]  # not a per-example target: no SE; every source below the baseline
+    b = out.loc[("B", "all-class")]  # not a per-example target: no SE; every source below the baseline
     assert (b.best_source, b.eval_examples) == ("C", 50) and b.best_gain == pytest.approx(-0.05)
     assert np.isnan(b.se_bound) and np.isnan(b.spread_in_se) and b.spread == pytest.approx(0.05)
+    # in-class: A chooses only among X sources (B), B only among A — one source each, spread 0
+    a_in, b_in = out.loc[("A", "in-class")], out.loc[("B", "in-class")]
+    assert (a_in.n_sources, a_in.best_source, a_in.spread, a_in.spread_in_se) == (1, "B", 0.0, 0.0)
+    assert a_in.best_score == pytest.approx(0.62) and a_in.se_bound == pytest.approx(a.se_bound)
+    assert (b_in.n_sources, b_in.best_source) == (1, "A") and b_in.best_gain == pytest.approx(-0.10)
+    assert len(out) == 4
+    only_all = sm.target_spread(res.drop(columns=["source_class", "target_class"]), candidate_sets=["all-class"])
+    assert list(only_all["candidate_set"]) == ["all-class"] * 2
+    np.testing.assert_allclose(only_all["spread"], [0.11, 0.05])
+    with pytest.raises(ValueError, match="source_class"):
+        sm.target_spread(res.drop(columns=["source_class", "target_class"]))
+    with pytest.raises(ValueError, match="candidate_set"):
+        sm.target_spread(res, candidate_sets=["same-class"])
+
+
+
+def test_drop_inseparable_judges_each_candidate_set_apart():
+    per_target = pd.DataFrame([(t, c, m) for t in "AB" for c in ("all-class", "in-class") for m in ("TextEmb", "Random")],
+                              columns=["target", "candidate_set", "method"]).assign(regime="L")
+    spread = pd.DataFrame({"regime": "L", "target": ["A", "A", "B", "B"],
+                           "candidate_set": ["all-class", "in-class"] * 2,
+                           "spread_in_se": [3.0, 1.0, np.nan, 2.0]})
+    kept, noisy = sm.drop_inseparable(per_target, spread, 2.0)
+    # A in-class (1 SE) goes; A all-class (3 SE), B (no bound; exactly 2 SE is not below 2) stay
+    assert list(noisy["target"] + "/" + noisy["candidate_set"]) == ["A/in-class"]
+    assert sorted(set(kept["target"] + "/" + kept["candidate_set"])) == ["A/all-class", "B/all-class", "B/in-class"]
+    assert len(kept) == 6
+    assert len(sm.drop_inseparable(per_target, spread, 0.0)[0]) == 8

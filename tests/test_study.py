@@ -235,7 +235,9 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert (paired.loc[paired["target_class"] == "all", "ties"] == 2).all()
     assert "## Paired comparison with Random and DataSize" in Path(paths["selection_tables"]).read_text()
     # per target, the spread of its sources against one evaluation's standard error (RTE: accuracy)
-    spread = pd.read_csv(paths["target_spread"]).set_index("target")
+    spread = pd.read_csv(paths["target_spread"])
+    assert set(spread["candidate_set"]) == {"all-class"}  # no target has a source of its own class
+    spread = spread.set_index("target")
     table = results_table(plan)
     assert set(spread.index) == set(table["target"])
     for target, row in spread.iterrows():
@@ -260,7 +262,9 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert len(merged) == len(expected) == len(got) and set(got["target_class"]) == {"SL", "all"}
     assert (merged["value"].isna() == merged["value_expected"].isna()).all()
     assert ((merged["value"] - merged["value_expected"]).abs().fillna(0) < 1e-5).all()
-    assert "Left out: targets whose sources' spread is below 2 standard errors" in Path(paths["selection_tables"]).read_text()
+    md = Path(paths["selection_tables"]).read_text()
+    assert "Left out: targets whose candidate sources' spread is below 2 standard errors" in md
+    assert "all-class: RTE (0.00 SE); in-class: none" in md
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
