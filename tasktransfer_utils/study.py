@@ -1053,10 +1053,13 @@ def _spread_markdown(spread) -> list[str]:
           "Best and worst transfer score among a target's sources, their spread, the best source's gain over "
           "no transfer, and for targets whose score is a mean of per-example values in [0, 1] (accuracy, "
           "SQuAD EM/F1) an upper bound on one evaluation's standard error, sqrt(p(1−p)/n) over its n "
-          "evaluation examples. Where the spread is a few standard errors or less, which source is best is "
-          "partly chance, and so is every selection metric on that target. `target_spread.csv`.", "",
+          "evaluation examples, and how many other sources score within one such standard error of the best. "
+          "Where the spread is a few standard errors or less, which source is best is partly chance, and so is "
+          "every selection metric on that target; where many sources sit within one standard error of the best, "
+          "the rank of the best (rho, regret@1) is chance even if one poor source widens the spread. "
+          "`target_spread.csv`.", "",
           "| regime | target | candidates | n eval | baseline | best source | best | worst | spread | best gain "
-          "| SE bound | spread / SE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| SE bound | spread / SE | within 1 SE of best |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v, fmt):
         return "" if v != v else format(v, fmt)
@@ -1064,7 +1067,8 @@ def _spread_markdown(spread) -> list[str]:
     for r in spread.itertuples():
         md.append(f"| {r.regime} | {r.target} | {r.candidate_set} ({r.n_sources}) | {f(r.eval_examples, '.0f')} | {f(r.baseline_score, '.3f')} | "
                   f"{r.best_source} | {f(r.best_score, '.3f')} | {f(r.worst_score, '.3f')} | {f(r.spread, '.3f')} | "
-                  f"{f(r.best_gain, '+.3f')} | {f(r.se_bound, '.3f')} | {f(r.spread_in_se, '.1f')} |")
+                  f"{f(r.best_gain, '+.3f')} | {f(r.se_bound, '.3f')} | {f(r.spread_in_se, '.1f')} | "
+                  f"{f(r.near_best, '.0f')} |")
     md.append("")
     return md
 

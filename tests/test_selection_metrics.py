@@ -434,6 +434,10 @@ def test_target_spread_by_hand():
     assert a_in.best_score == pytest.approx(0.62) and a_in.se_bound == pytest.approx(a.se_bound)
     assert (b_in.n_sources, b_in.best_source) == (1, "A") and b_in.best_gain == pytest.approx(-0.10)
     assert len(out) == 4
+    assert (a.near_best, a_in.near_best) == (0, 0) and np.isnan(b.near_best)  # C is 4.5 SE below; B: no bound
+    both = sm.target_spread(res, per_example_targets=["A", "B"]).set_index(["target", "candidate_set"])
+    b2 = both.loc[("B", "all-class")]  # best C 0.25 over 50 examples: SE bound 0.0612; A (0.20) is within it
+    assert b2.se_bound == pytest.approx((0.25 * 0.75 / 50) ** 0.5) and b2.near_best == 1
     only_all = sm.target_spread(res.drop(columns=["source_class", "target_class"]), candidate_sets=["all-class"])
     assert list(only_all["candidate_set"]) == ["all-class"] * 2
     np.testing.assert_allclose(only_all["spread"], [0.11, 0.05])
@@ -456,3 +460,34 @@ def test_drop_inseparable_judges_each_candidate_set_apart():
     assert sorted(set(kept["target"] + "/" + kept["candidate_set"])) == ["A/all-class", "B/all-class", "B/in-class"]
     assert len(kept) == 6
     assert len(sm.drop_inseparable(per_target, spread, 0.0)[0]) == 8
+
+
+def test_wilcoxon_p_equals_scipy_with_ties_zeros_and_without():
+    """The enumerated exact test gives scipy.stats.wilcoxon(zero_method="zsplit")'s p-value: random paired
+    differences with ties and zeros (scipy's permutation test), distinct ones (its exact distribution) and
+    more than 13 (its normal approximation)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    cases = [np.array([0.0, 0.0, 1.0]), np.array([2.0, -2.0]), np.array([0.5]), np.array([-1.0, -1.0, -1.0]),
+             np.array([1 / 3, 2 / 3, -1 / 3, 0.1 + 0.2, -0.3])]  # sums equal only up to rounding
+    for _ in range(90):  # scipy's permutation test takes up to ~0.8 s a case
+        n = int(rng.integers(1, 17))
+        kind = rng.integers(3)
+        if kind == 0:  # ranks, rho-like differences: many ties and zeros
+            d = rng.integers(-4, 5, n).astype(float) / 2
+        elif kind == 1:  # continuous: no ties
+            d = rng.normal(size=n)
+        else:  # a few repeated magnitudes with random signs
+            d = rng.choice([0.0, 0.25, 0.5, 1.0], n) * rng.choice([-1.0, 1.0], n)
+        cases.append(d)
+    checked = 0
+    for d in cases:
+        if not np.any(d != 0):
+            assert np.isnan(sm.wilcoxon_p(d))
+            continue
+        expected = stats.wilcoxon(d, zero_method="zsplit").pvalue
+        assert sm.wilcoxon_p(d) == pytest.approx(expected, rel=1e-12, abs=1e-15), d
+        checked += 1
+    assert checked > 70
+    assert np.isnan(sm.wilcoxon_p([]))
