@@ -4,8 +4,8 @@ permutation null enumerated as one matrix product) vs ``scipy.stats.wilcoxon(d, 
 
 The inputs are the paired differences a study report actually tests: every (method, baseline, candidate
 set, target class, metric) of the committed offline study's ``per_target.csv`` (or ``--per-target FILE``),
-as ``paired_comparison`` forms them. The two are timed in lock-step, call by call, alternating which goes
-first; every p-value is checked equal.
+from ``selection_metrics.paired_differences`` as ``paired_comparison`` uses them. The two are timed in
+lock-step, call by call, alternating which goes first; every p-value is checked equal.
 
     .venv/bin/python benchmarks/bench_wilcoxon.py
     .venv/bin/python benchmarks/bench_wilcoxon.py --max-cases 40     # quick look
@@ -28,33 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "results" / "offline_study" / "evaluation" / "per_target.csv"
 
 
-def paired_differences(per_target: pd.DataFrame) -> list[np.ndarray]:
-    """The difference vectors ``paired_comparison`` tests (seed-mean rows, every class and all classes)."""
-    rows = per_target[per_target["seed"].isna()] if "seed" in per_target.columns else per_target
-    data = pd.concat([rows, rows.assign(target_class=sm.ALL_CLASSES)], ignore_index=True)
-    out = []
-    for _, group in data.groupby(["regime", "candidate_set", "target_class"]):
-        wide = {m: g.set_index("target") for m, g in group.groupby("method")}
-        for base in ("Random", "DataSize"):
-            for method in sorted(wide):
-                if method == base or base not in wide:
-                    continue
-                for metric in ("rho", "ndcg", "regret@1"):
-                    a = wide[method][metric].astype(float)
-                    b = wide[base][metric].astype(float).reindex(a.index)
-                    d = (a - b)[a.notna() & b.notna()].to_numpy()
-                    if d.size and np.any(d != 0):
-                        out.append(d)
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-target", default=str(DEFAULT))
     p.add_argument("--max-cases", type=int, default=0, help="time only the first N difference vectors (0: all)")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args()
-    cases = paired_differences(pd.read_csv(args.per_target))
+    cases = [d for *_, d in sm.paired_differences(pd.read_csv(args.per_target)) if np.any(d != 0)]
     if args.max_cases:
         cases = cases[: args.max_cases]
     t = {"scipy.stats.wilcoxon": 0.0, "wilcoxon_p": 0.0}

@@ -753,35 +753,21 @@ def wilcoxon_p(d: Sequence[float] | np.ndarray) -> float:
     return float(min(1.0, 2 * min(less, greater)))
 
 
-def paired_comparison(
+def paired_differences(
     per_target: pd.DataFrame,
     baselines: Sequence[str] = ("Random", "DataSize"),
     metrics: Sequence[str] = ("rho", "ndcg", "regret@1"),
     methods: Sequence[str] | None = None,
-    n_boot: int = 10000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Each method against each baseline on the same targets (the seed-averaged rows of
-    :func:`evaluate_rankers`' per-target table), per regime × candidate set × target class (each class
-    and ``"all"``).
-
-    Columns: method, baseline, regime, candidate_set, target_class, metric, n_targets (targets where
-    both are finite), mean_diff (method − baseline, mean over targets), ci_low / ci_high (percentile
-    bootstrap over targets, :func:`bootstrap_mean_ci`), wins / ties / losses (targets where the method
-    is better / equal / worse, "better" being lower for rho and regret@k), p_wilcoxon (two-sided
-    Wilcoxon signed-rank test of the differences, ``scipy.stats.wilcoxon`` with zero differences split
-    between the signs; NaN when every difference is 0). With a handful of targets the intervals are
-    wide: they say how much the evidence separates two methods, not which one is better in general.
-    """
-    cols = ["method", "baseline", "regime", "candidate_set", "target_class", "metric", "n_targets",
-            "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "p_wilcoxon"]
+):
+    """The paired per-target differences (method − baseline) that :func:`paired_comparison` summarises:
+    yields ``(method, baseline, regime, candidate_set, target_class, metric, d)`` with ``d`` the differences
+    on the targets where both are finite, per regime × candidate set × target class (each class and
+    ``"all"``), from the seed-averaged rows of :func:`evaluate_rankers`' per-target table."""
     rows = per_target[per_target["seed"].isna()] if "seed" in per_target else per_target
     if rows.empty:
-        return pd.DataFrame(columns=cols)
+        return
     data = pd.concat([rows, rows.assign(target_class=ALL_CLASSES)], ignore_index=True)
     methods = list(methods) if methods is not None else sorted(data["method"].unique())
-    out = []
     for (regime, cset, tclass), group in data.groupby(["regime", "candidate_set", "target_class"], sort=True):
         wide = {m: g.set_index("target") for m, g in group.groupby("method")}
         for base in baselines:
@@ -794,14 +780,41 @@ def paired_comparison(
                     a = wide[method][metric].astype(float)
                     b = wide[base][metric].astype(float).reindex(a.index)
                     ok = a.notna() & b.notna()
-                    d = (a[ok] - b[ok]).to_numpy()
-                    better = -d if lower_is_better(metric) else d
-                    lo, hi = bootstrap_mean_ci(d, n_boot, level, seed)
-                    p = wilcoxon_p(d)
-                    out.append({"method": method, "baseline": base, "regime": regime, "candidate_set": cset,
-                                "target_class": tclass, "metric": metric, "n_targets": int(d.size),
-                                "mean_diff": float(d.mean()) if d.size else float("nan"),
-                                "ci_low": lo, "ci_high": hi, "wins": int((better > 0).sum()),
-                                "ties": int((better == 0).sum()), "losses": int((better < 0).sum()),
-                                "p_wilcoxon": p})
+                    yield method, base, regime, cset, tclass, metric, (a[ok] - b[ok]).to_numpy()
+
+
+def paired_comparison(
+    per_target: pd.DataFrame,
+    baselines: Sequence[str] = ("Random", "DataSize"),
+    metrics: Sequence[str] = ("rho", "ndcg", "regret@1"),
+    methods: Sequence[str] | None = None,
+    n_boot: int = 10000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each method against each baseline on the same targets (the seed-averaged rows of
+    :func:`evaluate_rankers`' per-target table), per regime × candidate set × target class (each class
+    and ``"all"``; the differences of :func:`paired_differences`).
+
+    Columns: method, baseline, regime, candidate_set, target_class, metric, n_targets (targets where
+    both are finite), mean_diff (method − baseline, mean over targets), ci_low / ci_high (percentile
+    bootstrap over targets, :func:`bootstrap_mean_ci`), wins / ties / losses (targets where the method
+    is better / equal / worse, "better" being lower for rho and regret@k), p_wilcoxon (two-sided
+    Wilcoxon signed-rank test of the differences, :func:`wilcoxon_p`: ``scipy.stats.wilcoxon``'s value
+    with zero differences split between the signs; NaN when every difference is 0). With a handful of
+    targets the intervals are wide: they say how much the evidence separates two methods, not which one
+    is better in general.
+    """
+    cols = ["method", "baseline", "regime", "candidate_set", "target_class", "metric", "n_targets",
+            "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "p_wilcoxon"]
+    out = []
+    for method, base, regime, cset, tclass, metric, d in paired_differences(per_target, baselines, metrics, methods):
+        better = -d if lower_is_better(metric) else d
+        lo, hi = bootstrap_mean_ci(d, n_boot, level, seed)
+        out.append({"method": method, "baseline": base, "regime": regime, "candidate_set": cset,
+                    "target_class": tclass, "metric": metric, "n_targets": int(d.size),
+                    "mean_diff": float(d.mean()) if d.size else float("nan"),
+                    "ci_low": lo, "ci_high": hi, "wins": int((better > 0).sum()),
+                    "ties": int((better == 0).sum()), "losses": int((better < 0).sum()),
+                    "p_wilcoxon": wilcoxon_p(d)})
     return pd.DataFrame(out, columns=cols)
