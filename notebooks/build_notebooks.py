@@ -1053,11 +1053,11 @@ whose 11 sources spread widely may still have its 3 in-class sources within nois
 spread = pd.read_csv(paths["target_spread"])
 display(spread.round(3))
 bounded = spread[spread["se_bound"].notna()]
-min_se = min_spread_in_se(cfg)
+_, noisy = sm.drop_inseparable(per_target, spread, min_spread_in_se(cfg))  # what the sensitivity table leaves out
 for cset, rows in bounded.groupby("candidate_set", sort=False):
-    close = rows[rows["spread_in_se"] < min_se]
+    close = noisy[noisy["candidate_set"] == cset]
     print(f"{cset}: {len(close)} of {len(rows)} targets with a standard-error bound have their candidate sources "
-          f"within {min_se:g} standard errors of each other: {list(close['target'])}")
+          f"within {min_spread_in_se(cfg):g} standard errors of each other: {list(close['target'])}")
 """),
     md("""
 ## TaskEmb per component

@@ -58,6 +58,8 @@ from sklearn.metrics import ndcg_score
 REQUIRED_COLUMNS = ("source", "target", "regime", "seed", "score")
 METRICS_ORDER = ("rho", "ndcg", "regret@1", "regret@3", "regret@5", "spearman", "kendall")
 CANDIDATE_SETS = ("in-class", "all-class")
+#: the candidate sets in the order reports show them: all-class first, the paper's headline
+CANDIDATE_SETS_REPORT_ORDER = ("all-class", "in-class")
 RELEVANCE_KINDS = ("minmax", "positive_gain", "score")
 ALL_CLASSES = "all"
 
@@ -438,14 +440,13 @@ def target_spread(
     wanted = set(per_example_targets)
     rows = []
     for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
-        grp = grp[grp["source"] != target]
+        n_eval = float(eval_sizes.get((regime, target), np.nan))
         for cset in candidate_sets:
-            cands = grp[grp["source_class"] == grp["target_class"]] if cset == "in-class" else grp
+            cands = _candidate_rows(grp, target, cset)
             if cands.empty:
                 continue
             cands = cands.sort_values(["score", "source"], ascending=[False, True])
             best, worst = cands.iloc[0], cands.iloc[-1]
-            n_eval = float(eval_sizes.get((regime, target), np.nan))
             se = np.nan
             if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
                 se = float(standard_error_bound(best["score"], n_eval))
@@ -479,13 +480,19 @@ def candidate_sources(
 ) -> list[str]:
     """Sources with a measured transfer to ``target`` in ``regime``: all of them except the target
     itself (``"all-class"``) or only those of the target's class (``"in-class"``). Sorted by name."""
+    rows = results[(results["target"] == target) & (results["regime"] == regime) & results["source"].notna()]
+    return sorted(_candidate_rows(rows, target, candidate_set)["source"].unique())
+
+
+def _candidate_rows(rows: pd.DataFrame, target: str, candidate_set: str) -> pd.DataFrame:
+    """The rows of ``rows`` (one target's sources) that ``candidate_set`` lets a method choose among:
+    every source but the target itself, and for ``"in-class"`` only those of the target's class."""
     if candidate_set not in CANDIDATE_SETS:
         raise ValueError(f"candidate_set must be one of {CANDIDATE_SETS}, got {candidate_set!r}")
-    rows = results[(results["target"] == target) & (results["regime"] == regime) & results["source"].notna()]
     rows = rows[rows["source"] != target]
     if candidate_set == "in-class":
         rows = rows[rows["source_class"] == rows["target_class"]]
-    return sorted(rows["source"].unique())
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -971,7 +971,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     summary = sm.summarize_selection(per_target)
     paired = sm.paired_comparison(per_target)
     spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete),
-                              candidate_sets=sorted(sm.CANDIDATE_SETS, key=lambda c: c != "all-class"))
+                              candidate_sets=sm.CANDIDATE_SETS_REPORT_ORDER)
     spread = spread.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
     # sensitivity: the same evaluation without the targets whose candidate sources (all-class and in-class
     # judged apart) one evaluation cannot separate
@@ -1075,13 +1075,13 @@ def _spread_markdown(spread) -> list[str]:
 
 def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
     """Headline methods over all targets next to the same means without the targets in ``noisy``."""
-    from .selection_metrics import CANDIDATE_SETS
+    from .selection_metrics import CANDIDATE_SETS_REPORT_ORDER
 
     if noisy.empty:
         return []
     metrics = [m for m in ("rho", "ndcg", "regret@1") if m in set(summary["metric"])]
     methods = [m for m in HEADLINE_METHODS + ("Random",) if m in set(summary["method"])]
-    csets = sorted(CANDIDATE_SETS, key=lambda c: c != "all-class")  # all-class first, the paper's headline
+    csets = CANDIDATE_SETS_REPORT_ORDER
     left_out = "; ".join(f"{c}: " + (", ".join(f"{r.target} ({r.spread_in_se:.2f} SE)"
                                               for r in noisy[noisy["candidate_set"] == c].itertuples()) or "none")
                          for c in csets)
