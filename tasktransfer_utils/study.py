@@ -94,6 +94,8 @@ class StudyConfig:
     textemb: dict | None = field(default_factory=dict)
     taskemb: list[dict] = field(default_factory=lambda: [{"estimator": "paper", "labels": "gold"}])
     logme: dict | None = None  # None: no LogME jobs; else encoder_features options (max_examples, ...)
+    #: at most this many training rows (seeded sample) in the embedding passes of FULL-regime tasks; None: all
+    full_max_examples: int | None = None
     keep_models: str = "sources"  # "sources": delete transfer-run weights once recorded | "all"
     engine: dict = field(default_factory=lambda: {"kind": "local", "workers": 1})
     max_attempts: int = 2
@@ -247,8 +249,12 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
 
     emb = raw.get("embeddings", {"textemb": {}, "taskemb": [{"estimator": "paper", "labels": "gold"}]})
     emb = emb or {}
-    if not isinstance(emb, Mapping) or set(emb) - {"textemb", "taskemb"}:
-        raise _err(where, "embeddings", "a mapping with 'textemb' and/or 'taskemb'", emb)
+    if not isinstance(emb, Mapping) or set(emb) - {"textemb", "taskemb", "full_max_examples"}:
+        raise _err(where, "embeddings", "a mapping with 'textemb', 'taskemb' and/or 'full_max_examples'", emb)
+    full_max_examples = emb.get("full_max_examples")
+    if full_max_examples is not None and (not isinstance(full_max_examples, int) or isinstance(full_max_examples, bool)
+                                          or full_max_examples < 1):
+        raise _err(where, "embeddings.full_max_examples", "an integer >= 1 or null (all rows)", full_max_examples)
     textemb = emb.get("textemb")
     if textemb is not None:
         textemb = dict(textemb)
@@ -319,7 +325,7 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
         name=name, description=str(raw.get("description", "")), tasks=tasks, sources=sources, targets=targets,
         pairs=pairs, regimes=regimes, seeds=list(seeds), encoder=raw.get("encoder"), data_source=data_source,
         data_dir=data_dir, data_seed=int(data.get("data_seed", 0)), limited_size=limited_size, settings=settings, textemb=textemb,
-        taskemb=variants, logme=logme, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
+        taskemb=variants, full_max_examples=full_max_examples, logme=logme, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
         report=report, results_dir=(base_dir / results_dir).resolve(), runs_dir=(base_dir / runs_dir).resolve(),
     )
 
@@ -416,13 +422,16 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
         fid = finetune_id(task, regime, seed)
         finetunes.append(Job(fid, "finetune", {**common, "settings": cfg.settings_overrides(cls)},
                              group=cls, cost=_cost(cls, regime)))
+        # FULL embedding passes may be capped (a seeded sample of the training rows); LIMITED ones never are
+        cap = ({"max_examples": cfg.full_max_examples}
+               if regime == "FULL" and cfg.full_max_examples is not None else {})
         if cfg.textemb is not None:
             textembs.append(Job(textemb_id(task, regime, seed), "textemb",
-                                {**common, "settings": cfg.settings_overrides(cls), **cfg.textemb},
+                                {**common, "settings": cfg.settings_overrides(cls), **cap, **cfg.textemb},
                                 group=cls, cost=0.1 * _cost(cls, regime)))
         for v in cfg.taskemb:
             taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"]), "taskemb",
-                                {**common, **v}, deps=(fid,), group=cls,
+                                {**common, **cap, **v}, deps=(fid,), group=cls,
                                 cost=(0.5 if v["estimator"] == "paper" else 3.0) * _cost(cls, regime)))
     for seed in cfg.seeds:
         for tr in sorted(regimes, key=lambda r: (r.target.value != "LIMITED", r.source.value != "LIMITED")):
@@ -821,6 +830,7 @@ def study_description(cfg: StudyConfig) -> dict:
         "data_source": cfg.data_source, "data_seed": cfg.data_seed,
         "settings": {c: cfg.finetune_settings(c).to_dict() for c in CLASS_ORDER},
         "settings_overrides": cfg.settings, "textemb": cfg.textemb, "taskemb": cfg.taskemb,
+        **({"full_max_examples": cfg.full_max_examples} if cfg.full_max_examples is not None else {}),
         "keep_models": cfg.keep_models, "jobs": dict(Counter(j.kind for j in jobs)),
     }
 
