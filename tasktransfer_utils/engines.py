@@ -159,17 +159,23 @@ class SubmititEngine:
     #: how long a SLURM task may be absent from squeue without a result before it counts as lost (s)
     lost_after_s: float = 120.0
 
-    def executor(self, group: str):
-        if submitit is None:  # pragma: no cover
-            raise ImportError("SubmititEngine needs the `submitit` package (pip install submitit)")
-        ex = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster,
-                                   slurm_max_num_timeout=self.max_num_timeout)
+    def parameters(self, group: str) -> dict[str, Any]:
+        """The AutoExecutor parameters of a resource group: its dict laid over ``"default"``, plus a job
+        name and (SLURM) the signal delay that lets a timed-out job be requeued."""
         params = dict(self.resources.get("default", {}))
         params.update(self.resources.get(group, {}))
         params.setdefault("name", f"tasktransfer-{group}")
         if self.cluster == "slurm":
             params.setdefault("slurm_signal_delay_s", 60)
-        ex.update_parameters(**params)
+        return params
+
+    def executor(self, group: str):
+        """A submitit executor for a resource group (with ``cluster="slurm"`` this needs SLURM's ``srun``)."""
+        if submitit is None:  # pragma: no cover
+            raise ImportError("SubmititEngine needs the `submitit` package (pip install submitit)")
+        ex = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster,
+                                   slurm_max_num_timeout=self.max_num_timeout)
+        ex.update_parameters(**self.parameters(group))
         return ex
 
     def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,

@@ -103,16 +103,18 @@ def test_make_engine_reads_config_and_flags(tmp_path):
         make_engine({"kind": "kubernetes"}, default_folder=tmp_path)
 
 
-def test_submitit_executor_gets_group_resources(tmp_path):
+def test_submitit_group_resources_lay_over_default(tmp_path):
+    """Per-group resources: the group's dict over "default", a job name, SLURM's requeue signal delay
+    (no SLURM needed; test_slurm.py checks what a real SLURM executor makes of them)."""
     engine = SubmititEngine(folder=tmp_path, cluster="slurm",
                             resources={"default": {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8},
                                        "QA": {"timeout_min": 240, "mem_gb": 32, "gpus_per_node": 1}})
-    ex = engine.executor("QA")
-    p = ex._executor.parameters
-    assert p["time"] == 240 and p["mem"] == "32GB" and p["cpus_per_task"] == 4 and p["gpus_per_node"] == 1
-    assert p["job_name"] == "tasktransfer-QA"
-    p = engine.executor("CR")._executor.parameters
-    assert p["time"] == 60 and p["mem"] == "8GB" and "gpus_per_node" not in p
+    assert engine.parameters("QA") == {"timeout_min": 240, "cpus_per_task": 4, "mem_gb": 32, "gpus_per_node": 1,
+                                       "name": "tasktransfer-QA", "slurm_signal_delay_s": 60}
+    assert engine.parameters("CR") == {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8,
+                                       "name": "tasktransfer-CR", "slurm_signal_delay_s": 60}
+    local = SubmititEngine(folder=tmp_path, cluster="local", resources={"default": {"timeout_min": 5}})
+    assert local.parameters("SL") == {"timeout_min": 5, "name": "tasktransfer-SL"}
 
 
 def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):

@@ -128,3 +128,15 @@ def test_timed_out_task_is_requeued_by_submitit_and_reclaims_its_lock(shared_tmp
     assert rec["worker"]["slurm_restart_count"] not in (None, "0")  # finished by the requeued run
     starts = [e for e in read_events(root) if e[0] == "start" and e[1] == "gen-0"]
     assert len(starts) == 2
+
+
+def test_submitit_executor_gets_group_resources(tmp_path):
+    """What a real SLURM executor makes of a group's resources (submitit needs ``srun`` to build one)."""
+    engine = SubmititEngine(folder=tmp_path, cluster="slurm",
+                            resources={"default": {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8},
+                                       "QA": {"timeout_min": 240, "mem_gb": 32, "gpus_per_node": 1}})
+    p = engine.executor("QA")._executor.parameters
+    assert p["time"] == 240 and p["mem"] == "32GB" and p["cpus_per_task"] == 4 and p["gpus_per_node"] == 1
+    assert p["job_name"] == "tasktransfer-QA"
+    p = engine.executor("CR")._executor.parameters
+    assert p["time"] == 60 and p["mem"] == "8GB" and "gpus_per_node" not in p
