@@ -32,6 +32,7 @@ from tasktransfer_utils.study import (
 
 REPO = Path(__file__).resolve().parent.parent
 L2L = "LIMITED→LIMITED"
+F2L = "FULL→LIMITED"
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -42,7 +43,8 @@ def test_offline_study_config_and_job_graph():
     classes = {c: [t for t in cfg.tasks if cfg.task_class(t) == c] for c in ("CR", "SL", "QA")}
     assert classes == {"CR": ["SST-2", "MRPC", "RTE", "STS-B"], "SL": ["POS-PTB", "Parent", "Chunk", "NER"],
                        "QA": ["SQuAD-1", "SQuAD-2", "BoolQ", "FAQ-TR"]}
-    assert cfg.regimes == [L2L] and cfg.seeds == [0] and cfg.limited_size == 1000
+    assert cfg.regimes == [L2L, F2L] and cfg.seeds == [0] and cfg.limited_size == 1000
+    assert cfg.full_max_examples == 10000
     assert cfg.results_dir == REPO / "results" / "offline_study" and cfg.runs_dir == REPO / "runs" / "offline_study"
     qa = cfg.finetune_settings("QA")
     assert (qa.max_seq_length, qa.doc_stride, qa.max_eval_examples, qa.learning_rate) == (256, 128, 1000, 1e-4)
@@ -52,26 +54,52 @@ def test_offline_study_config_and_job_graph():
     jobs = build_jobs(cfg)
     kinds = [j.kind for j in jobs]
     n = len(cfg.tasks)
-    assert kinds.count("finetune") == n and kinds.count("textemb") == n and kinds.count("taskemb") == n
-    assert kinds.count("transfer") == n * (n - 1) == 132
-    # order: fine-tunes (CR, SL, QA), embeddings, then transfers grouped by target (CR, SL, QA targets)
+    # every task fine-tuned LIMITED (source of LIMITED→LIMITED, baseline of both regimes) and FULL (source of
+    # FULL→LIMITED), each embedded; every ordered pair transferred in both regimes
+    assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n and kinds.count("taskemb") == 2 * n
+    assert kinds.count("transfer") == 2 * n * (n - 1) == 264 and kinds.count("logme") == 264
+    # order: fine-tunes (LIMITED, then FULL; CR, SL, QA), embeddings, then transfers grouped by regime and target
     first = {k: kinds.index(k) for k in ("finetune", "textemb", "taskemb", "transfer")}
     last = {k: len(kinds) - 1 - kinds[::-1].index(k) for k in first}
     assert last["finetune"] < first["textemb"] and last["taskemb"] < first["transfer"]
-    ft_classes = [j.group for j in jobs if j.kind == "finetune"]
-    assert ft_classes == ["CR"] * 4 + ["SL"] * 4 + ["QA"] * 4
+    fts = [j for j in jobs if j.kind == "finetune"]
+    assert [j.params["regime"] for j in fts] == ["LIMITED"] * n + ["FULL"] * n
+    assert [j.group for j in fts] == (["CR"] * 4 + ["SL"] * 4 + ["QA"] * 4) * 2
     transfers = [j for j in jobs if j.kind == "transfer"]
-    target_seq = [j.params["target"] for j in transfers]
-    blocks = [t for i, t in enumerate(target_seq) if i == 0 or target_seq[i - 1] != t]
-    assert blocks == classes["CR"] + classes["SL"] + classes["QA"]  # each target's transfers contiguous
+    assert [j.params["regime"] for j in transfers] == [L2L] * 132 + [F2L] * 132
     by_id = {j.id: j for j in jobs}
-    for j in transfers:  # the source's LIMITED fine-tune, reused by every target; it is also a baseline
-        assert j.deps == (finetune_id(j.params["source"], "LIMITED", 0),)
-        assert finetune_id(j.params["target"], "LIMITED", 0) in by_id
-        assert j.params["source"] != j.params["target"]
-    pairs = {(j.params["source"], j.params["target"]) for j in transfers}
-    assert ("SST-2", "SQuAD-1") in pairs and ("NER", "Chunk") in pairs and len(pairs) == 132
-    assert all(j.deps == (finetune_id(j.params["task"], "LIMITED", 0),) for j in jobs if j.kind == "taskemb")
+    for regime, side in ((L2L, "LIMITED"), (F2L, "FULL")):
+        block = [j for j in transfers if j.params["regime"] == regime]
+        target_seq = [j.params["target"] for j in block]
+        blocks = [t for i, t in enumerate(target_seq) if i == 0 or target_seq[i - 1] != t]
+        assert blocks == classes["CR"] + classes["SL"] + classes["QA"]  # each target's transfers contiguous
+        for j in block:  # the source's fine-tune in the regime's source side; the target's LIMITED baseline
+            assert j.deps == (finetune_id(j.params["source"], side, 0),)
+            assert j.params["target_regime"] == "LIMITED" and finetune_id(j.params["target"], "LIMITED", 0) in by_id
+            assert j.params["source"] != j.params["target"]
+        pairs = {(j.params["source"], j.params["target"]) for j in block}
+        assert ("SST-2", "SQuAD-1") in pairs and ("NER", "Chunk") in pairs and len(pairs) == 132
+    for j in jobs:
+        if j.kind in ("textemb", "taskemb"):
+            # FULL embedding passes are capped at 10,000 seeded rows; LIMITED ones keep their 1,000 rows and the
+            # params their committed records were made with (no max_examples)
+            assert j.params.get("max_examples") == (10000 if j.params["regime"] == "FULL" else None)
+        if j.kind == "taskemb":
+            assert j.deps == (finetune_id(j.params["task"], j.params["regime"], 0),)
+
+
+def test_full_max_examples_is_validated(tmp_path):
+    base = {"name": "t", "tasks": {"CR": ["RTE", "MRPC"]}, "regimes": ["FULL->LIMITED"]}
+    for bad in (0, -5, "10k", True, 2.5):
+        with pytest.raises(StudyConfigError, match="embeddings.full_max_examples"):
+            study_config_from_dict({**base, "embeddings": {"full_max_examples": bad, "textemb": {}}}, base_dir=tmp_path)
+    cfg = study_config_from_dict({**base, "embeddings": {"full_max_examples": 500, "textemb": {"max_examples": 50}}},
+                                 base_dir=tmp_path)
+    caps = {(j.kind, j.params["regime"]): j.params.get("max_examples") for j in build_jobs(cfg) if j.kind == "textemb"}
+    assert caps == {("textemb", "FULL"): 50, ("textemb", "LIMITED"): 50}  # a variant's own max_examples wins
+    cfg = study_config_from_dict({**base, "embeddings": {"full_max_examples": 500, "textemb": {}}}, base_dir=tmp_path)
+    caps = {j.params["regime"]: j.params.get("max_examples") for j in build_jobs(cfg) if j.kind == "textemb"}
+    assert caps == {"FULL": 500, "LIMITED": None}
 
 
 def test_run_one_target_selects_what_its_evaluation_needs(capsys):
@@ -81,20 +109,21 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     plan = plan_ref(cfg).load()
     selected = select_study_jobs(cfg, plan, targets=["FAQ-TR"])
     others = [t for t in cfg.tasks if t != "FAQ-TR"]
-    expected = ({finetune_id(t, "LIMITED", 0) for t in cfg.tasks}  # 11 source models + FAQ-TR's baseline
-                | {transfer_id(s, "FAQ-TR", L2L, 0) for s in others}
-                | {f"logme__LIMITED-LIMITED__{s}__FAQ-TR__s0" for s in others})
-    assert set(selected) == expected and len(selected) == 12 + 11 + 11
+    expected = ({finetune_id(t, "LIMITED", 0) for t in cfg.tasks}  # 11 LIMITED source models + FAQ-TR's baseline
+                | {finetune_id(t, "FULL", 0) for t in others}  # 11 FULL source models
+                | {transfer_id(s, "FAQ-TR", r, 0) for s in others for r in (L2L, F2L)}
+                | {f"logme__{r}__{s}__FAQ-TR__s0" for s in others for r in ("LIMITED-LIMITED", "FULL-LIMITED")})
+    assert set(selected) == expected and len(selected) == 12 + 11 + 2 * (11 + 11)
     assert selected == [j.id for j in plan.jobs if j.id in expected]  # plan order kept
     assert select_study_jobs(cfg, plan) is None
     both = select_study_jobs(cfg, plan, only=["textemb__RTE__*"], targets=["FAQ-TR"])
-    assert set(both) == expected | {"textemb__RTE__LIMITED__s0"}
+    assert set(both) == expected | {"textemb__RTE__LIMITED__s0", "textemb__RTE__FULL__s0"}
     with pytest.raises(StudyConfigError, match="Nope: not a target"):
         select_study_jobs(cfg, plan, targets=["Nope"])
     path = str(CONFIGS_DIR / "offline_study.yaml")
     assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "34 jobs selected of 300" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert "56 jobs selected of 600" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
     assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
