@@ -123,7 +123,7 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     path = str(CONFIGS_DIR / "offline_study.yaml")
     assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "56 jobs selected of 600" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert "67 jobs selected of 600" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
     assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
