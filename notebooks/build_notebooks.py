@@ -735,6 +735,7 @@ tasks = None                    # None: the offline-small suite (4 tasks per cla
 regime = "LIMITED"              # regime of the fine-tuning run and of the Fisher pass (the study: LIMITED)
 estimators = ["paper", "empirical"]
 labels = "gold"                 # "gold" or "sampled" (from the model's predictive distribution)
+qa_loss = None                  # QA: "authors" or "masked"; None: "masked" read from the library (the study's), "authors" recomputed
 components = ["encoder.layer.*.multihead_output", "encoder.layer.*.layer_output"]  # plus cls_output for CR/QA
 map_component = None            # component for the heatmap and map; None: the deepest layer_output that is not noise
 max_train_examples = None       # cap on each training set before the regime (None: no cap)
@@ -785,11 +786,14 @@ per-example gradients and is several times slower.
 """),
     code("""
 taskemb, missing = {}, []   # (task, estimator) -> {component: TaskEmbedding}
+qa_loss = qa_loss or ("authors" if recompute else "masked")
+same_qa_loss = lambda v: (v or "masked") == qa_loss  # a stored QA TaskEmb without the field: masked
 for name in task_names:
     spec = get_task(name)
     for estimator in estimators:
         stored = library.load(task=name, method="TaskEmb", encoder_id=encoder_id(encoder), estimator=estimator,
-                              label_source=labels, regime=regime, seed=seed)
+                              label_source=labels, regime=regime, seed=seed,
+                              qa_loss=same_qa_loss if spec.task_class is TaskClass.QA else None)
         if stored and not recompute:
             taskemb[name, estimator] = {e.component: e for e in stored}
             continue
@@ -805,7 +809,7 @@ for name in task_names:
                                         **({"num_epochs": num_epochs} if num_epochs else {})))
         wanted = list(components) + (["cls_output"] if spec.task_class is not TaskClass.SL else [])
         taskemb[name, estimator] = compute_taskemb(data, run_dir, estimator=estimator, labels=labels, seed=seed,
-                                                   max_examples=max_examples, components=wanted)
+                                                   max_examples=max_examples, components=wanted, qa_loss=qa_loss)
         library.add(taskemb[name, estimator])
         print(f"{name:10s} {estimator:9s} fine-tuned score {run.score:.3f}; "
               f"{len(taskemb[name, estimator])} components in {next(iter(taskemb[name, estimator].values())).meta['wall_time_s']:.1f} s")
@@ -902,6 +906,7 @@ numbers = {
     "encoder_id": encoder_id(encoder),
     "regime": regime,
     "labels": labels,
+    "qa_loss": qa_loss,
     "estimators": list(estimators),
     "tasks": task_names,
     "map_component": map_component,
