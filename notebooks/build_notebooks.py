@@ -713,6 +713,18 @@ the default). The textbook empirical Fisher averages the squared *per-example* g
 (`"empirical"`). This notebook computes both and asks whether they order tasks alike; every stored
 embedding records which estimator made it.
 
+**Rounding noise is not a component.** Some components are zero in exact arithmetic, so what is stored
+is float rounding: every attention key bias (the softmax cancels a bias added to all keys) and, for QA,
+the span head's bias, the last layer's output LayerNorm bias and, under the masked QA loss, the last
+layer's output summed over tokens (the start/end softmax gradients sum to zero over the softmax's
+positions). Each embedding's metadata flags them (`noise_only`, with the reason: the rule, and a
+measured norm below 1e-9 of the median component); the notebook leaves them out of its maps and tables.
+
+**The QA loss.** The authors pad every QA window to `max_seq_length` and keep padding inside the start/end
+softmax; `compute_taskemb` does the same by default (`qa_loss="authors"`). The offline study's QA
+embeddings read here were computed with padding left out of the softmax (`qa_loss="masked"`, in their
+metadata), which is why their last layer's output is noise.
+
 TaskEmb needs one fine-tuning run per task, so with `recompute = False` the notebook reads stored
 embeddings from the embedding library; `recompute = True` fine-tunes (resumable run folders under
 `work_dir`) and computes them.
@@ -723,8 +735,9 @@ tasks = None                    # None: the offline-small suite (4 tasks per cla
 regime = "LIMITED"              # regime of the fine-tuning run and of the Fisher pass (the study: LIMITED)
 estimators = ["paper", "empirical"]
 labels = "gold"                 # "gold" or "sampled" (from the model's predictive distribution)
+qa_loss = None                  # QA: "authors" or "masked"; None: "masked" read from the library (the study's), "authors" recomputed
 components = ["encoder.layer.*.multihead_output", "encoder.layer.*.layer_output"]  # plus cls_output for CR/QA
-map_component = None            # component for the heatmap and map; None: the last layer's layer_output
+map_component = None            # component for the heatmap and map; None: the deepest layer_output that is not noise
 max_train_examples = None       # cap on each training set before the regime (None: no cap)
 max_eval_examples = None
 num_epochs = None               # None: the class preset
@@ -745,7 +758,7 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id, is_noise_only
 from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
@@ -773,11 +786,14 @@ per-example gradients and is several times slower.
 """),
     code("""
 taskemb, missing = {}, []   # (task, estimator) -> {component: TaskEmbedding}
+qa_loss = qa_loss or ("authors" if recompute else "masked")
+same_qa_loss = lambda v: (v or "masked") == qa_loss  # a stored QA TaskEmb without the field: masked
 for name in task_names:
     spec = get_task(name)
     for estimator in estimators:
         stored = library.load(task=name, method="TaskEmb", encoder_id=encoder_id(encoder), estimator=estimator,
-                              label_source=labels, regime=regime, seed=seed)
+                              label_source=labels, regime=regime, seed=seed,
+                              qa_loss=same_qa_loss if spec.task_class is TaskClass.QA else None)
         if stored and not recompute:
             taskemb[name, estimator] = {e.component: e for e in stored}
             continue
@@ -793,7 +809,7 @@ for name in task_names:
                                         **({"num_epochs": num_epochs} if num_epochs else {})))
         wanted = list(components) + (["cls_output"] if spec.task_class is not TaskClass.SL else [])
         taskemb[name, estimator] = compute_taskemb(data, run_dir, estimator=estimator, labels=labels, seed=seed,
-                                                   max_examples=max_examples, components=wanted)
+                                                   max_examples=max_examples, components=wanted, qa_loss=qa_loss)
         library.add(taskemb[name, estimator])
         print(f"{name:10s} {estimator:9s} fine-tuned score {run.score:.3f}; "
               f"{len(taskemb[name, estimator])} components in {next(iter(taskemb[name, estimator].values())).meta['wall_time_s']:.1f} s")
@@ -816,10 +832,20 @@ first = taskemb[task_names[0], estimators[0]]
 comp_table = pd.DataFrame([{"component": c, **parse_component(c), "dim": e.vector.shape[0],
                             "norm": float(np.linalg.norm(e.vector))} for c, e in first.items()])
 display(comp_table)
-shared = sorted(set.intersection(*(set(d) for d in taskemb.values())))
-last_layer = max(parse_component(c)["layer"] for c in shared if parse_component(c)["layer"] is not None)
-map_component = map_component or f"encoder.layer.{last_layer}.layer_output"
-print(f"{len(shared)} components shared by every task; heatmap and map use {map_component}")
+# rounding noise in any task (zero in exact arithmetic) is no coordinate of the task space
+noise = sorted({c for d in taskemb.values() for c, e in d.items() if is_noise_only(e)})
+for (name, est), d in taskemb.items():
+    for c, e in d.items():
+        if is_noise_only(e):
+            print(f"left out: {name} {c} ({est}): {'+'.join(e.meta['noise_reasons'])}, norm "
+                  f"{e.meta['relative_norm']:.1e} x the median; {e.meta.get('noise_rule')}")
+shared = sorted(set.intersection(*(set(d) for d in taskemb.values())) - set(noise))
+if map_component is None:
+    outputs = [c for c in shared if parse_component(c)["kind"] == "layer_output"]
+    map_component = max(outputs or shared, key=lambda c: (parse_component(c)["layer"] or -1, c))
+elif map_component in noise:
+    raise ValueError(f"map_component {map_component!r} holds only rounding noise in some task; choose one of {shared}")
+print(f"{len(shared)} components shared by every task and not noise; heatmap and map use {map_component}")
 """),
     md("""
 ## Similarity and the task space (Figure 3b)
@@ -880,11 +906,13 @@ numbers = {
     "encoder_id": encoder_id(encoder),
     "regime": regime,
     "labels": labels,
+    "qa_loss": qa_loss,
     "estimators": list(estimators),
     "tasks": task_names,
     "map_component": map_component,
     "component_dims": {c: int(first[c].vector.shape[0]) for c in first},
     "shared_components": shared,
+    "noise_components": noise,
     "similarity": {est: {a: {b: float(similarity[est].loc[a, b]) for b in task_names} for a in task_names}
                    for est in estimators},
     "per_component": per_component.to_dict(orient="records"),
@@ -915,7 +943,9 @@ each source really gives. The paper (§5, Tables 2–3) scores a ranking by
 * Spearman / Kendall correlations between predicted and measured orders.
 
 Methods: **TextEmb**, **TaskEmb** per component and fused over components (reciprocal-rank fusion,
-k = 60), **TextEmb+TaskEmb**, and the baselines **DataSize** (largest source first), **CurveGrad**
+k = 60; components that hold only rounding noise left out), **TaskEmb with one component chosen
+leave-one-target-out** (for each target, the component with the best mean metric over the other targets,
+scored on the held-out one), **TextEmb+TaskEmb**, and the baselines **DataSize** (largest source first), **CurveGrad**
 (slopes of the source's loss curve), **LogME** (You et al., 2021: the evidence of a linear model on
 the source's fine-tuned encoder's features of the target's training rows; a method beyond the paper, shown
 where the study recorded it) and **Random** (exact expectation). Candidates are either the
@@ -1063,7 +1093,10 @@ for cset, rows in bounded.groupby("candidate_set", sort=False):
 ## TaskEmb per component
 
 Each TaskEmb component ranks sources on its own; the paper fuses them. Which layers carry the
-signal?
+signal? Reading the best row off this table is a choice made on the very targets it is then scored on,
+so its numbers flatter it. The row "TaskEmb (one component, chosen leave-one-target-out)" makes that
+choice honestly: for each target, the component with the best mean over the *other* targets (each
+metric chooses for itself), scored on the held-out target. The second table counts its choices.
 """),
     code("""
 components = summary[summary["method"].str.startswith("TaskEmb") & (summary["target_class"] == "all")
@@ -1071,6 +1104,10 @@ components = summary[summary["method"].str.startswith("TaskEmb") & (summary["tar
 comp_table = (components.pivot_table(index="method", columns=["regime", "candidate_set", "metric"], values="value")
               .reindex(columns=list(tables), level="metric"))
 display(comp_table.round(3))
+choices = pd.read_csv(paths["loto_choices"])
+choices = choices[choices["seed"].isna() & choices["metric"].isin(list(tables))]
+display(choices.groupby(["regime", "candidate_set", "metric"])["chosen"].value_counts().rename("targets")
+        .reset_index())
 """),
     md("""
 ## Random: exact expectation versus simulation

@@ -27,6 +27,10 @@ FORMAT = "tasktransfer-embeddings/1"
 # Fields that must agree before two task embeddings may be compared.
 COMPARABILITY_FIELDS = ("encoder_id", "method", "component", "estimator", "label_source")
 METHODS = ("TextEmb", "TaskEmb")
+# TaskEmb's QA losses (``taskemb`` module docstring): the authors' (padding inside the start/end softmax)
+# and the masked one; a QA TaskEmb stored without a ``qa_loss`` field was made with LEGACY_QA_LOSS.
+QA_LOSSES = ("authors", "masked")
+LEGACY_QA_LOSS = "masked"
 
 
 OFFLINE_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -116,6 +120,12 @@ class TaskEmbedding:
         return f"TaskEmbedding({self.describe()}, dim={self.vector.shape[0]})"
 
 
+def is_noise_only(embedding: TaskEmbedding) -> bool:
+    """Whether a TaskEmb component was flagged as rounding noise (zero in exact arithmetic; see
+    ``taskemb.mark_noise_components``): such components rank nothing."""
+    return bool(embedding.meta.get("noise_only"))
+
+
 def base_meta(**fields: Any) -> dict:
     """Common metadata: the given fields + encoder_id, library versions and a UTC timestamp."""
     meta = dict(fields)
@@ -136,6 +146,11 @@ def check_comparable(
     embeddings = list(embeddings)
     if not embeddings:
         return
+    qa = {e.task: e.meta.get("qa_loss") or LEGACY_QA_LOSS for e in embeddings
+          if e.meta.get("method") == "TaskEmb" and e.meta.get("task_class") == "QA"}
+    if len(set(qa.values())) > 1:
+        raise ValueError(f"task embeddings are not comparable: QA TaskEmbs made with different QA losses "
+                         f"(meta 'qa_loss'; none = {LEGACY_QA_LOSS!r}): {qa}; compute them with one loss")
     ref = embeddings[0]
     for e in embeddings[1:]:
         for f in fields:
@@ -233,6 +248,18 @@ def load_embeddings(
     return out
 
 
+def update_metadata(path: str | os.PathLike, update) -> list[TaskEmbedding]:
+    """Rewrite the metadata of a stored file in place, vectors unchanged (byte for byte): ``update`` gets
+    the file's embeddings (a list, in order) and edits their ``meta``. Returns the embeddings written."""
+    embeddings = load_embeddings(path)
+    before = [e.vector.tobytes() for e in embeddings]
+    update(embeddings)
+    if [e.vector.tobytes() for e in embeddings] != before:
+        raise ValueError(f"update_metadata({str(path)!r}): the update changed a vector; only metadata may change")
+    save_embeddings(embeddings, path)
+    return embeddings
+
+
 def _slug(s: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(s)).strip("_") or "none"
 
@@ -252,6 +279,8 @@ class EmbeddingLibrary:
         parts = [meta.get("task"), meta.get("method"), meta.get("encoder_id")]
         if meta.get("method") == "TaskEmb":
             parts += [meta.get("estimator"), meta.get("label_source")]
+            if meta.get("qa_loss") not in (None, LEGACY_QA_LOSS):  # QA losses apart; masked keeps the old names
+                parts.append(f"qa-{meta['qa_loss']}")
         parts += [meta.get("regime"), f"seed{meta.get('seed')}"]
         return "__".join(_slug(p) for p in parts) + ".safetensors"
 

@@ -638,6 +638,7 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     import tempfile
 
     from tasktransfer_utils import selection
+    from tasktransfer_utils.embedding_store import LEGACY_QA_LOSS, is_noise_only
     from tasktransfer_utils.regimes import LIMITED_SIZE
     from tasktransfer_utils.settings import class_name, preset
     from tasktransfer_utils.taskemb import compute_taskemb
@@ -661,8 +662,13 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-rank-"))
     run = fine_tune(task_data, work_dir / f"{task_data.spec.name}-{regime}-seed{seed}", encoder=enc, regime=regime,
                     seed=seed, settings=settings, device=device)
+    # a QA target: the QA loss of the library's QA sources (a stored QA TaskEmb without the field: masked)
+    qa_src = [e for e in src if e.meta.get("task_class") == "QA"]
+    qa_loss = (_shared(qa_src, "qa_loss") or LEGACY_QA_LOSS) if qa_src else "authors"
     target = compute_taskemb(task_data, run.model_dir, estimator=estimator or "paper", labels=label_source or "gold",
-                             seed=seed, max_examples=max_examples, batch_size=batch_size, device=device)
+                             seed=seed, max_examples=max_examples, batch_size=batch_size, device=device,
+                             qa_loss=qa_loss)
+    noisy = {e.meta["component"] for e in list(src) + list(target.values()) if is_noise_only(e)}
     by_comp: dict[str, dict[str, np.ndarray]] = {}
     classes = {}
     for e in src:
@@ -671,8 +677,8 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     sources = set(classes)
     members = []
     for comp in sorted(by_comp):
-        if comp not in target or set(by_comp[comp]) != sources:
-            continue  # a component not every source has (e.g. a class-specific head)
+        if comp not in target or set(by_comp[comp]) != sources or comp in noisy:
+            continue  # a component not every source has (e.g. a class-specific head), or rounding noise
         tvec = target[comp].vector
         if any(by_comp[comp][s].shape != tvec.shape for s in sources):
             continue  # e.g. head parameters sized by the label set: not comparable across tasks

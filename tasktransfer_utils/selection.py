@@ -139,6 +139,14 @@ class CosineRanker(Ranker):
         """Build from TaskEmbedding lists (or libraries iterating over them), keeping those whose meta
         matches ``embedding_method`` ("TextEmb"/"TaskEmb"), ``component`` and ``meta_filters``.
         ``method`` names the ranking (default "TextEmb", or "TaskEmb[<component>]")."""
+        as_list = lambda x: x if x is None or isinstance(x, Mapping) else list(x)
+        source_embeddings, target_embeddings = as_list(source_embeddings), as_list(target_embeddings)
+        for side in (source_embeddings, target_embeddings):
+            if side is not None and not isinstance(side, Mapping):
+                noisy = noise_only_components_of(side, method=embedding_method, component=component, **meta_filters)
+                if noisy:
+                    raise ValueError(f"component(s) {sorted(noisy)} hold only rounding noise in some task (meta "
+                                     "'noise_only'; zero in exact arithmetic) and rank nothing; choose another")
         src = _vectors_from(source_embeddings, method=embedding_method, component=component, **meta_filters)
         tgt = None
         if target_embeddings is not None:
@@ -197,6 +205,16 @@ class FusionRanker(Ranker):
         return reciprocal_rank_fusion((r.rank(target, candidates) for r in self.rankers), k=self.k)
 
 
+def noise_only_components_of(embeddings: Iterable[Any], **meta_filters: Any) -> set[str]:
+    """TaskEmb components flagged as rounding noise (``meta["noise_only"]``) in any of ``embeddings`` that
+    match ``meta_filters``."""
+    from tasktransfer_utils.embedding_store import is_noise_only, select
+
+    active = {k: _meta_value(v) for k, v in meta_filters.items() if v is not None}
+    return {e.meta.get("component") for e in select(embeddings, **active)
+            if _meta_value(e.meta.get("method")) == "TaskEmb" and is_noise_only(e)}
+
+
 def embedding_rankers(
     source_embeddings: Any,
     target_embeddings: Any | None = None,
@@ -210,6 +228,8 @@ def embedding_rankers(
     Returns ``{"TextEmb", "TaskEmb[<component>]" for each component, "TaskEmb" (RRF of all components),
     "TextEmb+TaskEmb" (RRF of the TextEmb and the fused TaskEmb rankings)}``, each present when the
     embeddings needed exist. ``meta_filters`` (e.g. regime=, estimator=) select among stored variants.
+    A component flagged as rounding noise (``meta["noise_only"]``, see ``taskemb.mark_noise_components``)
+    in any of the embeddings is left out, given in ``components`` or not: it ranks nothing.
     """
     source_embeddings = list(source_embeddings)
     target_embeddings = None if target_embeddings is None else list(target_embeddings)
@@ -221,6 +241,8 @@ def embedding_rankers(
     if components is None:
         components = sorted({e.meta.get("component") for e in source_embeddings
                              if _meta_value(e.meta.get("method")) == "TaskEmb" and e.meta.get("component")})
+    noisy = noise_only_components_of(source_embeddings + (target_embeddings or []), **meta_filters)
+    components = [c for c in components if c not in noisy]
     comp_rankers = [
         CosineRanker.from_embeddings(source_embeddings, target_embeddings, embedding_method="TaskEmb",
                                      component=c, method=f"TaskEmb[{c}]", **meta_filters)

@@ -695,6 +695,61 @@ def summarize_selection(per_target: pd.DataFrame, metrics: Sequence[str] | None 
     return pd.DataFrame(rows)
 
 
+LOTO_COMPONENT_METHOD = "TaskEmb (one component, chosen leave-one-target-out)"
+
+
+def leave_one_target_out(
+    per_target: pd.DataFrame,
+    methods: Sequence[str],
+    *,
+    metrics: Sequence[str] | None = None,
+    method: str = LOTO_COMPONENT_METHOD,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Choose one of ``methods`` (e.g. the TaskEmb components) without looking at the target it is scored
+    on: for each held-out target, the method with the best mean ``metric`` over the OTHER targets of the
+    same regime, candidate set and seed row (lower is better for rho and regret@k, higher otherwise;
+    ties go to the earlier method in ``methods``), scored on the held-out target. Each metric chooses
+    for itself. ``per_target``: :func:`evaluate_predictions` rows.
+
+    Returns (rows in ``per_target``'s columns under ``method``, one per regime x candidate set x seed
+    row x target, to summarise like any method; choices: regime, candidate_set, seed, target, metric,
+    chosen, mean_on_others)."""
+    methods = list(methods)
+    if metrics is None:
+        metrics = [c for c in per_target.columns if c in METRICS_ORDER or c.startswith("regret@")]
+    sub = per_target[per_target["method"].isin(methods)]
+    rows, choices = [], []
+    if sub.empty:
+        return per_target.iloc[0:0].copy(), pd.DataFrame(columns=["regime", "candidate_set", "seed", "target",
+                                                                   "metric", "chosen", "mean_on_others"])
+    seed_key = sub["seed"].astype(object).where(sub["seed"].notna(), "mean")
+    for (regime, cset, skey), group in sub.groupby([sub["regime"], sub["candidate_set"], seed_key], sort=True):
+        targets = list(dict.fromkeys(group["target"]))
+        if len(targets) < 2:
+            continue  # nothing to choose on
+        for target in targets:
+            held = group[group["target"] == target]
+            first = held.iloc[0]
+            row = {c: first[c] for c in per_target.columns if c not in metrics}
+            row["method"] = method
+            for metric in metrics:
+                others = group[group["target"] != target].pivot_table(index="target", columns="method",
+                                                                      values=metric, aggfunc="first")
+                means = others.mean(axis=0, skipna=True).reindex(methods)
+                means = means[means.notna()]
+                if means.empty:
+                    row[metric] = float("nan")
+                    continue
+                best = means.min() if lower_is_better(metric) else means.max()
+                chosen = next(m for m in means.index if means[m] == best)
+                value = held.loc[held["method"] == chosen, metric]
+                row[metric] = float(value.iloc[0]) if len(value) else float("nan")
+                choices.append({"regime": regime, "candidate_set": cset, "seed": first["seed"], "target": target,
+                                "metric": metric, "chosen": chosen, "mean_on_others": float(best)})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=per_target.columns), pd.DataFrame(choices)
+
+
 def selection_table(summary: pd.DataFrame, metric: str = "rho", value: str = "value") -> pd.DataFrame:
     """Wide table like the paper's Table 3: rows = method, columns = (regime, target_class,
     candidate_set), cells = ``value`` of ``metric``."""

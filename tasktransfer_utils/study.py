@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES
 from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, select_jobs,
                      with_dependencies)
 
@@ -73,7 +74,10 @@ class StudyConfig:
     """A parsed study config. Paths are absolute (relative ones in the file are resolved against the
     config file's folder). ``settings`` maps "all"/"CR"/"QA"/"SL" to FineTuneSettings overrides laid over
     the class preset ("all" first, then the class). ``taskemb`` lists TaskEmb variants
-    (estimator, labels, components, batch_size, max_examples); ``textemb`` is None to skip TextEmb."""
+    (estimator, labels, components, batch_size, max_examples, qa_loss); ``textemb`` is None to skip TextEmb.
+    ``qa_loss`` (default "authors", the authors' computation; see :mod:`taskemb`) reaches the params of QA
+    TaskEmb jobs only when it is "authors": a QA job without it uses the masked loss, as the records made
+    before the option existed did, so their params stay valid."""
 
     name: str
     tasks: list[str]
@@ -267,12 +271,16 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     variants = []
     for i, v in enumerate(taskemb):
         v = dict(v or {})
-        bad = set(v) - {"estimator", "labels", "components", "batch_size", "max_examples", "num_label_samples"}
+        bad = set(v) - {"estimator", "labels", "components", "batch_size", "max_examples", "num_label_samples",
+                        "qa_loss"}
         if bad:
             raise _err(where, f"embeddings.taskemb[{i}]", "fields among estimator, labels, components, "
-                       "batch_size, max_examples, num_label_samples", sorted(bad))
+                       "batch_size, max_examples, num_label_samples, qa_loss", sorted(bad))
         v.setdefault("estimator", "paper")
         v.setdefault("labels", "gold")
+        v.setdefault("qa_loss", "authors")
+        if v["qa_loss"] not in QA_LOSSES:
+            raise _err(where, f"embeddings.taskemb[{i}].qa_loss", f"one of {QA_LOSSES}", v["qa_loss"])
         if v["estimator"] not in ("paper", "empirical"):
             raise _err(where, f"embeddings.taskemb[{i}].estimator", "'paper' or 'empirical'", v["estimator"])
         if v["labels"] not in ("gold", "sampled"):
@@ -430,6 +438,7 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
                                 {**common, "settings": cfg.settings_overrides(cls), **cap, **cfg.textemb},
                                 group=cls, cost=0.1 * _cost(cls, regime)))
         for v in cfg.taskemb:
+            v = _taskemb_job_fields(v, cls)
             taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"]), "taskemb",
                                 {**common, **cap, **v}, deps=(fid,), group=cls,
                                 cost=(0.5 if v["estimator"] == "paper" else 3.0) * _cost(cls, regime)))
@@ -453,6 +462,16 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
                                          deps=(finetune_id(s, tr.source.value, seed),), group=tcls,
                                          cost=_cost(tcls, tr.target.value)))
     return finetunes + textembs + taskembs + transfers
+
+
+def _taskemb_job_fields(variant: Mapping, task_class: str) -> dict:
+    """A TaskEmb variant's fields as one task's job params: ``qa_loss`` only on QA jobs, and there only when
+    it is not the masked loss, which a missing field means (records made before the option existed)."""
+    v = dict(variant)
+    qa_loss = v.pop("qa_loss", LEGACY_QA_LOSS)
+    if task_class == "QA" and qa_loss != LEGACY_QA_LOSS:
+        v["qa_loss"] = qa_loss
+    return v
 
 
 def plan_for(cfg: StudyConfig) -> Plan:
@@ -688,7 +707,8 @@ def run_taskemb(params: dict, ctx) -> dict:
     if params["task_class"] == "SL":  # SL models have no [CLS] component (taskemb module docstring)
         comps = [c for c in comps if c != "cls_output"]
     model_dir = model_run_dir(cfg, ctx.job.deps[0])
-    embs = compute_taskemb(task_data, model_dir, estimator=params["estimator"], labels=params["labels"],
+    qa_loss = params.get("qa_loss", LEGACY_QA_LOSS) if params["task_class"] == "QA" else "authors"
+    embs = compute_taskemb(task_data, model_dir, estimator=params["estimator"], labels=params["labels"], qa_loss=qa_loss,
                            seed=params["seed"], batch_size=params.get("batch_size", 32),
                            max_examples=params.get("max_examples"),
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
@@ -958,11 +978,17 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     if results.empty:
         log("no results yet")
         return paths
-    complete = _complete_targets(cfg, results)
-    eval_results = results[results["target"].isin(complete)]
+    # each regime is evaluated on its own complete targets (a regime still without results is left out)
+    complete_by_regime = {regime: _complete_targets(cfg, results, regime) for regime in cfg.regimes}
+    complete = [t for t in cfg.targets if any(t in ts for ts in complete_by_regime.values())]
+    keep = pd.Series(False, index=results.index)
+    for regime, ts in complete_by_regime.items():
+        keep |= (results["regime"] == regime) & results["target"].isin(ts)
+    eval_results = results[keep]
     out_dir = cfg.results_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"{len(complete)} complete target(s) of {len(cfg.targets)}: {', '.join(complete) or '-'}")
+    for regime, ts in complete_by_regime.items():
+        log(f"{regime}: {len(ts)} complete target(s) of {len(cfg.targets)}: {', '.join(ts) or '-'}")
     if not complete:
         return paths
     rankers = selection_rankers(plan, eval_results)
@@ -978,6 +1004,11 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     per_target = pd.concat([sm.evaluate_rankers(eval_results[eval_results["regime"] == regime], regime_rankers,
                                                 ks=ks, relevance=relevance)
                             for regime, regime_rankers in rankers.items()], ignore_index=True)
+    # one TaskEmb component, chosen without looking at the target it is scored on (no post-hoc pick)
+    component_methods = sorted(m for m in per_target["method"].unique()
+                               if m.startswith("TaskEmb[") and m.endswith("]"))
+    loto, loto_choices = sm.leave_one_target_out(per_target, component_methods)
+    per_target = pd.concat([per_target, loto], ignore_index=True)
     summary = sm.summarize_selection(per_target)
     paired = sm.paired_comparison(per_target)
     spread = sm.target_spread(eval_results, per_example_targets=_per_example_targets(complete),
@@ -989,7 +1020,8 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     separable, noisy = sm.drop_inseparable(per_target, spread, min_se)
     summary_separable = sm.summarize_selection(separable)
     for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
-                        ("target_spread", spread), ("summary_separable", summary_separable)):
+                        ("target_spread", spread), ("summary_separable", summary_separable),
+                        ("loto_choices", loto_choices)):
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
@@ -999,7 +1031,14 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
           f"(mean over seeds {cfg.seeds}); relevance for NDCG: `{relevance}`. Candidates: in-class = sources of "
           "the target's class, all-class = every other task. Cells are means over targets; rho: rank of the "
           "truly best source (lower is better); ndcg: higher is better; regret@k: % below the best source "
-          "(lower is better).", ""]
+          "(lower is better).", "",
+          f"`TaskEmb[<component>]` rows are single components, each scored on every target: picking the best "
+          f"of them by these tables is a choice made on the targets it is scored on. `{sm.LOTO_COMPONENT_METHOD}` "
+          "is the honest version: for each target the component with the best mean metric over the OTHER "
+          "targets (same regime, candidate set; each metric chooses for itself), scored on the held-out "
+          "target (`loto_choices.csv`). TaskEmb components that hold only rounding noise (zero in exact "
+          "arithmetic, flagged in the embeddings' metadata) are left out of every TaskEmb ranking and fusion.",
+          ""]
     metrics = [m for m in sm.METRICS_ORDER if m in set(summary["metric"])]
     for metric in metrics:
         table = sm.selection_table(summary, metric)
@@ -1018,13 +1057,14 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     return paths
 
 
-def _complete_targets(cfg: StudyConfig, results) -> list[str]:
-    """Targets with a baseline and a transfer from every candidate source, for every regime and seed."""
+def _complete_targets(cfg: StudyConfig, results, regime: str | None = None) -> list[str]:
+    """Targets with a baseline and a transfer from every candidate source, for every seed and ``regime``
+    (None: every regime of the study)."""
     pairs = study_pairs(cfg)
     out = []
     for t in cfg.targets:
         ok = True
-        for regime in cfg.regimes:
+        for regime in (cfg.regimes if regime is None else [regime]):
             sub = results[(results["target"] == t) & (results["regime"] == regime)]
             for seed in cfg.seeds:
                 s_rows = sub[sub["seed"] == seed]
@@ -1118,7 +1158,8 @@ def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
     return md
 
 
-HEADLINE_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME", "CurveGrad", "DataSize")
+HEADLINE_METHODS = ("TextEmb", "TaskEmb", "TaskEmb (one component, chosen leave-one-target-out)", "TextEmb+TaskEmb",
+                    "LogME", "CurveGrad", "DataSize")
 
 
 def _paired_markdown(paired) -> list[str]:

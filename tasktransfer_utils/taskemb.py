@@ -18,10 +18,39 @@ One pass over the training set. Per batch the model's own mean loss is back-prop
   identically zero. (The authors' QA/SL models computed an unused pooler whose gradient was None, so
   their QA and SL runs had no such component at all.)
 
-Note: for QA the last layer's ``layer_output`` component is zero in exact arithmetic (the gradients of
-the start/end softmaxes sum to zero over the tokens), so it carries only rounding noise.
-
 Every sum is divided by the number of examples at the end (QA: doc-stride windows).
+
+QA loss (``qa_loss=``, recorded in every QA embedding's meta):
+
+- ``"authors"`` (default): the authors' computation. Every doc-stride window is padded to
+  ``max_seq_length`` (their features were) and the start/end softmaxes run over all of its positions,
+  padding included (transformers' ``BertForQuestionAnswering`` loss, which their code called). The
+  padding positions' logits are those of real hidden states (padding queries attend to the real
+  tokens), so the Fisher values depend on ``max_seq_length``: that is the paper's estimator.
+- ``"masked"``: padding positions left out of both softmaxes, so an example's loss does not depend on
+  how far its batch is padded (batches padded dynamically). A different estimator: its components differ
+  from the authors' wherever windows carry padding. The offline study's QA TaskEmbs were computed with it
+  (a stored QA embedding without a ``qa_loss`` field was made with it).
+
+We default to the authors' loss because TaskEmb is defined by their computation, and nothing argues
+strongly against it: with every window padded to ``max_seq_length`` an example's loss does not depend on
+its batch either, so the masked loss only saves the work on padding positions. It is kept for the
+embeddings made with it (comparing a QA source with a QA target needs one loss for both).
+
+Components that only hold rounding noise (zero in exact arithmetic) — :func:`noise_only_components`:
+
+- every layer's attention key bias ``encoder.layer.{i}.attention.self.key.bias``: a bias added to every
+  key adds the same ``q·b`` to every attention score of a query, which the softmax cancels;
+- QA: the span head's bias and the last layer's output LayerNorm bias: their gradients are sums over
+  the positions of the start/end softmax gradients ``p - y``, which sum to zero (both losses: under the
+  masked loss padding positions get no gradient at all);
+- QA with the masked loss: the last layer's ``layer_output`` component (its masked token sum is the same
+  zero sum). Not under the authors' loss: the sum over real tokens then misses the padding positions'
+  share of the softmax, ``-Σ_pad p``, and is a real quantity.
+
+They are found by these rules and by a measured test (norm below ``NOISE_RELATIVE_THRESHOLD`` times the
+median component norm of the same computation), flagged in the meta (``noise_only``, ``noise_reasons``)
+and left out of fusion, maps and rankings.
 
 Estimators (``estimator=``, recorded in every embedding's meta):
 
@@ -44,8 +73,8 @@ with loss ``(y - prediction)² / (2 regression_std²)``. SL draws are made at th
 word pieces), where the model was trained; the authors also drew at [CLS], [SEP] and continuation pieces.
 
 Losses per class: CR classification cross-entropy; CR regression squared error; QA the mean of the start
-and end cross-entropies with padding positions excluded from the softmax (so an example's loss does not
-depend on how far its batch is padded); SL cross-entropy averaged over the labelled word pieces of the
+and end cross-entropies (softmax over every position of the window, or over its real tokens: ``qa_loss``);
+SL cross-entropy averaged over the labelled word pieces of the
 batch (transformers' token-classification loss; per example: over the example's labelled pieces).
 """
 
@@ -67,9 +96,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .embedding_store import TaskEmbedding, base_meta
+from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES, TaskEmbedding, base_meta, is_noise_only
 
 ESTIMATORS = ("paper", "empirical")
+# A component whose norm is below this fraction of the median component norm of its computation holds
+# only rounding noise. Measured: in the offline study (float32 MiniLM, activation components) the QA last
+# layer's masked layer_output sits at 1e-23 absolute, 2.5e-16 to 6.6e-11 of its task's median, every other
+# component at >= 1.3e-14 absolute (FAQ-TR's tiny gradients) and >= 6.4e-4 of the median; on the tests'
+# tiny float64 BERT the zero components sit below 1e-26 of the median and the smallest real ones, the
+# attention query biases, at 5.8e-8. 1e-9 lies between the largest noise and the smallest real value seen.
+NOISE_RELATIVE_THRESHOLD = 1e-9
 LABEL_SOURCES = ("gold", "sampled")
 CLS_COMPONENT = "cls_output"
 HEAD_PREFIX = "head."
@@ -128,6 +164,7 @@ class _Anatomy:
     pooler: torch.nn.Module | None
     params: dict[str, tuple[str, torch.nn.Parameter]]  # component -> (full parameter name, parameter)
     num_labels: int
+    qa_loss: str = "authors"  # span loss: softmax over every position ("authors") or real tokens ("masked")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -313,7 +350,15 @@ def _token_ce(out, tg) -> tuple[torch.Tensor, torch.Tensor]:
     return ce, tg["valid"]
 
 
-def per_example_losses(kind: str, out, tg: Mapping[str, torch.Tensor], mask: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+def _span_softmax_mask(mask: torch.Tensor, qa_loss: str) -> torch.Tensor:
+    """Positions inside the start/end softmax: every position ("authors") or the real tokens ("masked")."""
+    if qa_loss not in QA_LOSSES:
+        raise ValueError(f"qa_loss must be one of {QA_LOSSES}, got {qa_loss!r}")
+    return torch.ones_like(mask) if qa_loss == "authors" else mask
+
+
+def per_example_losses(kind: str, out, tg: Mapping[str, torch.Tensor], mask: torch.Tensor, weight: float = 1.0,
+                       qa_loss: str = "authors") -> torch.Tensor:
     """Loss of each example [B] (see the module docstring) from model outputs and soft targets."""
     if kind == "class":
         return -(tg["soft"] * torch.log_softmax(out.logits, dim=-1)).sum(-1)
@@ -321,8 +366,9 @@ def per_example_losses(kind: str, out, tg: Mapping[str, torch.Tensor], mask: tor
         pred = out.logits[..., 0]
         return weight * ((pred[:, None] - tg["draws"]) ** 2).mean(-1)
     if kind == "span":
-        ls = _masked_log_softmax(out.start_logits, mask)
-        le = _masked_log_softmax(out.end_logits, mask)
+        sm = _span_softmax_mask(mask, qa_loss)
+        ls = _masked_log_softmax(out.start_logits, sm)
+        le = _masked_log_softmax(out.end_logits, sm)
         return (-(tg["start"] * ls).sum(-1) - (tg["end"] * le).sum(-1)) / 2
     if kind == "token":
         ce, valid = _token_ce(out, tg)
@@ -330,13 +376,14 @@ def per_example_losses(kind: str, out, tg: Mapping[str, torch.Tensor], mask: tor
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
-def batch_loss(kind: str, out, tg: Mapping[str, torch.Tensor], mask: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+def batch_loss(kind: str, out, tg: Mapping[str, torch.Tensor], mask: torch.Tensor, weight: float = 1.0,
+               qa_loss: str = "authors") -> torch.Tensor:
     """The model's own mean loss of a batch: the mean of the per-example losses, except SL (token mean
     over every labelled word piece of the batch, as transformers' token-classification loss)."""
     if kind == "token":
         ce, valid = _token_ce(out, tg)
         return (ce * valid).sum() / valid.sum().clamp(min=1)
-    return per_example_losses(kind, out, tg, mask, weight).mean()
+    return per_example_losses(kind, out, tg, mask, weight, qa_loss).mean()
 
 
 def gold_targets(kind: str, batch: Mapping[str, torch.Tensor], num_labels: int, T: int, dtype) -> dict:
@@ -398,9 +445,11 @@ def sampled_targets(
     dtype,
     regression_std: float = 0.25,
     regression_range: tuple[float, float] | None = None,
+    qa_loss: str = "authors",
 ) -> dict:
     """Soft targets from ``num_samples`` draws of the model's predictive distribution (drawn on the CPU
-    with ``gen`` so that a seed gives the same labels on any device)."""
+    with ``gen`` so that a seed gives the same labels on any device). QA: start/end positions drawn from
+    the loss's softmax (``qa_loss``)."""
     dev = mask.device
     if kind == "class":
         probs = torch.softmax(out.logits.detach().double().cpu(), dim=-1)
@@ -410,7 +459,7 @@ def sampled_targets(
         lo, hi = regression_range if regression_range is not None else (None, None)
         return {"draws": _truncated_normal(pred, regression_std, num_samples, lo, hi, gen).to(dev, dtype)}
     if kind == "span":
-        m = mask.cpu()
+        m = _span_softmax_mask(mask, qa_loss).cpu()
         res = {}
         for key, logits in (("start", out.start_logits), ("end", out.end_logits)):
             probs = _masked_log_softmax(logits.detach().double().cpu(), m).exp() * m
@@ -501,6 +550,7 @@ def fisher_from_batches(
     per_example_memory_mb: float = 1024.0,
     sparse_embedding_grads: bool = True,
     accumulate_dtype: torch.dtype | None = None,
+    qa_loss: str = "authors",
 ) -> FisherResult:
     """Diagonal-Fisher components of ``model`` (a transformers BERT-style model with a CR/QA/SL head) over
     ``batches`` (dicts of padded tensors: input_ids, attention_mask, token_type_ids and the gold labels:
@@ -510,14 +560,20 @@ def fisher_from_batches(
     Parameter sums accumulate in ``accumulate_dtype`` (default: the parameters' dtype, so a float32 model
     adds grad² in place without copies; pass ``torch.float64`` for very long passes); activation
     components always in float64. ``per_example_chunk`` examples go through ``vmap`` at once (default:
-    as many as fit ``per_example_memory_mb`` of per-example gradients)."""
+    as many as fit ``per_example_memory_mb`` of per-example gradients). ``qa_loss`` (QA only): "authors"
+    takes the start/end softmax over every position of the batches as given (pad every window to
+    ``max_seq_length`` first, as :func:`compute_taskemb` does, for the authors' computation); "masked" over
+    the real tokens."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if labels not in LABEL_SOURCES:
         raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
     if num_label_samples < 1:
         raise ValueError(f"num_label_samples must be >= 1, got {num_label_samples}")
+    if qa_loss not in QA_LOSSES:
+        raise ValueError(f"qa_loss must be one of {QA_LOSSES}, got {qa_loss!r}")
     anat = _anatomy(model, task_class)
+    anat.qa_loss = qa_loss
     chosen = _select(anat.component_names(), components)
     chosen_set = set(chosen)
     param_comps = [c for c in anat.params if c in chosen_set]
@@ -549,7 +605,7 @@ def fisher_from_batches(
     n_examples = n_batches = n_tokens = 0
     weight = 1.0 / (2 * regression_std**2) if (labels == "sampled" and anat.kind == "regression") else 1.0
     sample_kw = dict(num_samples=num_label_samples, gen=gen, dtype=anat.dtype,
-                     regression_std=regression_std, regression_range=regression_range)
+                     regression_std=regression_std, regression_range=regression_range, qa_loss=qa_loss)
 
     def add(name: str, value: torch.Tensor) -> None:
         value = value.detach().to(torch.float64)
@@ -576,7 +632,7 @@ def fisher_from_batches(
     options = dict(num_label_samples=num_label_samples if labels == "sampled" else None,
                    regression_std=regression_std if labels == "sampled" and anat.kind == "regression" else None,
                    regression_range=list(regression_range) if regression_range is not None and labels == "sampled" else None,
-                   loss_kind=anat.kind)
+                   loss_kind=anat.kind, qa_loss=qa_loss if anat.kind == "span" else None)
     return FisherResult(result, n_examples, n_batches, n_tokens, estimator, labels, options)
 
 
@@ -596,7 +652,7 @@ def _paper_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw, wei
         with probes.active(pv):
             out = anat.model(**inputs)
         tg = _targets(anat, labels, out, batch, mask, sample_kw)
-        loss = batch_loss(anat.kind, out, tg, mask, weight)
+        loss = batch_loss(anat.kind, out, tg, mask, weight, anat.qa_loss)
         wrt = [anat.params[c][1] for c in param_comps] + [pv[s] for s in sites]
         grads = torch.autograd.grad(loss, wrt, allow_unused=True)
     for c, g in zip(param_comps, grads[: len(param_comps)]):
@@ -651,7 +707,7 @@ def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw,
     buffers = dict(model.named_buffers())
     shapes = _probe_shapes(anat, sites, B, T)
     pv = {s: torch.zeros(shapes[s], dtype=anat.dtype, device=mask.device) for s in sites}
-    kind, dtype, fmin = anat.kind, anat.dtype, torch.finfo(anat.dtype).min
+    kind, dtype, fmin, qa_loss = anat.kind, anat.dtype, torch.finfo(anat.dtype).min, anat.qa_loss
 
     def loss_one(diff_params, probe_i, inputs_i, tg_i):
         x = {k: v[None] for k, v in inputs_i.items()}
@@ -659,7 +715,7 @@ def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw,
         x["attention_mask"] = ((1.0 - m2.to(dtype)) * fmin)[:, None, None, :]  # additive 4D mask: no data-dependent checks
         with probes.active(probe_i):
             out = functional_call(model, (diff_params, frozen, buffers), args=(), kwargs=x)
-        return per_example_losses(kind, out, {k: v[None] for k, v in tg_i.items()}, m2, weight)[0]
+        return per_example_losses(kind, out, {k: v[None] for k, v in tg_i.items()}, m2, weight, qa_loss)[0]
 
     per_example_grad = vmap(grad(loss_one, argnums=(0, 1)), in_dims=(None, 0, 0, 0))
     n_values = sum(p.numel() for p in diff.values()) + sum(math.prod(s[1:]) for s in shapes.values())
@@ -694,8 +750,80 @@ def _empirical_step(anat, probes, sites, batch, inputs, mask, labels, sample_kw,
                 else:
                     sq = (g_sites[c] * mk[..., None]).sum(1).to(torch.float64).square()
                 add(c, (sq / ntok[:, None]).sum(0))
-            for c in sparse:
-                _add_segment_square_sums(acc[c], tables_idx[c][sl], g_sites[_EMB_SITE], mask[sl].bool())
+            # lookups that receive gradient: the real tokens, and under the authors' QA loss the padding too
+            looked_up = (torch.ones_like(mask[sl], dtype=torch.bool) if kind == "span" and qa_loss == "authors"
+                         else mask[sl].bool())
+            for c, table in sparse.items():
+                idx = tables_idx[c][sl]
+                rows = looked_up if table.padding_idx is None else looked_up & (idx != table.padding_idx)
+                _add_segment_square_sums(acc[c], idx, g_sites[_EMB_SITE], rows)  # padding_idx rows get no gradient
+
+
+# ------------------------------------------------------------------------------------ noise-only components
+
+_KEY_BIAS = re.compile(r"encoder\.layer\.\d+\.attention\.self\.key\.bias$")
+
+
+def noise_only_components(names: Iterable[str], task_class: Any, num_layers: int | None,
+                          qa_loss: str | None = None) -> dict[str, str]:
+    """The components among ``names`` that are zero in exact arithmetic, with the reason (module
+    docstring): every attention key bias; QA: the span head's biases and the last layer's output LayerNorm
+    bias, and under the masked loss (``qa_loss`` None on a QA embedding means :data:`LEGACY_QA_LOSS`) the
+    last layer's ``layer_output``. ``num_layers``: encoder layers (None: the last layer is not known and its
+    rules are skipped)."""
+    cls = _class_name(task_class)
+    qa_loss = qa_loss or LEGACY_QA_LOSS
+    last = None if num_layers is None else int(num_layers) - 1
+    out = {}
+    for n in names:
+        if _KEY_BIAS.search(n):
+            out[n] = "attention key bias: the softmax over keys cancels a bias added to every key"
+        elif cls != "QA":
+            continue
+        elif n.startswith(HEAD_PREFIX) and n.endswith(".bias"):
+            out[n] = "span head bias: the start/end softmax gradients sum to zero over the softmax's positions"
+        elif last is not None and n == f"encoder.layer.{last}.output.LayerNorm.bias":
+            out[n] = ("last layer's output LayerNorm bias: its gradient is the span head's weights times the "
+                      "start/end softmax gradients summed over the softmax's positions, zero")
+        elif last is not None and n == layer_output_component(last) and qa_loss == "masked":
+            out[n] = ("last layer's layer_output under the masked QA loss: the start/end softmax gradients summed "
+                      "over the real tokens, zero")
+    return out
+
+
+def mark_noise_components(embeddings: Mapping[str, TaskEmbedding], *, num_layers: int | None = None,
+                          threshold: float = NOISE_RELATIVE_THRESHOLD) -> dict[str, list[str]]:
+    """Flag, in place, the components of ONE TaskEmb computation (component name -> TaskEmbedding, one task)
+    that hold only rounding noise, by rule (:func:`noise_only_components`) and by measure (norm below
+    ``threshold`` x the median component norm). Every embedding's meta gets ``noise_only`` (bool),
+    ``noise_reasons`` (subset of ["rule", "magnitude"]), ``noise_rule`` (the rule's reason or None),
+    ``relative_norm`` (its norm / the median), and the computation's ``noise_components`` and
+    ``noise_threshold``. ``num_layers`` defaults to the meta's. Returns {flagged component: reasons}."""
+    if not embeddings:
+        return {}
+    metas = [e.meta for e in embeddings.values()]
+    tasks = {m.get("task") for m in metas}
+    if len(tasks) != 1:
+        raise ValueError(f"mark_noise_components: one computation of one task expected, got tasks {sorted(map(str, tasks))}")
+    m0 = metas[0]
+    num_layers = num_layers if num_layers is not None else m0.get("num_layers")
+    qa_loss = m0.get("qa_loss") or (LEGACY_QA_LOSS if _class_name(m0["task_class"]) == "QA" else None)
+    rules = noise_only_components(embeddings, m0["task_class"], num_layers, qa_loss)
+    norms = {c: float(np.linalg.norm(e.vector.astype(np.float64))) for c, e in embeddings.items()}
+    median = float(np.median(list(norms.values())))
+    flagged: dict[str, list[str]] = {}
+    for c, e in embeddings.items():
+        rel = norms[c] / median if median > 0 else float("nan")
+        reasons = (["rule"] if c in rules else []) + (["magnitude"] if rel < threshold else [])
+        e.meta.update(noise_only=bool(reasons), noise_reasons=reasons, noise_rule=rules.get(c),
+                      relative_norm=rel)
+        if reasons:
+            flagged[c] = reasons
+    for e in embeddings.values():
+        e.meta.update(noise_components=sorted(flagged), noise_threshold=threshold)
+        if num_layers is not None:
+            e.meta.setdefault("num_layers", int(num_layers))
+    return flagged
 
 
 # ------------------------------------------------------------------------------------ task-level API
@@ -762,6 +890,7 @@ def compute_taskemb(
     encoder: str | None = None,
     device: str | torch.device | None = None,
     per_example_chunk: int | None = None,
+    qa_loss: str = "authors",
 ) -> dict[str, TaskEmbedding]:
     """TaskEmb of a task from the model fine-tuned on it (``model_dir``: a fine-tuning run directory
     holding ``model/``, or a transformers folder). Returns component name -> TaskEmbedding (the Fisher
@@ -777,6 +906,10 @@ def compute_taskemb(
     ``batch_size`` (authors: 32) in a random order drawn with ``seed`` (the authors' RandomSampler;
     ``shuffle=False`` keeps the data order). Tokenisation: ``features.tokenize_for_class`` with the run's
     settings (or the class preset). ``max_examples`` caps the rows (seeded sample) for quick runs.
+    ``qa_loss`` (QA): "authors" (default; windows padded to ``max_seq_length``, padding inside the start/end
+    softmax, as the authors' code) or "masked" (dynamic padding, padding outside the softmax); see the
+    module docstring. Components that hold only rounding noise are flagged in their meta
+    (:func:`mark_noise_components`).
     """
     from .features import collator_for_class, model_inputs, tokenize_for_class
     from .settings import FineTuneSettings, preset
@@ -785,6 +918,8 @@ def compute_taskemb(
     t0 = time.perf_counter()
     spec = task_data.spec
     cls = _class_name(spec.task_class)
+    if qa_loss not in QA_LOSSES:
+        raise ValueError(f"qa_loss must be one of {QA_LOSSES}, got {qa_loss!r}")
     device = torch.device(device) if device is not None else default_device()
     model, tokenizer, folder, run = load_finetuned(model_dir, cls, device)
     if settings is None:
@@ -812,7 +947,9 @@ def compute_taskemb(
         regression_range = (float(ys.min()), float(ys.max()))
 
     feats = model_inputs(tokenize_for_class(task_data, rows, tokenizer, settings, label_names, for_training=True))
-    collate = collator_for_class(cls, tokenizer)
+    # the authors' QA loss: every window padded to max_seq_length, as their features were
+    pad_to = settings.max_seq_length if cls == "QA" and qa_loss == "authors" else None
+    collate = collator_for_class(cls, tokenizer, pad_to_length=pad_to)
     order = np.random.default_rng(seed).permutation(len(feats)) if shuffle else np.arange(len(feats))
 
     def batches():
@@ -826,6 +963,7 @@ def compute_taskemb(
             model, batches(), cls, estimator=estimator, labels=labels, seed=seed,
             num_label_samples=num_label_samples, regression_std=regression_std,
             regression_range=regression_range, components=components, per_example_chunk=per_example_chunk,
+            qa_loss=qa_loss,
         )
     enc = encoder or run.get("encoder") or getattr(model.config, "_name_or_path", None) or str(folder)
     common = dict(
@@ -834,7 +972,7 @@ def compute_taskemb(
         data_seed=data_seed, num_examples=res.num_examples, num_source_rows=len(rows), num_batches=res.num_batches,
         num_tokens=res.num_tokens, batch_size=batch_size, shuffle=shuffle, max_examples=max_examples,
         max_seq_length=settings.max_seq_length, doc_stride=settings.doc_stride if cls == "QA" else None,
-        **res.options,
+        num_layers=len(_anatomy(model, cls).layers), **res.options,
     )
     meta0 = base_meta(**common)
     wall = round(time.perf_counter() - t0, 3)
@@ -843,4 +981,5 @@ def compute_taskemb(
         meta = dict(meta0, component=name, component_kind=parse_component(name)["kind"],
                     layer=parse_component(name)["layer"], shape=list(arr.shape), wall_time_s=wall)
         out[name] = TaskEmbedding(arr.reshape(-1), meta)
+    mark_noise_components(out)
     return out

@@ -14,6 +14,7 @@ from tasktransfer_utils.embedding_store import (
     read_header,
     save_embeddings,
     select,
+    update_metadata,
 )
 
 
@@ -37,6 +38,29 @@ def test_round_trip_keeps_vectors_and_metadata(tmp_path):
         assert a.meta == b.meta
         assert b.vector.dtype == np.float32
     assert [m["task"] for m in read_header(path)] == ["SST-2", "RTE", "SQuAD-2"]
+
+
+def test_update_metadata_keeps_vectors_byte_identical(tmp_path):
+    from safetensors.numpy import load_file
+
+    embs = [emb("SQuAD-1", component="encoder.layer.1.layer_output"), emb("SQuAD-1", component="cls_output")]
+    path = save_embeddings(embs, tmp_path / "e.safetensors")
+    before = load_file(str(path))
+
+    def note(es):
+        for e in es:
+            e.meta["qa_loss"] = "masked"
+
+    update_metadata(path, note)
+    after = load_file(str(path))
+    assert {k: v.tobytes() for k, v in before.items()} == {k: v.tobytes() for k, v in after.items()}
+    assert [m["qa_loss"] for m in read_header(path)] == ["masked", "masked"]
+
+    def change_vector(es):
+        es[0].vector = es[0].vector * 2
+
+    with pytest.raises(ValueError, match="changed a vector"):
+        update_metadata(path, change_vector)
 
 
 def test_filters_values_lists_globs_and_predicates(tmp_path):
@@ -65,6 +89,14 @@ def test_comparability_errors_name_the_field_and_tasks(tmp_path):
         assert "SST-2" in str(e.value) and "RTE" in str(e.value)
     with pytest.raises(ValueError, match="length"):
         check_comparable([a, emb("RTE", dim=7)])
+    # QA TaskEmbs must share their QA loss (a missing field is the masked loss)
+    old, new = emb("SQuAD-1", task_class="QA"), emb("BoolQ", task_class="QA", qa_loss="authors")
+    check_comparable([old, emb("BoolQ", task_class="QA", qa_loss="masked"), a])
+    with pytest.raises(ValueError, match="different QA losses"):
+        check_comparable([old, new])
+    lib = EmbeddingLibrary(tmp_path / "lib")
+    assert lib.file_name(old.meta) == lib.file_name(emb("SQuAD-1", task_class="QA", qa_loss="masked").meta)
+    assert "__qa-authors__" in lib.file_name(new.meta)
     path = save_embeddings([a, cases["estimator"]], tmp_path / "mixed.safetensors")
     assert len(load_embeddings(path)) == 2
     with pytest.raises(ValueError, match="estimator"):

@@ -147,6 +147,7 @@ def test_05_compute_taskemb(tmp_path, tiny_encoder_dir):
     assert dims["encoder.layer.1.layer_output"] == 32 and dims["encoder.layer.0.multihead_output"] == 32
     assert numbers["map_component"] == "encoder.layer.1.layer_output"  # last layer of the 2-layer encoder
     assert "cls_output" not in numbers["shared_components"]  # POS-PTB (SL) has none
+    assert numbers["noise_components"] == []  # no QA task, and no key bias among the activation components
     lib = EmbeddingLibrary(params["embeddings_dir"])
     for est in numbers["estimators"]:
         sim = np.array([[numbers["similarity"][est][a][b] for b in tasks] for a in tasks])
@@ -222,7 +223,7 @@ def test_03_run_transfer_study(study_tmp, tiny_encoder_dir):
 def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     import pandas as pd
 
-    from tasktransfer_utils.selection_metrics import evaluate_rankers
+    from tasktransfer_utils.selection_metrics import LOTO_COMPONENT_METHOD, evaluate_rankers, leave_one_target_out
     from tasktransfer_utils.study import load_study_config, plan_for, selection_rankers
 
     numbers, params = run_notebook("06_evaluate_source_selection", study_tmp, encoder=tiny_encoder_dir)
@@ -235,6 +236,10 @@ def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     rankers = selection_rankers(plan_for(cfg), results)  # regime -> method -> ranker
     per_target = pd.concat([evaluate_rankers(results[results["regime"] == regime], by_method, per_seed=False)
                             for regime, by_method in rankers.items()], ignore_index=True)
+    components = sorted(m for m in per_target["method"].unique() if m.startswith("TaskEmb[") and m.endswith("]"))
+    loto, _ = leave_one_target_out(per_target, components)
+    assert not loto.empty and set(loto["method"]) == {LOTO_COMPONENT_METHOD}
+    per_target = pd.concat([per_target, loto], ignore_index=True)
     assert len(per_target) == len(numbers["per_target"])
     for r in per_target.itertuples(index=False):
         got = numbers["per_target"][f"{r.method}|{r.regime}|{r.candidate_set}|{r.target}"]

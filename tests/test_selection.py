@@ -93,6 +93,20 @@ def test_embedding_rankers_from_task_embeddings():
         assert both[c] == pytest.approx(1 / (60 + text_r[c]) + 1 / (60 + task_r[c]))
 
 
+def test_noise_only_components_rank_nothing():
+    """A component flagged as rounding noise in one task leaves the fusion and the per-component rankers,
+    and asking for it by name is an error."""
+    lib = _library()
+    noisy = next(e for e in lib if e.task == "B" and e.component == "layer_0")
+    noisy.meta["noise_only"] = True
+    rankers = sel.embedding_rankers(lib)
+    assert set(rankers) == {"TextEmb", "TaskEmb[cls_output]", "TaskEmb", "TextEmb+TaskEmb"}
+    assert [r.method for r in rankers["TaskEmb"].rankers] == ["TaskEmb[cls_output]"]
+    assert set(sel.embedding_rankers(lib, components=["cls_output", "layer_0"])) == set(rankers)
+    with pytest.raises(ValueError, match="rounding noise"):
+        sel.CosineRanker.from_embeddings(lib, embedding_method="TaskEmb", component="layer_0", regime="FULL")
+
+
 def test_from_embeddings_filters_and_reports_ambiguity():
     lib = _library() + [_emb("A", "TextEmb", "avg_sequence_output", [1, 0, 0, 0], regime="LIMITED")]
     with pytest.raises(ValueError, match="two embeddings of task 'A'"):

@@ -491,3 +491,42 @@ def test_wilcoxon_p_equals_scipy_with_ties_zeros_and_without():
         checked += 1
     assert checked > 70
     assert np.isnan(sm.wilcoxon_p([]))
+
+
+def test_leave_one_target_out_by_hand():
+    """3 targets x 3 components. rho (lower better):   t1 t2 t3     ndcg (higher better): t1  t2  t3
+                                                  A    1  5  3                       A    .9  .5  .7
+                                                  B    2  2  4                       B    .6  .8  .8
+                                                  C    6  1  1                       C    .75 .7  .6
+    rho: held-out t1 -> means on t2,t3: A 4, B 3, C 1 -> C, scores 6; t2 -> A 2, B 3, C 3.5 -> A, 5;
+    t3 -> A 3, B 2, C 3.5 -> B, 4. Mean 5, where the post-hoc best (B or C, 2.67) looks far better.
+    ndcg: t1 -> A .6, B .8, C .65 -> B, .6; t2 -> A .8, B .7, C .675 -> A, .5; t3 -> A .7, B .7, C .725
+    -> C, .6. A second candidate set, with one target, has nothing to choose on."""
+    rho = {"A": [1, 5, 3], "B": [2, 2, 4], "C": [6, 1, 1]}
+    nd = {"A": [.9, .5, .7], "B": [.6, .8, .8], "C": [.75, .7, .6]}
+    rows = [{"method": m, "regime": "L→L", "candidate_set": "all-class", "target_class": "CR", "target": t,
+             "seed": np.nan, "rho": rho[m][i], "ndcg": nd[m][i], "n_candidates": 7}
+            for m in "ABC" for i, t in enumerate(["t1", "t2", "t3"])]
+    rows += [{"method": m, "regime": "L→L", "candidate_set": "in-class", "target_class": "CR", "target": "t1",
+              "seed": np.nan, "rho": 1, "ndcg": 1.0, "n_candidates": 2} for m in "ABC"]
+    per_target = pd.DataFrame(rows)
+    loto, choices = sm.leave_one_target_out(per_target, ["A", "B", "C"], method="LOTO")
+    assert list(loto.columns) == list(per_target.columns)
+    got = loto.set_index("target")
+    assert got["rho"].to_dict() == {"t1": 6, "t2": 5, "t3": 4}
+    assert got["ndcg"].to_dict() == pytest.approx({"t1": .6, "t2": .5, "t3": .6})
+    assert set(loto["method"]) == {"LOTO"} and set(loto["candidate_set"]) == {"all-class"}
+    assert (loto["n_candidates"] == 7).all()
+    picked = choices.set_index(["metric", "target"])["chosen"].to_dict()
+    assert picked == {("rho", "t1"): "C", ("rho", "t2"): "A", ("rho", "t3"): "B",
+                      ("ndcg", "t1"): "B", ("ndcg", "t2"): "A", ("ndcg", "t3"): "C"}
+    summary = sm.summarize_selection(loto)
+    cell = summary[(summary["metric"] == "rho") & (summary["target_class"] == "all")]["value"]
+    assert float(cell.iloc[0]) == pytest.approx(5.0)
+    # ties go to the earlier method: with B listed first, held-out t3 under ndcg still picks C (.725 > .7)
+    # and held-out t1 under rho (A 4, B 3, C 1) still C
+    loto2, _ = sm.leave_one_target_out(per_target, ["B", "A", "C"], metrics=["rho"])
+    assert loto2.set_index("target")["rho"].to_dict() == {"t1": 6, "t2": 5, "t3": 4}
+    tied = per_target.assign(rho=1.0)
+    _, ch = sm.leave_one_target_out(tied, ["B", "A", "C"], metrics=["rho"])
+    assert set(ch["chosen"]) == {"B"}

@@ -22,6 +22,7 @@ from tasktransfer_utils.study import (
     build_jobs,
     finetune_id,
     load_study_config,
+    plan_for,
     plan_ref,
     report,
     results_table,
@@ -128,6 +129,40 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
 
+def test_taskemb_qa_loss_in_job_params_only_where_it_changes_the_computation(tmp_path):
+    """qa_loss reaches QA TaskEmb jobs only as "authors" (the default): a job without it means the masked
+    loss, so the offline study's records, made before the option, keep their params."""
+    from tasktransfer_utils.runner import check_records
+
+    def taskemb_params(variant):
+        cfg = study_config_from_dict({"name": "t", "tasks": {"CR": ["RTE"], "QA": ["SQuAD-1"]},
+                                      "embeddings": {"taskemb": [variant]}}, base_dir=tmp_path)
+        return {j.params["task"]: j.params for j in build_jobs(cfg) if j.kind == "taskemb"}
+
+    default = taskemb_params({})
+    assert default["SQuAD-1"]["qa_loss"] == "authors" and "qa_loss" not in default["RTE"]
+    masked = taskemb_params({"qa_loss": "masked"})
+    assert "qa_loss" not in masked["SQuAD-1"] and "qa_loss" not in masked["RTE"]
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    assert cfg.taskemb[0]["qa_loss"] == "masked"
+    plan = plan_for(cfg)
+    check_records(plan)  # every committed record still matches the params the config gives
+    assert any(j.kind == "taskemb" and j.params["task_class"] == "QA" and j.id in plan.store.done_ids()
+               for j in plan.jobs)
+
+
+def test_complete_targets_are_judged_per_regime():
+    """The offline study lists FULL→LIMITED before all of its records exist: LIMITED→LIMITED is still
+    evaluated on its 12 complete targets, whatever FULL→LIMITED has."""
+    from tasktransfer_utils.study import _complete_targets
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    results = results_table(plan_for(cfg))
+    l2l, f2l = _complete_targets(cfg, results, L2L), _complete_targets(cfg, results, "FULL→LIMITED")
+    assert l2l == cfg.targets
+    assert _complete_targets(cfg, results) == [t for t in l2l if t in f2l]  # every regime at once
+
+
 def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
     cfg = study_config_from_dict({
         "name": "t", "tasks": {"CR": ["RTE", "MRPC"], "SL": ["Chunk"]}, "pairs": "in-class",
@@ -156,6 +191,7 @@ def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
     ({"seeds": [-1]}, "seeds"),
     ({"settings": {"QA": {"max_seq_len": 256}}}, "settings.QA"),
     ({"embeddings": {"taskemb": [{"estimator": "fisher"}]}}, "estimator"),
+    ({"embeddings": {"taskemb": [{"qa_loss": "padded"}]}}, "embeddings.taskemb[0].qa_loss"),
     ({"limited_size": 5000}, "limited_size"),
     ({"suite": "offline"}, "exactly one of"),
     ({"report": {"min_spread_in_se": -1}}, "report.min_spread_in_se"),

@@ -17,12 +17,15 @@ from transformers import (
 )
 
 from tasktransfer_utils import taskemb
+from tasktransfer_utils.embedding_store import TaskEmbedding
 from tasktransfer_utils.taskemb import (
     CLS_COMPONENT,
     component_names,
     fisher_from_batches,
     layer_output_component,
+    mark_noise_components,
     multihead_component,
+    noise_only_components,
     parse_component,
 )
 
@@ -99,13 +102,22 @@ def make_batches(case: str, lengths=LENGTHS, seed: int = 0) -> list[dict]:
     return batches
 
 
-def single_examples(batches: list[dict]) -> list[dict]:
-    """Every example as its own batch of one, cut to its real length (no padding)."""
+def single_examples(batches: list[dict], cut: bool = True) -> list[dict]:
+    """Every example as its own batch of one, cut to its real length (no padding) or kept as padded."""
     out = []
     for b in batches:
         for i in range(b["input_ids"].shape[0]):
-            L = int(b["attention_mask"][i].sum())
+            L = int(b["attention_mask"][i].sum()) if cut else b["attention_mask"].shape[1]
             out.append({k: v[i : i + 1, :L] if v.dim() == 2 else v[i : i + 1] for k, v in b.items()})
+    return out
+
+
+def pad_batches(batches: list[dict], length: int) -> list[dict]:
+    """Every batch padded to ``length`` positions (the authors' windows are padded to max_seq_length)."""
+    out = []
+    for b in batches:
+        T = b["input_ids"].shape[1]
+        out.append({k: torch.nn.functional.pad(v, (0, length - T)) if v.dim() == 2 else v for k, v in b.items()})
     return out
 
 
@@ -208,6 +220,24 @@ def qa_masked_loss(out, batch):
     return total / mask.shape[0]
 
 
+def _explicit_log_softmax(x):
+    """log softmax of a 1-D tensor written out: x - log Σ exp(x - max) - max."""
+    m = x.max().detach()
+    return x - m - torch.log(torch.exp(x - m).sum())
+
+
+def qa_authors_loss(out, batch):
+    """The authors' QA loss written out per window: the start/end log-softmax over EVERY position of the
+    padded window, padding included."""
+    total = 0.0
+    B = batch["input_ids"].shape[0]
+    for i in range(B):
+        ls = _explicit_log_softmax(out.start_logits[i])[batch["start_positions"][i]]
+        le = _explicit_log_softmax(out.end_logits[i])[batch["end_positions"][i]]
+        total = total - (ls + le) / 2
+    return total / B
+
+
 # ------------------------------------------------------------------------------------- tests
 
 
@@ -216,7 +246,7 @@ def test_paper_estimator_matches_naive_reference(case):
     model = make_model(case)
     model.train()  # must be switched to eval inside and restored afterwards
     batches = make_batches(case)
-    got = fisher_from_batches(model, batches, CASES[case][0], estimator="paper").components
+    got = fisher_from_batches(model, batches, CASES[case][0], estimator="paper", qa_loss="masked").components
     assert model.training
     loss_fn = qa_masked_loss if case == "qa" else None
     want = reference_fisher(model, batches, case, loss_fn=loss_fn)
@@ -231,18 +261,49 @@ def test_paper_estimator_matches_naive_reference(case):
 def test_qa_without_padding_equals_transformers_loss():
     model = make_model("qa")
     batches = make_batches("qa", lengths=[[5, 5], [4, 4, 4]])
-    got = fisher_from_batches(model, batches, "QA").components
-    assert_components_close(got, reference_fisher(model, batches, "qa"))
+    want = reference_fisher(model, batches, "qa")
+    for qa_loss in ("authors", "masked"):
+        got = fisher_from_batches(model, batches, "QA", qa_loss=qa_loss).components
+        assert_components_close(got, want)
+
+
+@pytest.mark.parametrize("qa_loss", ["authors", "masked"])
+def test_qa_losses_match_naive_loop_on_windows_padded_to_max_length(qa_loss):
+    """Windows padded to a fixed length (the authors' max_seq_length): both QA losses against a float64
+    loop with an explicit per-window log-softmax over all positions / over the real ones, to ~1e-10."""
+    model = make_model("qa")
+    batches = pad_batches(make_batches("qa"), 10)
+    got = fisher_from_batches(model, batches, "QA", qa_loss=qa_loss).components
+    want = reference_fisher(model, batches, "qa", loss_fn=qa_authors_loss if qa_loss == "authors" else qa_masked_loss)
+    assert_components_close(got, want, rtol=1e-10, floor=1e-20)
+    if qa_loss == "authors":  # transformers' loss (what the authors' code called) is the same loss
+        assert_components_close(got, reference_fisher(model, batches, "qa"), rtol=1e-10, floor=1e-20)
+
+
+def test_qa_losses_differ_where_windows_have_padding():
+    model = make_model("qa")
+    batches = pad_batches(make_batches("qa"), 10)
+    a = fisher_from_batches(model, batches, "QA", qa_loss="authors").components
+    m = fisher_from_batches(model, batches, "QA", qa_loss="masked").components
+    c = multihead_component(0)
+    assert np.abs(a[c] - m[c]).max() > 1e-3 * np.abs(m[c]).max()
+    with pytest.raises(ValueError, match="qa_loss"):
+        fisher_from_batches(model, batches, "QA", qa_loss="padded")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_empirical_estimator_matches_single_example_loop(case):
     model = make_model(case)
     batches = make_batches(case)
-    got = fisher_from_batches(model, batches, CASES[case][0], estimator="empirical", per_example_chunk=2)
+    got = fisher_from_batches(model, batches, CASES[case][0], estimator="empirical", per_example_chunk=2,
+                              qa_loss="masked")
     want = reference_fisher(model, single_examples(batches), case)
     assert_components_close(got.components, want)
     assert got.num_examples == sum(len(l) for l in LENGTHS)
+    if case == "qa":  # the authors' loss: each example's loss over every position of its padded window
+        got = fisher_from_batches(model, batches, "QA", estimator="empirical", per_example_chunk=2)
+        want = reference_fisher(model, single_examples(batches, cut=False), case, loss_fn=qa_authors_loss)
+        assert_components_close(got.components, want)
 
 
 def test_empirical_dense_and_sparse_embedding_paths_agree():
@@ -265,7 +326,7 @@ def test_empirical_differs_from_paper():
     assert paper["head.classifier.weight"].sum() < emp["head.classifier.weight"].sum()
 
 
-def _sampled_reference_loss(case, gen, k):
+def _sampled_reference_loss(case, gen, k, qa_loss="masked"):
     """The authors' sampled-label objective: mean over draws of the log-likelihood of each draw."""
     def loss_fn(out, batch):
         if case == "cr_class":
@@ -279,6 +340,8 @@ def _sampled_reference_loss(case, gen, k):
             return -torch.gather(torch.log_softmax(logits, -1), 1, idx).mean()
         if case == "qa":
             mask = batch["attention_mask"].bool()
+            if qa_loss == "authors":
+                mask = torch.ones_like(mask)
             total = 0.0
             for logits in (out.start_logits, out.end_logits):
                 filled = torch.where(mask, logits, torch.tensor(-1e300, dtype=logits.dtype))
@@ -293,15 +356,16 @@ def _sampled_reference_loss(case, gen, k):
     return loss_fn
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(CASES) + ["qa-authors"])
 def test_sampled_labels_match_reference_draws(case):
+    case, qa_loss = (case.split("-") + ["masked"])[:2]
     model = make_model(case)
     batches = make_batches(case)
     k = 7
     got = fisher_from_batches(model, batches, CASES[case][0], labels="sampled", seed=11, num_label_samples=k,
-                              regression_range=(0.0, 5.0)).components
+                              regression_range=(0.0, 5.0), qa_loss=qa_loss).components
     gen = torch.Generator().manual_seed(11)
-    want = reference_fisher(model, batches, case, loss_fn=_sampled_reference_loss(case, gen, k))
+    want = reference_fisher(model, batches, case, loss_fn=_sampled_reference_loss(case, gen, k, qa_loss))
     assert_components_close(got, want)
 
 
@@ -379,6 +443,64 @@ def test_bad_options_raise():
         fisher_from_batches(model, make_batches("cr_class"), "CR", labels="predicted")
 
 
+# ------------------------------------------------------------------------------------- noise-only components
+
+
+def _expected_noise(cls: str, qa_loss: str) -> set[str]:
+    expected = {f"encoder.layer.{i}.attention.self.key.bias" for i in range(NUM_LAYERS)}
+    if cls == "QA":
+        expected |= {"head.qa_outputs.bias", f"encoder.layer.{NUM_LAYERS - 1}.output.LayerNorm.bias"}
+        if qa_loss == "masked":
+            expected.add(layer_output_component(NUM_LAYERS - 1))
+    return expected
+
+
+@pytest.mark.parametrize("case,qa_loss", [("cr_class", "authors"), ("cr_reg", "authors"), ("sl", "authors"),
+                                          ("qa", "authors"), ("qa", "masked")])
+def test_noise_only_components_are_zero_and_flagged_exactly(case, qa_loss):
+    """float64: the key-bias gradients, the QA span-head bias and last output LayerNorm bias (and under the
+    masked loss the last layer_output) are zero up to ~1e-30 of the largest component; the detector flags
+    exactly those, by rule and by magnitude. Under the authors' loss the last layer_output is a real value."""
+    cls = CASES[case][0]
+    model = make_model(case)
+    batches = pad_batches(make_batches(case), 10) if cls == "QA" else make_batches(case)
+    comps = fisher_from_batches(model, batches, cls, qa_loss=qa_loss).components
+    scale = max(float(np.abs(v).max()) for v in comps.values())
+    expected = _expected_noise(cls, qa_loss)
+    for name in expected:
+        assert float(np.abs(comps[name]).max()) < 1e-25 * scale, name
+    median = float(np.median([np.linalg.norm(v) for v in comps.values()]))
+    others = min(float(np.linalg.norm(v)) for n, v in comps.items() if n not in expected)
+    assert others > 10 * taskemb.NOISE_RELATIVE_THRESHOLD * median  # the smallest real ones: query biases
+    if cls == "QA" and qa_loss == "authors":
+        assert float(np.linalg.norm(comps[layer_output_component(NUM_LAYERS - 1)])) > 1e-3 * median
+    assert set(noise_only_components(comps, cls, NUM_LAYERS, qa_loss)) == expected
+    embs = {c: TaskEmbedding(v.reshape(-1), {"task": "T", "task_class": cls, "component": c, "num_layers": NUM_LAYERS,
+                                             "qa_loss": qa_loss if cls == "QA" else None})
+            for c, v in comps.items()}
+    flagged = mark_noise_components(embs)
+    assert flagged == {c: ["rule", "magnitude"] for c in expected}
+    for c, e in embs.items():
+        assert e.meta["noise_only"] == (c in expected) and e.meta["noise_components"] == sorted(expected)
+        assert (e.meta["noise_rule"] is not None) == (c in expected)
+
+
+def test_noise_detector_by_magnitude_alone_and_legacy_qa_loss():
+    """A component the rules do not know is flagged by its measured size alone; a QA embedding without a
+    ``qa_loss`` field was made with the masked loss (the offline study's)."""
+    v = np.array([1.0, 2.0, 3.0])
+    metas = lambda c: {"task": "T", "task_class": "CR", "component": c, "num_layers": 2}
+    embs = {c: TaskEmbedding(v * s, metas(c)) for c, s in
+            [("a", 1.0), ("b", 2.0), ("c", 0.5), ("tiny", 1e-12), ("encoder.layer.0.attention.self.key.bias", 1.0)]}
+    assert mark_noise_components(embs) == {"tiny": ["magnitude"], "encoder.layer.0.attention.self.key.bias": ["rule"]}
+    assert embs["tiny"].meta["relative_norm"] == pytest.approx(1e-12)
+    assert embs["a"].meta["noise_only"] is False and embs["a"].meta["noise_reasons"] == []
+    legacy = noise_only_components([layer_output_component(1), layer_output_component(0)], "QA", 2)
+    assert list(legacy) == [layer_output_component(1)]
+    assert noise_only_components([layer_output_component(1)], "QA", 2, "authors") == {}
+    assert noise_only_components([layer_output_component(1)], "SL", 2, None) == {}
+
+
 # ------------------------------------------------------------------------------------- on fine-tuning runs
 
 RUN_TASKS = {"cr_class": ("RTE", 8), "cr_reg": ("STS-B", 8), "qa": ("SQuAD-2", 3), "sl": ("NER", 8)}
@@ -429,8 +551,19 @@ def test_compute_taskemb_on_a_finetuning_run(case, finetuned_runs, tiny_encoder_
         assert m["regime"] == "FULL" and m["data_seed"] == 3 and m["num_examples"] == n_features
         assert e.vector.shape == (int(np.prod(m["shape"])),) and e.vector.dtype == np.float32
         assert np.all(e.vector >= 0)
+        assert m["qa_loss"] == ("authors" if case == "qa" else None)
+    last = m["num_layers"] - 1
+    flagged = {n for n, e in embs.items() if e.meta["noise_only"]}
+    expected = {f"encoder.layer.{i}.attention.self.key.bias" for i in range(last + 1)}
     if case == "qa":
+        expected |= {"head.qa_outputs.bias", f"encoder.layer.{last}.output.LayerNorm.bias"}
         assert n_features > len(td.train)  # windows, not questions
+        masked = compute_taskemb(td, run_dir, batch_size=4, qa_loss="masked",
+                                 components=["encoder.layer.*.layer_output"])
+        assert masked[layer_output_component(last)].meta["noise_only"]
+        assert masked[layer_output_component(last)].meta["qa_loss"] == "masked"
+        assert not masked[layer_output_component(0)].meta["noise_only"]
+    assert flagged == expected
 
 
 @pytest.mark.parametrize("case", ["qa", "sl"])
