@@ -265,6 +265,32 @@ def test_cli_status_and_report(tiny_study, capsys):
     md = Path(paths["selection_tables"]).read_text()
     assert "Left out: targets whose candidate sources' spread is below 2 standard errors" in md
     assert "all-class: RTE (0.00 SE); in-class: none" in md
+    # the paper's claims: one row per claim (a-e) for the study's one regime, judged on both targets
+    claims = pd.read_csv(paths["claims"])
+    assert list(claims["claim"]) == list("abcde") and set(claims["regime"]) == {L2L}
+    assert (claims["targets"] == 2).all() and (claims["targets_expected"] == 2).all()
+    assert claims["verdict"].str.match(r"^(reproduced|not reproduced|inconclusive: .+)$").all()
+    assert "## The paper's claims, tested" in md
+    assert len(pd.read_csv(paths["transfer_summary"])) == 3  # all / in-class / out-of-class
+
+
+def test_complete_targets_by_regime_handles_a_partial_regime():
+    from tasktransfer_utils.study import _complete_targets, complete_targets_by_regime, study_pairs
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    assert cfg.regimes == [L2L, "FULL→LIMITED"]
+    rows = []
+    for regime in cfg.regimes:
+        for t in cfg.targets:
+            rows.append({"source": None, "target": t, "regime": regime, "seed": 0})
+    for s, t in study_pairs(cfg):
+        rows.append({"source": s, "target": t, "regime": L2L, "seed": 0})
+        if t == "RTE" or (t == "NER" and s != "SST-2"):  # RTE complete, NER one source short
+            rows.append({"source": s, "target": t, "regime": "FULL→LIMITED", "seed": 0})
+    results = pd.DataFrame(rows)
+    got = complete_targets_by_regime(cfg, results)
+    assert got == {L2L: cfg.targets, "FULL→LIMITED": ["RTE"]}
+    assert _complete_targets(cfg, results) == ["RTE"]  # complete in every regime
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
