@@ -1294,6 +1294,9 @@ def _cmd_run(args) -> int:
         for j in jobs:
             print(f"{j.id}  deps={','.join(j.deps) or '-'}" + ("  [done]" if j.id in done else ""))
         print(f"{len(jobs)} jobs" + ("" if selected is None else f" selected of {len(plan.jobs)}"))
+        from .study_cost import estimate_study_cost, format_study_cost
+
+        print(format_study_cost(estimate_study_cost(cfg, jobs)))
         return 0
     engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=args.workers,
                          kind=args.engine)
