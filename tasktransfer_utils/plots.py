@@ -164,6 +164,22 @@ def _class_boundaries(order: list[str], classes: Mapping[str, str]) -> list[int]
     return [i for i in range(1, len(order)) if classes.get(order[i]) != classes.get(order[i - 1])]
 
 
+class _seeded_numpy_random:
+    """Seed numpy's global generator for the duration of a block (seaborn's stripplot jitter draws from
+    it) and restore its state afterwards, so that a figure with jittered dots is the same every time."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.state = np.random.get_state()
+        np.random.seed(self.seed)
+
+    def __exit__(self, *exc):
+        np.random.set_state(self.state)
+        return False
+
+
 def _regime_label(regime) -> str:
     return str(getattr(regime, "name", regime)).replace("->", "→")
 
@@ -462,9 +478,11 @@ def regime_gains_side_by_side(gains: pd.DataFrame, regimes: tuple[str, str] = ("
 
 
 def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] | None = None,
-                       title: str = "In-class sources help more often than out-of-class sources?") -> Figure:
+                       title: str = "In-class sources help more often than out-of-class sources?",
+                       seed: int = 0) -> Figure:
     """Relative gains (%) per target class, split into in-class pairs (source and target of the same
-    class) and out-of-class pairs: box + dots, with the share of positive gains written under each box.
+    class) and out-of-class pairs: box + dots (jitter seeded by ``seed``), with the share of positive
+    gains written under each box.
 
     ``gains``: columns ``source``, ``target``, ``gain`` (fraction)."""
     import seaborn as sns
@@ -484,8 +502,9 @@ def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] |
     ax = fig.add_subplot()
     sns.boxplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
                 palette=pal, ax=ax, showfliers=False, boxprops={"alpha": 0.45}, width=0.7)
-    sns.stripplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
-                  palette=pal, ax=ax, dodge=True, size=4, jitter=0.15, legend=False)
+    with _seeded_numpy_random(seed):
+        sns.stripplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
+                      palette=pal, ax=ax, dodge=True, size=4, jitter=0.15, legend=False)
     ax.axhline(0, color="black", lw=1, ls="--")
     ax.set_xlabel("target task class")
     ax.set_ylabel("relative gain over no transfer (%)")

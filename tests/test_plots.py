@@ -184,6 +184,13 @@ def test_in_vs_out_of_class_shares():
     assert texts.count("100% > 0\n(n=2)") == 3  # in-class pairs per target class
     assert texts.count("0% > 0\n(n=8)") == 3
     assert fig.axes[0].get_ylabel() == "relative gain over no transfer (%)"
+    # the jitter is seeded: the same dots every time, and numpy's global generator is left as it was
+    state = np.random.get_state()[1].copy()
+    again = plots.in_vs_out_of_class(gains, task_classes=CLASSES)
+    assert np.array_equal(np.random.get_state()[1], state)
+    assert np.array_equal(_dots(fig.axes[0]), _dots(again.axes[0]))
+    assert not np.array_equal(_dots(fig.axes[0]), _dots(plots.in_vs_out_of_class(gains, task_classes=CLASSES,
+                                                                                   seed=1).axes[0]))
 
 
 def test_gain_vs_source_size_title_has_spearman():
