@@ -467,8 +467,9 @@ def regime_gains_side_by_side(gains: pd.DataFrame, regimes: tuple[str, str] = ("
         ax.set_xticks(x, [f"{t} ({n_pairs[t]})" for t in order], rotation=45, ha="right")
         for lab, t in zip(ax.get_xticklabels(), order):
             lab.set_color(CLASS_COLORS.get(classes.get(t, "?"), "black"))
-        ax.set_xlabel("target task (pairs measured in both regimes)")
-        ax.set_ylabel(f"relative gain over no transfer (%), {label}")
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set_xlabel("target (pairs in both regimes)")
+        ax.set_ylabel("relative gain over no transfer (%)")
         ax.set_title(f"{label.capitalize()} per target", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[1].legend(title="regime", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -1223,6 +1223,12 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
             slug = regime.replace("→", "_to_")
             fig = plots.transfer_gain_heatmap(gains[gains["regime"] == regime])
             paths[f"gains_{slug}"] = plots.save_figure(fig, f"{cfg.name}_transfer_gains_{slug}", fig_dir)
+            fig = plots.target_score_violins(results, regime=regime)
+            paths[f"fig2_{slug}"] = plots.save_figure(fig, f"{cfg.name}_target_scores_{slug}", fig_dir)
+        pair = ("LIMITED→LIMITED", "FULL→LIMITED")
+        if set(pair) <= set(gains["regime"]):
+            fig = plots.regime_gains_side_by_side(gains, pair)
+            paths["regime_gains"] = plots.save_figure(fig, f"{cfg.name}_regime_gains_LIMITED_vs_FULL_sources", fig_dir)
         headline = ["TextEmb", "TaskEmb", "TextEmb+TaskEmb", "DataSize", "CurveGrad", "Random"]
         for (regime, cset), sub in summary[summary["method"].isin(headline)].groupby(["regime", "candidate_set"]):
             slug = f"{regime.replace('→', '_to_')}_{cset}"
