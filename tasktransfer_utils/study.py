@@ -1041,25 +1041,22 @@ def complete_targets_by_regime(cfg: StudyConfig, results) -> dict[str, list[str]
     return out
 
 
-def _complete_targets(cfg: StudyConfig, results) -> list[str]:
-    """Targets complete in every regime (:func:`complete_targets_by_regime`)."""
-    by_regime = complete_targets_by_regime(cfg, results)
-    return [t for t in cfg.targets if all(t in ts for ts in by_regime.values())]
-
-
 def claim_inputs(cfg: StudyConfig, rankers: Mapping[str, Mapping[str, Any]], results) -> dict[str, Any]:
     """What :func:`claims.evaluate_claims` needs beyond the tables, from the study: the targets with a noise
-    bound, the sources' trained and whole training-set sizes (the DataSize rankers), the source–target
+    bound, the sources' trained sizes (their whole training set, capped at the study's LIMITED size on a
+    LIMITED source side) and whole training-set sizes, the source–target
     TextEmb cosine similarities (the TextEmb rankers) and the DataSize ranker each regime compares with."""
     import pandas as pd
 
     from .loaders import task_size
 
-    sizes, sims, datasize = {}, [], {}
+    sims, datasize = [], {}
     sources = sorted(set(results["source"].dropna()))
+    task_sizes = {s: float(task_size(s, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.data_seed))
+                  for s in sources}
+    sizes = {regime: {s: (min(n, cfg.limited_size) if regime.split("→")[0] == "LIMITED" else n)
+                      for s, n in task_sizes.items()} for regime in rankers}
     for regime, by_method in rankers.items():
-        if "DataSize" in by_method:
-            sizes[regime] = dict(by_method["DataSize"].sizes)
         datasize[regime] = "DataSize (full-set sizes)" if "DataSize (full-set sizes)" in by_method else "DataSize"
         text = by_method.get("TextEmb")
         rows = results[(results["regime"] == regime) & results["source"].notna()]
@@ -1067,7 +1064,6 @@ def claim_inputs(cfg: StudyConfig, rankers: Mapping[str, Mapping[str, Any]], res
             for target, grp in rows.groupby("target"):
                 for source, sim in text.scores(target, sorted(set(grp["source"]))).items():
                     sims.append({"regime": regime, "source": source, "target": target, "similarity": sim})
-    task_sizes = {s: float(task_size(s, data_dir=cfg.data_dir)) for s in sources}
     return {"per_example_targets": _per_example_targets(sorted(set(results["target"]))), "source_sizes": sizes,
             "source_task_sizes": task_sizes, "datasize_method": datasize,
             "similarity": pd.DataFrame(sims, columns=["regime", "source", "target", "similarity"])}

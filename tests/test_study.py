@@ -272,10 +272,28 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert claims["verdict"].str.match(r"^(reproduced|not reproduced|inconclusive: .+)$").all()
     assert "## The paper's claims, tested" in md
     assert len(pd.read_csv(paths["transfer_summary"])) == 3  # all / in-class / out-of-class
+    # what the claims are computed from: TextEmb cosine of the stored vectors, source sizes, noise-bound targets
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.study import claim_inputs, selection_rankers
+
+    cfg = load_study_config(path)
+    inputs = claim_inputs(cfg, selection_rankers(plan, table), table)
+    vec = {e.meta["task"]: e.vector.astype(np.float64)
+           for e in EmbeddingLibrary(cfg.results_dir / "embeddings").load(method="TextEmb")}
+    sims = inputs["similarity"]
+    assert len(sims) == 2
+    for r in sims.itertuples():
+        a, b = vec[r.source], vec[r.target]
+        assert r.similarity == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-6)
+    assert inputs["source_sizes"] == {L2L: {"RTE": 48, "Chunk": 48}}  # the tiny study's LIMITED size
+    assert inputs["source_task_sizes"]["RTE"] == 2490  # GLUE RTE's training set
+    assert inputs["per_example_targets"] == ["RTE"] and inputs["datasize_method"][L2L] == "DataSize (full-set sizes)"
 
 
 def test_complete_targets_by_regime_handles_a_partial_regime():
-    from tasktransfer_utils.study import _complete_targets, complete_targets_by_regime, study_pairs
+    from tasktransfer_utils.study import complete_targets_by_regime, study_pairs
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     assert cfg.regimes == [L2L, "FULL→LIMITED"]
@@ -290,7 +308,6 @@ def test_complete_targets_by_regime_handles_a_partial_regime():
     results = pd.DataFrame(rows)
     got = complete_targets_by_regime(cfg, results)
     assert got == {L2L: cfg.targets, "FULL→LIMITED": ["RTE"]}
-    assert _complete_targets(cfg, results) == ["RTE"]  # complete in every regime
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
