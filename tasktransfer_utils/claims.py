@@ -162,7 +162,7 @@ def _bounded(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_summary(pairs: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
-    """Per regime and pair kind (all / in-class / out-of-class): how many pairs, mean and median relative
+    """Per regime and pair kind (all / in-class / out-of-class, where there are such pairs): how many pairs, mean and median relative
     gain, the share with a positive gain and the share with a gain beyond noise (each with its
     Clopper–Pearson interval), how many targets have a source beyond noise, and the mean over targets of
     the best source's relative gain. ``pairs``: :func:`transfer_pairs`."""
@@ -171,6 +171,8 @@ def transfer_summary(pairs: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
         of_regime = pairs[pairs["regime"] == regime]
         for kind, sel in (("all", of_regime), ("in-class", of_regime[of_regime["in_class"]]),
                           ("out-of-class", of_regime[~of_regime["in_class"]])):
+            if sel.empty:  # e.g. an in-class-only study has no out-of-class pairs
+                continue
             k_pos = int((sel["rel_gain"] > 0).sum())
             b = _bounded(sel)
             k_noise = int(b["beyond_noise"].astype(bool).sum())

@@ -90,6 +90,8 @@ def test_transfer_summary_counts_by_hand():
     out = summ.loc["out-of-class"]
     assert out["n_pairs"] == 18 and out["n_beyond_noise"] == 0 and out["n_positive"] == 9
     assert (out["share_positive_low"], out["share_positive_high"]) == pytest.approx(cl.share_interval(9, 18))
+    in_class_only = cl.transfer_summary(pairs[pairs["in_class"]])
+    assert list(in_class_only["pairs"]) == ["all", "in-class"]  # no empty out-of-class row
 
 
 def test_claims_a_and_c_rules():
