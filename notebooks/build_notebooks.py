@@ -571,7 +571,7 @@ for regime in regimes:
     code("""
 numbers = {
     "study": cfg.name,
-    "config": str(cfg.config_path),
+    "config": cfg.config_path.name,  # the file name only: no machine path in the committed numbers
     "regimes": regimes,
     "tasks": cfg.tasks,
     "n_runs": len(results),
