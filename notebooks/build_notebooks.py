@@ -381,17 +381,20 @@ The paper fine-tunes every source on every target (33 × 33 pairs, three regimes
 asks how often transfer helps, between which classes, and what makes a good source (§4). This
 notebook reads the results of the project's **offline study** — a CPU-sized version of the same
 experiment described by `configs/offline_study.yaml` (12 tasks, 4 per class, every ordered pair,
-LIMITED→LIMITED, MiniLM) — and draws the paper's summaries:
+LIMITED→LIMITED and FULL→LIMITED, MiniLM) — and draws the paper's summaries, per regime:
 
-* per target, the score after transfer from every source against the no-transfer baseline
-  (the paper's **Figure 2**);
+* per target, the score after transfer from every source against the no-transfer baseline, with the
+  best source and TaskEmb's choice marked (the paper's **Figure 2**, drawn there in FULL→LIMITED);
+* the two regimes side by side: does a source trained on its whole training set help more than the same
+  source trained on 1,000 examples?
 * the source × target matrix of relative gains, g = (p<sub>s→t</sub> − p<sub>t</sub>) / p<sub>t</sub>;
 * in-class versus out-of-class transfer, and the class-to-class summary;
 * the role of the source's training-set size.
 
 The study is run by `tasktransfer study run configs/offline_study.yaml` (resumable; every job writes
 one record under `results/offline_study/records`). With `recompute = True` the notebook runs the
-study's missing jobs itself — hours on a CPU for the full config.
+study's missing jobs itself — hours on a CPU for the full config. A regime still being computed is
+drawn with the pairs it has; the notebook says how many of its targets have every source measured.
 """),
     params("""
 study_config = None          # study YAML; None: configs/offline_study.yaml
@@ -412,7 +415,8 @@ from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
 from tasktransfer_utils.selection_metrics import mean_transfer
 from tasktransfer_utils.runner import progress
-from tasktransfer_utils.study import load_study_config, plan_ref, write_tables
+from tasktransfer_utils.study import (complete_targets_by_regime, load_study_config, plan_ref, selection_rankers,
+                                     write_tables)
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -450,7 +454,12 @@ gain against the mean no-transfer score of the target.
 """),
     code("""
 gains = mean_transfer(results)
-regimes = list(dict.fromkeys(gains["regime"]))
+regimes = list(dict.fromkeys(gains["regime"]))  # the regimes with at least one measured transfer
+complete = complete_targets_by_regime(cfg, results)
+for regime in cfg.regimes:
+    n_pairs = int((gains["regime"] == regime).sum())
+    print(f"{regime}: {n_pairs} pairs measured; {len(complete.get(regime, []))} of {len(cfg.targets)} targets "
+          "have every candidate source measured")
 display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, True, False])
         [["regime", "source", "target", "source_class", "target_class", "score", "baseline_score", "rel_gain"]]
         .round(4).head(20))
@@ -459,14 +468,51 @@ display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, Tru
 ## Figure 2: every source on every target
 
 Each dot is one source; the black bar is the target trained alone. Dots above the bar are sources
-that help. The paper finds that most targets have some source that helps, that the spread is wide
-(the choice of source matters), and that gains are largest when the target has little data.
+that help; the ring marks the best source, the diamond the source TaskEmb ranks first (all-class
+candidates; where the regime has TaskEmb embeddings of every source and target). The paper finds that
+most targets have some source that helps, that the spread is wide (the choice of source matters), and
+that gains are largest when the target has little data. One figure per regime; the paper's is FULL→LIMITED.
 """),
     code("""
 slug = {r: r.replace("→", "-") for r in regimes}
-fig = plots.target_score_violins(results)
-plots.save_figure(fig, "fig2_target_scores", out_dir)
-fig
+rankers = selection_rankers(plan_ref(cfg).load(), results[results["regime"].isin(regimes)])
+taskemb_choice = {}
+for regime in regimes:
+    ranker = rankers.get(regime, {}).get("TaskEmb")
+    if ranker is None:
+        print(f"{regime}: no TaskEmb ranker (embeddings missing), no choice marked")
+        continue
+    for target, grp in gains[gains["regime"] == regime].groupby("target"):
+        ranking = ranker.rank(target, sorted(grp["source"]))
+        taskemb_choice[(regime, target)] = ranking.sort_values("rank").iloc[0]["source"]
+fig2_names = []
+for regime in regimes:
+    fig = plots.target_score_violins(results, regime=regime, choices=taskemb_choice, choice_label="TaskEmb's choice")
+    plots.save_figure(fig, f"fig2_target_scores_{slug[regime]}", out_dir)
+    fig2_names.append(f"fig2_target_scores_{slug[regime]}.png")
+    display(fig)
+"""),
+    md("""
+## The two regimes side by side
+
+The paper's headline is that transfer helps most when the target is small, and that a source trained on
+more data helps more. Here each target's mean and best relative gain over its sources, in each regime,
+over only the (source, target) pairs measured in both regimes (the number in brackets), so that a regime
+still being computed is compared on the same pairs.
+"""),
+    code("""
+pair_regimes = [r for r in ("LIMITED→LIMITED", "FULL→LIMITED") if r in regimes]
+side_by_side = []
+if len(pair_regimes) == 2:
+    fig = plots.regime_gains_side_by_side(gains, tuple(pair_regimes))
+    plots.save_figure(fig, "regime_gains_LIMITED-LIMITED_vs_FULL-LIMITED", out_dir)
+    side_by_side = ["regime_gains_LIMITED-LIMITED_vs_FULL-LIMITED.png"]
+    display(fig)
+    wide = gains.pivot_table(index=["source", "target"], columns="regime", values="rel_gain").dropna()
+    print(f"{len(wide)} pairs in both regimes; FULL→LIMITED − LIMITED→LIMITED relative gain, mean over them: "
+          f"{(wide['FULL→LIMITED'] - wide['LIMITED→LIMITED']).mean():+.2%}")
+else:
+    print(f"only {regimes} measured: nothing to set side by side yet")
 """),
     code("""
 for regime in regimes:
@@ -513,7 +559,7 @@ The paper finds that source data size matters — a large source helps more — 
 can still help when they are similar to the target. In the LIMITED→LIMITED regime every source is
 trained on the same number of examples, so here the x axis is the size of the source's *full*
 training set: whether tasks that come with a lot of data make better sources even when only a
-sample is used.
+sample is used. In FULL→LIMITED that is the set the source trained on.
 """),
     code("""
 sizes = {s: task_size(s, data_dir=cfg.data_dir) for s in sorted(gains["source"].unique())}
@@ -525,7 +571,7 @@ for regime in regimes:
     code("""
 numbers = {
     "study": cfg.name,
-    "config": str(cfg.config_path),
+    "config": cfg.config_path.name,  # the file name only: no machine path in the committed numbers
     "regimes": regimes,
     "tasks": cfg.tasks,
     "n_runs": len(results),
@@ -537,12 +583,15 @@ numbers = {
     "best_source": {r: best[best["regime"] == r].set_index("target")[["source", "rel_gain", "in_class"]].to_dict(orient="index")
                     for r in regimes},
     "share_positive": {r: float((gains.loc[gains["regime"] == r, "rel_gain"] > 0).mean()) for r in regimes},
+    "mean_rel_gain": {r: float(gains.loc[gains["regime"] == r, "rel_gain"].mean()) for r in regimes},
+    "complete_targets": complete,
+    "taskemb_choice": {f"{r}|{t}": s for (r, t), s in taskemb_choice.items()},
     "share_positive_by_class": {r: {f"{tc}/{'in' if ic else 'out'}": v for (tc, ic), v in
                                     helps[helps["regime"] == r].groupby(["target_class", "in_class"])["helps"].mean().items()}
                                 for r in regimes},
     "source_sizes": sizes,
-    "figures": ["fig2_target_scores.png"] + [f"{kind}_{slug[r]}.png" for r in regimes for kind in
-                                             ("transfer_gains", "in_vs_out_of_class", "class_transfer", "gain_vs_source_size")],
+    "figures": fig2_names + side_by_side + [f"{kind}_{slug[r]}.png" for r in regimes for kind in
+                                            ("transfer_gains", "in_vs_out_of_class", "class_transfer", "gain_vs_source_size")],
 }
 print(save_key_numbers(numbers, out_dir, "03_run_transfer_study"))
 """),
@@ -952,7 +1001,9 @@ where the study recorded it) and **Random** (exact expectation). Candidates are 
 sources of the target's class (**in-class**) or every other task (**all-class**).
 
 The evaluation reads the offline study's records and embeddings (`results/offline_study`); it takes
-seconds. It covers the targets whose every candidate transfer has finished.
+seconds. Each regime (LIMITED→LIMITED, FULL→LIMITED) is evaluated on its own targets whose every candidate
+transfer has finished; a regime still being computed has fewer. The last sections test the paper's claims
+one by one.
 """),
     params("""
 study_config = None          # study YAML; None: configs/offline_study.yaml
@@ -1000,7 +1051,9 @@ summary = pd.read_csv(paths["summary"])
 targets = sorted(per_target["target"].unique())
 methods = list(dict.fromkeys(per_target["method"]))
 regimes = sorted(per_target["regime"].unique())
-print(f"{len(targets)} targets evaluated: {targets}")
+targets_by_regime = {r: sorted(per_target.loc[per_target["regime"] == r, "target"].unique()) for r in cfg.regimes}
+for r, ts in targets_by_regime.items():
+    print(f"{r}: {len(ts)} of {len(cfg.targets)} targets evaluated: {ts}")
 print("methods:", methods)
 """),
     md("""
@@ -1090,6 +1143,27 @@ for cset, rows in bounded.groupby("candidate_set", sort=False):
           f"within {min_spread_in_se(cfg):g} standard errors of each other: {list(close['target'])}")
 """),
     md("""
+## The paper's claims, tested
+
+The report (`study.report`, `claims.py`) checks each claim of the paper's summary per regime, on the
+evaluated targets: (a) positive transfer occurs in many settings; (b) gains are possible even when the
+source is small; (c) out-of-class transfer often succeeds; (d) in low-data regimes, source–target
+similarity matters more than source size; (e) TaskEmb beats DataSize and CurveGrad across settings. Each
+row gives the statistic, its interval and a verdict by a fixed rule: "reproduced" when the interval lies
+on the claimed side, "not reproduced" when it lies on the other, "inconclusive: <why>" otherwise. A gain
+counts as real only beyond two standard-error bounds of one evaluation (targets scored by a mean of
+per-example values; see `claims.py` for every rule).
+"""),
+    code("""
+claims = pd.read_csv(paths["claims"])
+transfer_summary = pd.read_csv(paths["transfer_summary"])
+display(transfer_summary[["regime", "pairs", "n_pairs", "n_targets", "mean_rel_gain", "best_mean_rel_gain",
+                          "share_positive", "n_bounded", "n_beyond_noise", "share_beyond_noise",
+                          "targets_with_gain_beyond_noise"]].round(3))
+with pd.option_context("display.max_colwidth", None):
+    display(claims[["claim", "regime", "statement", "targets", "targets_expected", "verdict", "evidence"]])
+"""),
+    md("""
 ## TaskEmb per component
 
 Each TaskEmb component ranks sources on its own; the paper fuses them. Which layers carry the
@@ -1128,6 +1202,9 @@ numbers = {
     "study": cfg.name,
     "regimes": regimes,
     "targets": targets,
+    "targets_by_regime": targets_by_regime,
+    "claims": claims.to_dict(orient="records"),
+    "transfer_summary": transfer_summary.to_dict(orient="records"),
     "methods": methods,
     "metrics": list(tables),
     "summary": {f"{r.method}|{r.regime}|{r.candidate_set}|{r.target_class}|{r.metric}": r.value
@@ -1304,7 +1381,7 @@ output-free. With `ci = True` each notebook runs with the small CI parameters in
 |---|---|---|
 | 1 explore tasks | `tab1_task_sizes` | Table 1 (tasks, sizes) |
 | 2 fine-tune and transfer | `fig_transfer_epoch_curves` | §2 (transfer set-up) |
-| 3 transfer study | `fig2_target_scores`, `transfer_gains_*`, `in_vs_out_of_class_*`, `class_transfer_*`, `gain_vs_source_size_*` | Figure 2, §4 |
+| 3 transfer study | `fig2_target_scores_*`, `regime_gains_*`, `transfer_gains_*`, `in_vs_out_of_class_*`, `class_transfer_*`, `gain_vs_source_size_*` | Figure 2, §4 |
 | 4 TextEmb | `textemb_similarity`, `fig3a_textemb_task_space` | Figure 3 (TextEmb) |
 | 5 TaskEmb | `taskemb_similarity`, `fig3b_taskemb_task_space`, `taskemb_estimators_agreement` | Figure 3 (TaskEmb) |
 | 6 source selection | `selection_metrics_*`, `selection_example_ranking` | Tables 2–3, §5 |

@@ -164,6 +164,22 @@ def _class_boundaries(order: list[str], classes: Mapping[str, str]) -> list[int]
     return [i for i in range(1, len(order)) if classes.get(order[i]) != classes.get(order[i - 1])]
 
 
+class _seeded_numpy_random:
+    """Seed numpy's global generator for the duration of a block (seaborn's stripplot jitter draws from
+    it) and restore its state afterwards, so that a figure with jittered dots is the same every time."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.state = np.random.get_state()
+        np.random.seed(self.seed)
+
+    def __exit__(self, *exc):
+        np.random.set_state(self.state)
+        return False
+
+
 def _regime_label(regime) -> str:
     return str(getattr(regime, "name", regime)).replace("->", "→")
 
@@ -319,11 +335,19 @@ def transfer_gain_heatmap(gains: pd.DataFrame, *, task_classes: Mapping[str, str
 
 
 def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, str] | None = None,
-                         title: str | None = None, score_label: str = "target score (task metric, mean over seeds)"
-                         ) -> Figure:
+                         title: str | None = None, score_label: str = "target score (task metric, mean over seeds)",
+                         regime: str | None = None, mark_best: bool = True,
+                         choices: Mapping | None = None, choice_label: str = "TaskEmb's choice",
+                         seed: int = 0) -> Figure:
     """Paper Figure 2: per target task, the distribution of its score after transfer from every
     source (violin + one dot per source, coloured by source class); the black bar is the score of
-    the target fine-tuned directly (no transfer). One panel per ``regime`` when that column exists.
+    the target fine-tuned directly (no transfer). One panel per ``regime`` when that column exists
+    (``regime=``: only that one).
+
+    ``mark_best``: ring the best source of each target (highest mean score). ``choices``: the source a
+    selection method picks for each target, ``{target: source}`` or ``{(regime, target): source}``, marked
+    with a diamond and ``choice_label`` in the legend. Dots are spread sideways by a jitter drawn from
+    ``numpy.random.default_rng(seed)`` (the same figure every time).
 
     ``results``: tidy transfer results (baseline rows have an empty/None ``source``); scores are
     averaged over seeds per (regime, source, target) first."""
@@ -334,6 +358,11 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
     if "regime" not in r.columns:
         r["regime"] = ""
     r["regime"] = r["regime"].map(_regime_label)
+    if regime is not None:
+        r = r[r["regime"] == _regime_label(regime)]
+        if r.empty:
+            raise ValueError(f"target_score_violins: no rows of regime {regime!r}; the table has "
+                             f"{sorted(map(str, results.get('regime', pd.Series(dtype=str)).unique()))}")
     base_mask = _is_baseline(r["source"])
     classes = _classes_from_table(r[~base_mask], task_classes)
     classes = class_of(set(r.loc[~base_mask, "source"]) | set(r["target"]), classes)
@@ -344,19 +373,45 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
     targets = _order_by_class(r["target"], classes)
     fig = _new_figure(max(6.0, 1.0 + 0.75 * len(targets)), 1.0 + 3.4 * len(regimes))
     axes = fig.subplots(len(regimes), 1, squeeze=False)[:, 0]
-    for ax, regime in zip(axes, regimes):
-        p = pairs[pairs["regime"] == regime]
-        present = [t for t in targets if t in set(p["target"]) or (regime, t) in base.index]
+    rng = np.random.default_rng(seed)
+    for ax, reg in zip(axes, regimes):
+        p = pairs[pairs["regime"] == reg].sort_values(["target", "source"]).reset_index(drop=True)
+        present = [t for t in targets if t in set(p["target"]) or (reg, t) in base.index]
+        xpos = {t: i for i, t in enumerate(present)}
+        p["x"] = p["target"].map(xpos) + rng.uniform(-0.12, 0.12, size=len(p))
         if not p.empty:
             sns.violinplot(data=p, x="target", y="score", order=present, ax=ax, color="#e6e6e6",
                            inner=None, cut=0, density_norm="width", linewidth=0.8)
-            sns.stripplot(data=p, x="target", y="score", order=present, ax=ax, hue="source_class",
-                          palette=CLASS_COLORS, hue_order=[c for c in CLASS_ORDER + ("?",)
-                                                          if c in set(p["source_class"])],
-                          size=4.5, jitter=0.12, edgecolor="white", linewidth=0.4, legend=False, zorder=6)
+            for cls in CLASS_ORDER + ("?",):
+                sel = p[p["source_class"] == cls]
+                if len(sel):
+                    ax.scatter(sel["x"], sel["score"], s=22, color=CLASS_COLORS[cls], edgecolor="white",
+                               linewidth=0.4, zorder=6)
         for i, t in enumerate(present):
-            if (regime, t) in base.index:
-                ax.hlines(base[(regime, t)], i - 0.42, i + 0.42, color="black", lw=2.2, zorder=5)
+            if (reg, t) in base.index:
+                ax.hlines(base[(reg, t)], i - 0.42, i + 0.42, color="black", lw=2.2, zorder=5)
+        handles = [Line2D([], [], marker="o", ls="", color=CLASS_COLORS[c], label=f"source: {c}")
+                   for c in CLASS_ORDER if c in set(p["source_class"])]
+        handles.append(Line2D([], [], color="black", lw=2.2, label="no transfer (target alone)"))
+        if mark_best and not p.empty:
+            best = p.loc[p.groupby("target")["score"].idxmax()]
+            ax.plot(best["x"], best["score"], ls="", marker="o", ms=11, mfc="none", mec="black", mew=1.4,
+                    zorder=7, label="_best")
+            handles.append(Line2D([], [], ls="", marker="o", ms=9, mfc="none", mec="black", mew=1.4,
+                                  label="best source"))
+        if choices:
+            picked = []
+            for t in present:
+                src = choices.get((reg, t), choices.get(t)) if isinstance(choices, Mapping) else None
+                row = p[(p["target"] == t) & (p["source"] == src)]
+                if len(row):
+                    picked.append(row.iloc[0])
+            if picked:
+                picked = pd.DataFrame(picked)
+                ax.plot(picked["x"], picked["score"], ls="", marker="D", ms=8, mfc="none", mec="#d62728",
+                        mew=1.5, zorder=8, label="_choice")
+                handles.append(Line2D([], [], ls="", marker="D", ms=7, mfc="none", mec="#d62728", mew=1.5,
+                                      label=choice_label))
         ax.set_xlim(-0.6, len(present) - 0.4)
         ax.set_xlabel("target task")
         ax.set_ylabel(score_label)
@@ -365,21 +420,70 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
             lab.set_ha("right")
         _color_ticklabels(ax.get_xticklabels(), classes)
         ax.grid(axis="y", alpha=0.3)
-        handles = [Line2D([], [], marker="o", ls="", color=CLASS_COLORS[c], label=f"source: {c}")
-                   for c in CLASS_ORDER if c in set(p["source_class"])]
-        handles.append(Line2D([], [], color="black", lw=2.2, label="no transfer (target alone)"))
         ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
-        if regime:
-            ax.set_title(f"regime {regime}", fontsize=10)
+        if reg:
+            ax.set_title(f"regime {reg}", fontsize=10)
     fig.suptitle(_wrap(title or "Score of each target after transfer from every source; "
                                 "dots above the black bar are sources that help", fig, 11), fontsize=11)
     return fig
 
 
+def regime_gains_side_by_side(gains: pd.DataFrame, regimes: tuple[str, str] = ("LIMITED→LIMITED", "FULL→LIMITED"),
+                              *, task_classes: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """Two regimes' gains per target, paired: for every target, the mean and the best relative gain (%) over
+    its sources in each regime, computed only over the (source, target) pairs measured in both regimes,
+    drawn as two dots (one per regime) joined by a line; left panel the mean, right panel the best.
+
+    ``gains``: columns ``regime``, ``source``, ``target``, ``gain`` or ``rel_gain`` (fraction; e.g.
+    ``selection_metrics.mean_transfer``), averaged over duplicate rows."""
+    _require(gains, ["regime", "source", "target"], "regime_gains_side_by_side")
+    gcol = _gain_column(gains, "regime_gains_side_by_side")
+    regimes = tuple(_regime_label(x) for x in regimes)
+    if len(regimes) != 2 or regimes[0] == regimes[1]:
+        raise ValueError(f"regime_gains_side_by_side: expected two different regimes, got {regimes}")
+    g = gains.assign(regime=gains["regime"].map(_regime_label))
+    g = g[g["regime"].isin(regimes)].groupby(["regime", "source", "target"])[gcol].mean().unstack("regime")
+    missing = [x for x in regimes if x not in g.columns]
+    if missing:
+        raise ValueError(f"regime_gains_side_by_side: no gains of regime(s) {missing}")
+    both = g.dropna(subset=list(regimes)).reset_index()
+    if both.empty:
+        raise ValueError(f"regime_gains_side_by_side: no (source, target) pair is measured in both {regimes}")
+    classes = class_of(set(both["source"]) | set(both["target"]), _classes_from_table(gains, task_classes))
+    per_target = {stat: both.groupby("target")[list(regimes)].agg(stat) * 100 for stat in ("mean", "max")}
+    n_pairs = both.groupby("target").size()
+    order = _order_by_class(per_target["mean"].index, classes)
+    fig = _new_figure(max(8.0, 2.0 + 0.9 * len(order)), 4.6)
+    axes = fig.subplots(1, 2, sharey=False)
+    markers = {regimes[0]: ("o", "#4c72b0"), regimes[1]: ("s", "#dd8452")}
+    x = np.arange(len(order))
+    for ax, stat, label in zip(axes, ("mean", "max"), ("mean over sources", "best source")):
+        tab = per_target[stat].reindex(order)
+        ax.vlines(x, tab[regimes[0]], tab[regimes[1]], color="#999999", lw=1.2, zorder=2)
+        for reg in regimes:
+            m, c = markers[reg]
+            ax.plot(x, tab[reg], ls="", marker=m, color=c, ms=7, zorder=3, label=reg)
+        ax.axhline(0, color="black", lw=1, ls="--")
+        ax.set_xticks(x, [f"{t} ({n_pairs[t]})" for t in order], rotation=45, ha="right")
+        for lab, t in zip(ax.get_xticklabels(), order):
+            lab.set_color(CLASS_COLORS.get(classes.get(t, "?"), "black"))
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set_xlabel("target (pairs in both regimes)")
+        ax.set_ylabel("relative gain over no transfer (%)")
+        ax.set_title(f"{label.capitalize()} per target", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(title="regime", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(_wrap(title or f"Does a data-rich source help more? {regimes[0]} vs {regimes[1]}, per target, "
+                                 f"over the {len(both)} pairs measured in both", fig, 11), fontsize=11)
+    return fig
+
+
 def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] | None = None,
-                       title: str = "In-class sources help more often than out-of-class sources?") -> Figure:
+                       title: str = "In-class sources help more often than out-of-class sources?",
+                       seed: int = 0) -> Figure:
     """Relative gains (%) per target class, split into in-class pairs (source and target of the same
-    class) and out-of-class pairs: box + dots, with the share of positive gains written under each box.
+    class) and out-of-class pairs: box + dots (jitter seeded by ``seed``), with the share of positive
+    gains written under each box.
 
     ``gains``: columns ``source``, ``target``, ``gain`` (fraction)."""
     import seaborn as sns
@@ -399,8 +503,9 @@ def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] |
     ax = fig.add_subplot()
     sns.boxplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
                 palette=pal, ax=ax, showfliers=False, boxprops={"alpha": 0.45}, width=0.7)
-    sns.stripplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
-                  palette=pal, ax=ax, dodge=True, size=4, jitter=0.15, legend=False)
+    with _seeded_numpy_random(seed):
+        sns.stripplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
+                      palette=pal, ax=ax, dodge=True, size=4, jitter=0.15, legend=False)
     ax.axhline(0, color="black", lw=1, ls="--")
     ax.set_xlabel("target task class")
     ax.set_ylabel("relative gain over no transfer (%)")
@@ -847,7 +952,7 @@ def source_ranking(ranking: pd.DataFrame, *, target: str | None = None, top_k: i
 
 __all__ = [
     "CLASS_COLORS", "CLASS_ORDER", "class_of", "class_transfer_matrix", "epoch_curves", "gain_vs_source_size",
-    "in_vs_out_of_class", "save_figure", "selection_metric_bars", "similarity_agreement", "similarity_heatmap",
+    "in_vs_out_of_class", "regime_gains_side_by_side", "save_figure", "selection_metric_bars", "similarity_agreement", "similarity_heatmap",
     "source_ranking", "target_score_violins", "task_sizes", "task_space_coordinates", "task_space_map",
     "transfer_gain_heatmap",
 ]

@@ -978,17 +978,14 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     if results.empty:
         log("no results yet")
         return paths
-    # each regime is evaluated on its own complete targets (a regime still without results is left out)
-    complete_by_regime = {regime: _complete_targets(cfg, results, regime) for regime in cfg.regimes}
-    complete = [t for t in cfg.targets if any(t in ts for ts in complete_by_regime.values())]
-    keep = pd.Series(False, index=results.index)
-    for regime, ts in complete_by_regime.items():
-        keep |= (results["regime"] == regime) & results["target"].isin(ts)
+    by_regime = complete_targets_by_regime(cfg, results)
+    complete = [t for t in cfg.targets if any(t in ts for ts in by_regime.values())]
+    keep = [t in by_regime.get(r, ()) for r, t in zip(results["regime"], results["target"])]
     eval_results = results[keep]
     out_dir = cfg.results_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for regime, ts in complete_by_regime.items():
-        log(f"{regime}: {len(ts)} complete target(s) of {len(cfg.targets)}: {', '.join(ts) or '-'}")
+    for regime, targets in by_regime.items():
+        log(f"{regime}: {len(targets)} complete target(s) of {len(cfg.targets)}: {', '.join(targets) or '-'}")
     if not complete:
         return paths
     rankers = selection_rankers(plan, eval_results)
@@ -1025,9 +1022,12 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
+    evaluated = "; ".join(f"{r}: {len(ts)} of {len(cfg.targets)}" + (f" ({', '.join(ts)})" if ts else "")
+                          for r, ts in by_regime.items())
     md = [f"# Source selection on study `{cfg.name}`",
           "",
-          f"Targets evaluated ({len(complete)}): {', '.join(complete)}. Ground truth: measured transfer scores "
+          f"Targets evaluated (those whose every candidate source is measured), per regime — {evaluated}. "
+          "Ground truth: measured transfer scores "
           f"(mean over seeds {cfg.seeds}); relevance for NDCG: `{relevance}`. Candidates: in-class = sources of "
           "the target's class, all-class = every other task. Cells are means over targets; rho: rank of the "
           "truly best source (lower is better); ndcg: higher is better; regret@k: % below the best source "
@@ -1049,6 +1049,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     md += _paired_markdown(paired)
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
+    md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
@@ -1058,23 +1059,68 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
 
 
 def _complete_targets(cfg: StudyConfig, results, regime: str | None = None) -> list[str]:
-    """Targets with a baseline and a transfer from every candidate source, for every seed and ``regime``
-    (None: every regime of the study)."""
+    """Targets complete in ``regime`` (None: in every regime of the study)."""
+    by_regime = complete_targets_by_regime(cfg, results)
+    return [t for t in cfg.targets if all(t in by_regime[r] for r in (cfg.regimes if regime is None else [regime]))]
+
+
+def complete_targets_by_regime(cfg: StudyConfig, results) -> dict[str, list[str]]:
+    """Per regime of the config: the targets with a baseline and a transfer from every candidate source
+    for every seed (a regime still being computed has fewer)."""
     pairs = study_pairs(cfg)
-    out = []
-    for t in cfg.targets:
-        ok = True
-        for regime in (cfg.regimes if regime is None else [regime]):
+    out = {}
+    for regime in cfg.regimes:
+        out[regime] = []
+        for t in cfg.targets:
             sub = results[(results["target"] == t) & (results["regime"] == regime)]
-            for seed in cfg.seeds:
-                s_rows = sub[sub["seed"] == seed]
-                have = set(s_rows["source"].dropna())
-                want = {s for s, tt in pairs if tt == t}
-                if not want <= have or not s_rows["source"].isna().any():
-                    ok = False
-        if ok:
-            out.append(t)
+            want = {s for s, tt in pairs if tt == t}
+            if all(want <= set(sub.loc[sub["seed"] == seed, "source"].dropna())
+                   and sub.loc[sub["seed"] == seed, "source"].isna().any() for seed in cfg.seeds):
+                out[regime].append(t)
     return out
+
+
+def claim_inputs(cfg: StudyConfig, rankers: Mapping[str, Mapping[str, Any]], results) -> dict[str, Any]:
+    """What :func:`claims.evaluate_claims` needs beyond the tables, from the study: the targets with a noise
+    bound, the sources' trained sizes (their whole training set, capped at the study's LIMITED size on a
+    LIMITED source side) and whole training-set sizes, the source–target
+    TextEmb cosine similarities (the TextEmb rankers) and the DataSize ranker each regime compares with."""
+    import pandas as pd
+
+    from .loaders import task_size
+
+    sims, datasize = [], {}
+    sources = sorted(set(results["source"].dropna()))
+    task_sizes = {s: float(task_size(s, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.data_seed))
+                  for s in sources}
+    sizes = {regime: {s: (min(n, cfg.limited_size) if regime.split("→")[0] == "LIMITED" else n)
+                      for s, n in task_sizes.items()} for regime in rankers}
+    for regime, by_method in rankers.items():
+        datasize[regime] = "DataSize (full-set sizes)" if "DataSize (full-set sizes)" in by_method else "DataSize"
+        text = by_method.get("TextEmb")
+        rows = results[(results["regime"] == regime) & results["source"].notna()]
+        if text is not None:
+            for target, grp in rows.groupby("target"):
+                for source, sim in text.scores(target, sorted(set(grp["source"]))).items():
+                    sims.append({"regime": regime, "source": source, "target": target, "similarity": sim})
+    return {"per_example_targets": _per_example_targets(sorted(set(results["target"]))), "source_sizes": sizes,
+            "source_task_sizes": task_sizes, "datasize_method": datasize,
+            "similarity": pd.DataFrame(sims, columns=["regime", "source", "target", "similarity"])}
+
+
+def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rankers, out_dir: Path,
+                    paths: dict) -> list[str]:
+    """Claims (a)–(e) of the paper per regime (:mod:`claims`): writes claims.csv and transfer_summary.csv,
+    returns the markdown section."""
+    from .claims import claims_markdown, evaluate_claims
+
+    claims, summary = evaluate_claims(eval_results, per_target, regimes=cfg.regimes, targets_expected=len(cfg.targets),
+                                      **claim_inputs(cfg, rankers, eval_results))
+    for name, frame in (("claims", claims), ("transfer_summary", summary)):
+        p = out_dir / f"{name}.csv"
+        atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
+        paths[name] = p
+    return claims_markdown(claims, summary)
 
 
 def min_spread_in_se(cfg: StudyConfig) -> float:
@@ -1213,6 +1259,12 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
             slug = regime.replace("→", "_to_")
             fig = plots.transfer_gain_heatmap(gains[gains["regime"] == regime])
             paths[f"gains_{slug}"] = plots.save_figure(fig, f"{cfg.name}_transfer_gains_{slug}", fig_dir)
+            fig = plots.target_score_violins(results, regime=regime)
+            paths[f"fig2_{slug}"] = plots.save_figure(fig, f"{cfg.name}_target_scores_{slug}", fig_dir)
+        pair = ("LIMITED→LIMITED", "FULL→LIMITED")
+        if set(pair) <= set(gains["regime"]):
+            fig = plots.regime_gains_side_by_side(gains, pair)
+            paths["regime_gains"] = plots.save_figure(fig, f"{cfg.name}_regime_gains_LIMITED_vs_FULL_sources", fig_dir)
         headline = ["TextEmb", "TaskEmb", "TextEmb+TaskEmb", "DataSize", "CurveGrad", "Random"]
         for (regime, cset), sub in summary[summary["method"].isin(headline)].groupby(["regime", "candidate_set"]):
             slug = f"{regime.replace('→', '_to_')}_{cset}"
@@ -1284,6 +1336,9 @@ def _cmd_run(args) -> int:
         for j in jobs:
             print(f"{j.id}  deps={','.join(j.deps) or '-'}" + ("  [done]" if j.id in done else ""))
         print(f"{len(jobs)} jobs" + ("" if selected is None else f" selected of {len(plan.jobs)}"))
+        from .study_cost import estimate_study_cost, format_study_cost
+
+        print(format_study_cost(estimate_study_cost(cfg, jobs)))
         return 0
     engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=args.workers,
                          kind=args.engine)
@@ -1321,5 +1376,6 @@ def _cmd_report(args) -> int:
 
 
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
-           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "results_table", "finetune_table", "write_tables", "report",
+           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "complete_targets_by_regime",
+           "claim_inputs", "results_table", "finetune_table", "write_tables", "report",
            "add_study_parser", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]

@@ -474,6 +474,51 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     raise UnknownTaskError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(t.name for t in _TASKS)}.")
 
 
+#: Rows of each hub split, per task and project split (``HubSource.splits`` maps them to the hub's own split
+#: names: MNLI's validation is ``validation_matched``, Chunk's is CoNLL-2000's ``test``), as the datasets'
+#: cards on the hub give them, before any filter a loader applies (SNLI keeps its examples without a gold
+#: label there; MRQA's rows are those of the named subset). For plans and cost estimates that must not
+#: download anything (``study_cost``); loading the task gives the exact numbers.
+HUB_SPLIT_ROWS: dict[str, dict[str, int]] = {
+    "SNLI": {"train": 550152, "validation": 10000},
+    "MNLI": {"train": 392702, "validation": 9815},
+    "QQP": {"train": 363846, "validation": 40430},
+    "QNLI": {"train": 104743, "validation": 5463},
+    "SST-2": {"train": 67349, "validation": 872},
+    "SciTail": {"train": 23097, "validation": 1304},
+    "CoLA": {"train": 8551, "validation": 1043},
+    "STS-B": {"train": 5749, "validation": 1500},
+    "MRPC": {"train": 3668, "validation": 408},
+    "RTE": {"train": 2490, "validation": 277},
+    "WNLI": {"train": 635, "validation": 71},
+    "SQuAD-1": {"train": 87599, "validation": 10570},
+    "SQuAD-2": {"train": 130319, "validation": 11873},
+    "NewsQA": {"train": 74160, "validation": 4212},
+    "HotpotQA": {"train": 72928, "validation": 5904},
+    "BoolQ": {"train": 9427, "validation": 3270},
+    "DROP": {"train": 77400, "validation": 9535},
+    "WikiHop": {"train": 43738, "validation": 5129},
+    "DuoRC-p": {"train": 69524, "validation": 15591},
+    "DuoRC-s": {"train": 60721, "validation": 12961},
+    "POS-EWT": {"train": 12543, "validation": 2002, "test": 2077},
+    "Chunk": {"train": 8937, "validation": 2013},
+    "NER": {"train": 14041, "validation": 3250, "test": 3453},
+}
+
+
+def hub_split_rows(name: str | TaskSpec, split: str = "train") -> int:
+    """Rows of a task's hub split (:data:`HUB_SPLIT_ROWS`), without loading anything. KeyError naming the
+    task when it has no hub copy or no registered size."""
+    spec = name if isinstance(name, TaskSpec) else get_task(name)
+    if spec.hub is None:
+        raise KeyError(f"task {spec.name!r} has no hub copy (local data only or none public)")
+    sizes = HUB_SPLIT_ROWS.get(spec.name)
+    if sizes is None or split not in sizes:
+        raise KeyError(f"no registered size of {spec.name!r}'s hub split {split!r}; known: "
+                       f"{sorted(sizes) if sizes else 'none'} (tasks.HUB_SPLIT_ROWS)")
+    return sizes[split]
+
+
 def list_tasks(task_class: TaskClass | str | None = None, paper_only: bool = False,
                local_only: bool = False) -> list[TaskSpec]:
     """Registered tasks in registry order, optionally of one class, only the paper's, only those with local data."""

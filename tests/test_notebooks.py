@@ -217,13 +217,21 @@ def test_03_run_transfer_study(study_tmp, tiny_encoder_dir):
         of_target = {k.split("->")[0]: v for k, v in got.items() if k.endswith(f"->{target}")}
         assert best["rel_gain"] == pytest.approx(max(of_target.values()))
     assert numbers["share_positive"][regime] == pytest.approx(float((gains["rel_gain"] > 0).mean()))
+    assert numbers["mean_rel_gain"][regime] == pytest.approx(float(gains["rel_gain"].mean()))
+    assert numbers["complete_targets"] == {regime: cfg.targets}
+    assert numbers["figures"][0] == "fig2_target_scores_LIMITED-LIMITED.png"  # one Figure 2 per regime
+    assert not any(f.startswith("regime_gains_") for f in numbers["figures"])  # one regime: nothing to pair
+    choice = numbers["taskemb_choice"]  # TaskEmb's first-ranked source, marked on Figure 2
+    assert sorted(k.split("|")[1] for k in choice) == sorted(cfg.targets)
+    assert all(s != k.split("|")[1] and s in cfg.tasks for k, s in choice.items())
     _figures_exist(numbers, params)
 
 
 def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     import pandas as pd
 
-    from tasktransfer_utils.selection_metrics import LOTO_COMPONENT_METHOD, evaluate_rankers, leave_one_target_out
+    from tasktransfer_utils.selection_metrics import (LOTO_COMPONENT_METHOD, evaluate_rankers, leave_one_target_out,
+                                                      mean_transfer)
     from tasktransfer_utils.study import load_study_config, plan_for, selection_rankers
 
     numbers, params = run_notebook("06_evaluate_source_selection", study_tmp, encoder=tiny_encoder_dir)
@@ -254,6 +262,15 @@ def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     for target, row in spread.items():
         scores = results[(results["target"] == target) & results["source"].notna()]["score"]
         assert row["spread"] == pytest.approx(scores.max() - scores.min(), abs=1e-6)
+    # the paper's claims: five rows for the one regime, each with a verdict by the documented rules
+    assert numbers["targets_by_regime"] == {"LIMITED→LIMITED": sorted(cfg.tasks)}
+    claims = pd.DataFrame(numbers["claims"])
+    assert list(claims["claim"]) == list("abcde") and (claims["targets"] == len(cfg.tasks)).all()
+    assert claims["verdict"].str.match(r"^(reproduced|not reproduced|inconclusive: .+)$").all()
+    summary = {r["pairs"]: r for r in numbers["transfer_summary"]}
+    gains = mean_transfer(results)
+    assert summary["all"]["mean_rel_gain"] == pytest.approx(gains["rel_gain"].mean())
+    assert summary["all"]["n_positive"] == int((gains["rel_gain"] > 0).sum())
     _figures_exist(numbers, params)
 
 

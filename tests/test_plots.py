@@ -101,6 +101,69 @@ def test_violins_one_panel_per_regime():
     assert len(fig.axes) == 2
 
 
+def _dots(ax):
+    return np.concatenate([c.get_offsets() for c in ax.collections if type(c).__name__ == "PathCollection"
+                           and len(c.get_offsets())])
+
+
+def test_violins_one_regime_best_and_choice_marked_and_seeded_jitter():
+    res = pd.concat([_results(), _results().assign(regime="LIMITED→LIMITED")])
+    choices = {"A1": "B1", ("FULL→LIMITED", "B2"): "B1", "C1": "not-a-source"}
+    fig = plots.target_score_violins(res, task_classes=CLASSES, regime="FULL→LIMITED", choices=choices,
+                                     choice_label="TaskEmb's choice", seed=3)
+    assert len(fig.axes) == 1 and "FULL→LIMITED" in fig.axes[0].get_title()
+    ax = fig.axes[0]
+    dots = _dots(ax)
+    assert len(dots) == len(TASKS) * (len(TASKS) - 1)
+    targets = [t.get_text() for t in ax.get_xticklabels()]
+    assert targets == TASKS
+    # jitter: within ±0.12 of the target's slot, the same for the same seed, different for another
+    assert np.all(np.abs(dots[:, 0] - np.round(dots[:, 0])) <= 0.12 + 1e-12)
+    again = _dots(plots.target_score_violins(res, task_classes=CLASSES, regime="FULL→LIMITED", seed=3).axes[0])
+    assert np.array_equal(np.sort(dots, axis=0), np.sort(again, axis=0))
+    other = _dots(plots.target_score_violins(res, task_classes=CLASSES, regime="FULL→LIMITED", seed=4).axes[0])
+    assert not np.array_equal(np.sort(dots, axis=0), np.sort(other, axis=0))
+    marks = {ln.get_marker(): ln for ln in ax.lines if ln.get_label() in ("_best", "_choice")}
+    # best source of each target: in-class sources score base + 0.03 (seed-mean); one ring per target
+    best_y = marks["o"].get_ydata()
+    assert len(best_y) == len(TASKS)
+    assert sorted(best_y) == pytest.approx(sorted(0.5 + 0.05 * i + 0.03 for i in range(len(TASKS))))
+    # choices: A1 <- B1 (out-of-class, base - 0.02), B2 <- B1 (in-class, + 0.03); C1's choice is unknown
+    choice = marks["D"]
+    got = sorted(zip(np.round(choice.get_xdata()).astype(int), choice.get_ydata()))
+    assert got == [(0, pytest.approx(0.5 - 0.02)), (3, pytest.approx(0.5 + 0.05 * 3 + 0.03))]
+    # ring and diamond sit on dots
+    for x, y in zip(choice.get_xdata(), choice.get_ydata()):
+        assert np.any(np.isclose(dots[:, 0], x) & np.isclose(dots[:, 1], y))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "best source" in labels and "TaskEmb's choice" in labels and "no transfer (target alone)" in labels
+    with pytest.raises(ValueError, match="no rows of regime"):
+        plots.target_score_violins(res, regime="FULL→FULL")
+
+
+def test_regime_gains_side_by_side_uses_pairs_measured_in_both():
+    a = _gains().assign(regime="LIMITED→LIMITED")
+    b = _gains().assign(regime="FULL→LIMITED", gain=lambda d: d["gain"] * 2)
+    b = b[~((b["source"] == "A2") & (b["target"] == "A1"))]  # not measured in FULL→LIMITED yet
+    extra = pd.DataFrame([{"source": "Z", "target": "A1", "gain": 5.0, "regime": "LIMITED→LIMITED"}])
+    fig = plots.regime_gains_side_by_side(pd.concat([a, b, extra]), task_classes={**CLASSES, "Z": "CR"})
+    mean_ax, best_ax = fig.axes[:2]
+    labels = [t.get_text() for t in mean_ax.get_xticklabels()]
+    assert labels[0] == "A1 (4)" and labels[1] == "A2 (5)"  # A1: A2 and Z left out
+    lines = {ln.get_label(): ln for ln in mean_ax.lines}
+    common = a[~((a["source"] == "A2") & (a["target"] == "A1"))]
+    exp_a1 = 100 * common[common["target"] == "A1"]["gain"].mean()
+    assert lines["LIMITED→LIMITED"].get_ydata()[0] == pytest.approx(exp_a1)
+    assert lines["FULL→LIMITED"].get_ydata()[0] == pytest.approx(2 * exp_a1)
+    best = {ln.get_label(): ln for ln in best_ax.lines}
+    exp_best_a2 = 100 * a[a["target"] == "A2"]["gain"].max()
+    assert best["LIMITED→LIMITED"].get_ydata()[1] == pytest.approx(exp_best_a2)
+    assert best["FULL→LIMITED"].get_ydata()[1] == pytest.approx(2 * exp_best_a2)
+    assert "measured in both" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="no gains of regime"):
+        plots.regime_gains_side_by_side(a)
+
+
 def test_class_transfer_matrix_matches_hand_computation():
     gains = _gains()
     fig = plots.class_transfer_matrix(gains, task_classes=CLASSES)
@@ -121,6 +184,13 @@ def test_in_vs_out_of_class_shares():
     assert texts.count("100% > 0\n(n=2)") == 3  # in-class pairs per target class
     assert texts.count("0% > 0\n(n=8)") == 3
     assert fig.axes[0].get_ylabel() == "relative gain over no transfer (%)"
+    # the jitter is seeded: the same dots every time, and numpy's global generator is left as it was
+    state = np.random.get_state()[1].copy()
+    again = plots.in_vs_out_of_class(gains, task_classes=CLASSES)
+    assert np.array_equal(np.random.get_state()[1], state)
+    assert np.array_equal(_dots(fig.axes[0]), _dots(again.axes[0]))
+    assert not np.array_equal(_dots(fig.axes[0]), _dots(plots.in_vs_out_of_class(gains, task_classes=CLASSES,
+                                                                                   seed=1).axes[0]))
 
 
 def test_gain_vs_source_size_title_has_spearman():

@@ -330,6 +330,50 @@ def test_cli_status_and_report(tiny_study, capsys):
     md = Path(paths["selection_tables"]).read_text()
     assert "Left out: targets whose candidate sources' spread is below 2 standard errors" in md
     assert "all-class: RTE (0.00 SE); in-class: none" in md
+    # the paper's claims: one row per claim (a-e) for the study's one regime, judged on both targets
+    claims = pd.read_csv(paths["claims"])
+    assert list(claims["claim"]) == list("abcde") and set(claims["regime"]) == {L2L}
+    assert (claims["targets"] == 2).all() and (claims["targets_expected"] == 2).all()
+    assert claims["verdict"].str.match(r"^(reproduced|not reproduced|inconclusive: .+)$").all()
+    assert "## The paper's claims, tested" in md
+    # all and out-of-class pairs (RTE and Chunk have no source of their own class)
+    assert list(pd.read_csv(paths["transfer_summary"])["pairs"]) == ["all", "out-of-class"]
+    # what the claims are computed from: TextEmb cosine of the stored vectors, source sizes, noise-bound targets
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.study import claim_inputs, selection_rankers
+
+    cfg = load_study_config(path)
+    inputs = claim_inputs(cfg, selection_rankers(plan, table), table)
+    vec = {e.meta["task"]: e.vector.astype(np.float64)
+           for e in EmbeddingLibrary(cfg.results_dir / "embeddings").load(method="TextEmb")}
+    sims = inputs["similarity"]
+    assert len(sims) == 2
+    for r in sims.itertuples():
+        a, b = vec[r.source], vec[r.target]
+        assert r.similarity == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-6)
+    assert inputs["source_sizes"] == {L2L: {"RTE": 48, "Chunk": 48}}  # the tiny study's LIMITED size
+    assert inputs["source_task_sizes"]["RTE"] == 2490  # GLUE RTE's training set
+    assert inputs["per_example_targets"] == ["RTE"] and inputs["datasize_method"][L2L] == "DataSize (full-set sizes)"
+
+
+def test_complete_targets_by_regime_handles_a_partial_regime():
+    from tasktransfer_utils.study import complete_targets_by_regime, study_pairs
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    assert cfg.regimes == [L2L, "FULL→LIMITED"]
+    rows = []
+    for regime in cfg.regimes:
+        for t in cfg.targets:
+            rows.append({"source": None, "target": t, "regime": regime, "seed": 0})
+    for s, t in study_pairs(cfg):
+        rows.append({"source": s, "target": t, "regime": L2L, "seed": 0})
+        if t == "RTE" or (t == "NER" and s != "SST-2"):  # RTE complete, NER one source short
+            rows.append({"source": s, "target": t, "regime": "FULL→LIMITED", "seed": 0})
+    results = pd.DataFrame(rows)
+    got = complete_targets_by_regime(cfg, results)
+    assert got == {L2L: cfg.targets, "FULL→LIMITED": ["RTE"]}
 
 
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
