@@ -59,6 +59,7 @@ def test_offline_study_config_and_job_graph():
     # FULL→LIMITED), each embedded; every ordered pair transferred in both regimes
     assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n and kinds.count("taskemb") == 2 * n
     assert kinds.count("transfer") == 2 * n * (n - 1) == 264 and kinds.count("logme") == 264
+    assert kinds.count("restart") == 2 * n and set(kinds[-2 * n:]) == {"restart"}  # noise floor: 2 seeds, last
     # order: fine-tunes (LIMITED, then FULL; CR, SL, QA), embeddings, then transfers grouped by regime and target
     first = {k: kinds.index(k) for k in ("finetune", "textemb", "taskemb", "transfer")}
     last = {k: len(kinds) - 1 - kinds[::-1].index(k) for k in first}
@@ -124,7 +125,7 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     path = str(CONFIGS_DIR / "offline_study.yaml")
     assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "67 jobs selected of 600" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert "67 jobs selected of 624" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
     assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
