@@ -463,13 +463,83 @@ def target_spread(
                                        "eval_examples", "se_bound", "spread_in_se", "near_best"])
 
 
+#: a difference between two single runs counts as within the training noise when it is below this many
+#: standard deviations of a difference (sqrt(2) x the seed-to-seed sd of one run): ~95% two-sided
+NOISE_Z = 2.0
+
+
+def training_noise_floor(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seed-to-seed spread of each target's no-transfer fine-tune: restarts on the same training examples
+    that differ only in the training seed (head initialisation, batch order, dropout).
+
+    ``runs``: one row per run with columns ``target``, ``train_seed``, ``score`` (``target_class`` kept when
+    present). One row per target: ``n_runs``, ``mean``, ``sd`` (sample standard deviation, ddof = 1; NaN
+    with one run), ``min``, ``max``, ``train_seeds`` and ``scores`` (";"-joined, by seed)."""
+    rows = []
+    for target, grp in runs.groupby("target", sort=False):
+        grp = grp.sort_values("train_seed")
+        scores = grp["score"].to_numpy(dtype=np.float64)
+        row = {"target": target}
+        if "target_class" in grp.columns:
+            row["target_class"] = grp["target_class"].iloc[0]
+        row.update({"n_runs": len(scores), "mean": float(scores.mean()),
+                    "sd": float(scores.std(ddof=1)) if len(scores) > 1 else np.nan,
+                    "min": float(scores.min()), "max": float(scores.max()),
+                    "train_seeds": ";".join(str(int(x)) for x in grp["train_seed"]),
+                    "scores": ";".join(f"{x:.6g}" for x in scores)})
+        rows.append(row)
+    cols = ["target"] + (["target_class"] if "target_class" in runs.columns else []) + [
+        "n_runs", "mean", "sd", "min", "max", "train_seeds", "scores"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def noise_separation(
+    results: pd.DataFrame, noise: pd.DataFrame, candidate_sets: Iterable[str] = CANDIDATE_SETS,
+    z: float = NOISE_Z,
+) -> pd.DataFrame:
+    """Which source differences of each target lie within its training noise.
+
+    ``noise``: :func:`training_noise_floor` (the ``sd`` of one run of the target). The difference of two
+    single-run scores has standard deviation ``diff_sd`` = sqrt(2) · sd (independent runs, the target's
+    no-transfer sd standing in for every run on it). One row per (regime, target, candidate_set) with a
+    noise floor: ``n_sources``, ``best_source``, ``best_score``, ``spread`` (best − worst), ``noise_sd``,
+    ``diff_sd``, ``spread_in_noise`` = spread / diff_sd, ``within_noise``: how many other sources score
+    less than ``z`` · diff_sd below the best, and their names (``within_noise_sources``, ";"-joined): the
+    sources another seed could have made the best. Targets without a noise floor get no row."""
+    sd = dict(zip(noise["target"], noise["sd"]))
+    means = mean_transfer(results)
+    rows = []
+    for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
+        noise_sd = float(sd.get(target, np.nan))
+        if noise_sd != noise_sd:
+            continue
+        for cset in candidate_sets:
+            cands = _candidate_rows(grp, target, cset)
+            if cands.empty:
+                continue
+            cands = cands.sort_values(["score", "source"], ascending=[False, True])
+            best = cands.iloc[0]
+            spread = float(best["score"] - cands["score"].iloc[-1])
+            diff_sd = float(np.sqrt(2.0) * noise_sd)
+            close = cands.iloc[1:][best["score"] - cands["score"].iloc[1:] < z * diff_sd]
+            rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
+                         "best_source": best["source"], "best_score": float(best["score"]), "spread": spread,
+                         "noise_sd": noise_sd, "diff_sd": diff_sd,
+                         "spread_in_noise": spread / diff_sd if diff_sd > 0 else np.inf,
+                         "within_noise": len(close), "within_noise_sources": ";".join(close["source"])})
+    return pd.DataFrame(rows, columns=["regime", "target", "candidate_set", "n_sources", "best_source",
+                                       "best_score", "spread", "noise_sd", "diff_sd", "spread_in_noise",
+                                       "within_noise", "within_noise_sources"])
+
+
 def drop_inseparable(
-    per_target: pd.DataFrame, spread: pd.DataFrame, min_spread_in_se: float
+    per_target: pd.DataFrame, spread: pd.DataFrame, min_spread_in_se: float, column: str = "spread_in_se"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``per_target`` (:func:`evaluate_rankers`) without the rows of the (regime, target, candidate_set)
     whose sources :func:`target_spread` finds closer than ``min_spread_in_se`` standard errors; targets
-    without a bound (NaN) are kept. Returns the kept rows and the spread rows that were left out."""
-    noisy = spread[spread["spread_in_se"] < min_spread_in_se]
+    without a bound (NaN) are kept. ``column``: ``"spread_in_noise"`` with :func:`noise_separation`'s table
+    judges by the training noise instead. Returns the kept rows and the spread rows that were left out."""
+    noisy = spread[spread[column] < min_spread_in_se]
     keys = set(zip(noisy["regime"], noisy["target"], noisy["candidate_set"]))
     keep = [k not in keys for k in zip(per_target["regime"], per_target["target"], per_target["candidate_set"])]
     return per_target[keep], noisy

@@ -12,6 +12,9 @@ and the task embeddings to compute (YAML; see ``configs/offline_study.yaml``). I
   the fine-tuned model (depends on the fine-tune).
 - ``transfer``  one per (source, target, regime, seed), source ≠ target: the target fine-tuned from the
   source's fine-tuned encoder (depends on the source fine-tune).
+- ``restart``   (only with ``noise_floor_seeds``) one per LIMITED target and training seed: the target's
+  no-transfer fine-tune again on the same 1,000 examples (the sample of the study's first seed) with another
+  training seed, for the report's training-noise floor; last in the order.
 - ``logme``     (only with a ``logme:`` section) one per transfer pair: LogME (You et al. 2021) of the source's
   fine-tuned encoder's features on the target's training rows, a source-selection baseline that needs no
   target training (depends on the source fine-tune).
@@ -57,6 +60,7 @@ DEFAULT_TASKEMB_COMPONENTS = ("encoder.layer.*.multihead_output", "encoder.layer
 PLAN_FACTORY = "tasktransfer_utils.study:study_plan"
 
 _TOP_KEYS = {"name", "description", "tasks", "suite", "sources", "targets", "pairs", "regimes", "seeds",
+             "noise_floor_seeds",
              "limited_size", "encoder", "data", "settings", "embeddings", "logme", "outputs", "engine", "max_attempts", "report"}
 
 
@@ -100,6 +104,8 @@ class StudyConfig:
     logme: dict | None = None  # None: no LogME jobs; else encoder_features options (max_examples, ...)
     #: at most this many training rows (seeded sample) in the embedding passes of FULL-regime tasks; None: all
     full_max_examples: int | None = None
+    #: training seeds of extra no-transfer fine-tunes of every LIMITED target (same examples as seeds[0])
+    noise_floor_seeds: list[int] = field(default_factory=list)
     keep_models: str = "sources"  # "sources": delete transfer-run weights once recorded | "all"
     engine: dict = field(default_factory=lambda: {"kind": "local", "workers": 1})
     max_attempts: int = 2
@@ -329,11 +335,18 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     if isinstance(min_se, bool) or not isinstance(min_se, (int, float)) or not min_se >= 0:
         raise _err(where, "report.min_spread_in_se", "a number >= 0 (standard errors)", min_se)
 
+    noise_seeds = raw.get("noise_floor_seeds") or []
+    if (not isinstance(noise_seeds, list) or any(not isinstance(x, int) or isinstance(x, bool) or x < 0
+                                                  for x in noise_seeds)
+            or len(set(noise_seeds)) != len(noise_seeds) or (seeds and seeds[0] in noise_seeds)):
+        raise _err(where, "noise_floor_seeds", "a list of distinct integers >= 0, without the study's first seed "
+                   f"{seeds[0] if seeds else ''} (its run is already there)", noise_seeds)
+
     return StudyConfig(
         name=name, description=str(raw.get("description", "")), tasks=tasks, sources=sources, targets=targets,
         pairs=pairs, regimes=regimes, seeds=list(seeds), encoder=raw.get("encoder"), data_source=data_source,
         data_dir=data_dir, data_seed=int(data.get("data_seed", 0)), limited_size=limited_size, settings=settings, textemb=textemb,
-        taskemb=variants, full_max_examples=full_max_examples, logme=logme, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
+        taskemb=variants, full_max_examples=full_max_examples, noise_floor_seeds=list(noise_seeds), logme=logme, keep_models=keep_models, engine=dict(engine), max_attempts=max_attempts,
         report=report, results_dir=(base_dir / results_dir).resolve(), runs_dir=(base_dir / runs_dir).resolve(),
     )
 
@@ -374,6 +387,11 @@ def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -
 def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
     src, tgt = regime_name.split("→")
     return f"transfer__{src}-{tgt}__{source}__{target}__s{seed}"
+
+
+def restart_id(task: str, seed: int, train_seed: int) -> str:
+    """A LIMITED no-transfer restart: the sample of ``seed``, trained with ``train_seed``."""
+    return f"restart__{task}__LIMITED__s{seed}__train{train_seed}"
 
 
 def logme_id(source: str, target: str, regime_name: str, seed: int) -> str:
@@ -461,7 +479,18 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
                     transfers.append(Job(transfer_id(s, t, tr.name, seed), "transfer", params,
                                          deps=(finetune_id(s, tr.source.value, seed),), group=tcls,
                                          cost=_cost(tcls, tr.target.value)))
-    return finetunes + textembs + taskembs + transfers
+    restarts = []
+    if cfg.noise_floor_seeds and any(tr.target.value == "LIMITED" for tr in regimes):
+        by_target = sorted(cfg.targets, key=lambda t: (cls_rank[cfg.task_class(t)], task_order[t]))
+        for train_seed in cfg.noise_floor_seeds:
+            for t in by_target:
+                cls = cfg.task_class(t)
+                restarts.append(Job(restart_id(t, cfg.seeds[0], train_seed), "restart",
+                                    {"task": t, "task_class": cls, "regime": "LIMITED", "seed": cfg.seeds[0],
+                                     "train_seed": train_seed, "encoder": enc, **data,
+                                     "settings": cfg.settings_overrides(cls)},
+                                    group=cls, cost=_cost(cls, "LIMITED")))
+    return finetunes + textembs + taskembs + transfers + restarts
 
 
 def _taskemb_job_fields(variant: Mapping, task_class: str) -> dict:
@@ -637,6 +666,24 @@ def run_finetune(params: dict, ctx) -> dict:
     return _portable_run(result, cfg)
 
 
+def run_restart(params: dict, ctx) -> dict:
+    """A target's no-transfer fine-tune again on the same LIMITED examples (sample of ``seed``) with another
+    training seed (``train_seed``): one point of the training-noise floor. Its weights are not kept."""
+    from .training import MODEL_SUBDIR, fine_tune
+
+    cfg = _cfg(ctx)
+    encoder = _check_encoder(params, cfg)
+    task_data = _load(params, cfg)
+    run_dir = model_run_dir(cfg, ctx.job.id)
+    result = fine_tune(task_data, run_dir, encoder=encoder, regime="LIMITED", seed=params["train_seed"],
+                       sample_seed=params["seed"], settings=_settings_for(params))
+    out = _portable_run(result, cfg)
+    if cfg.keep_models != "all":
+        shutil.rmtree(run_dir / MODEL_SUBDIR, ignore_errors=True)
+        out["model_dir"] = None
+    return out
+
+
 def _source_run_dir(cfg: StudyConfig, ctx) -> Path:
     """The run directory of the job's source fine-tune (its first dependency), whose model must be on disk."""
     from .training import MODEL_SUBDIR
@@ -743,7 +790,7 @@ def run_logme(params: dict, ctx) -> dict:
             "fit_time_s": time.perf_counter() - start - t_features}
 
 
-JOB_FUNCTIONS = {"finetune": run_finetune, "transfer": run_transfer, "textemb": run_textemb,
+JOB_FUNCTIONS = {"finetune": run_finetune, "transfer": run_transfer, "restart": run_restart, "textemb": run_textemb,
                  "taskemb": run_taskemb, "logme": run_logme}
 
 
@@ -801,6 +848,38 @@ def _row(source, target, regime, seed, source_class, target_class, jid, result, 
     return row
 
 
+def noise_floor_runs(plan: Plan):
+    """The runs behind the training-noise floor: per LIMITED target, its no-transfer fine-tune with the study's
+    first seed and every ``restart`` record (same examples, other training seeds). Columns: target,
+    target_class, sample_seed, train_seed, score, job_id; sorted by class, target, training seed."""
+    import pandas as pd
+
+    cfg_dict = plan.settings["config"]
+    cols = ["target", "target_class", "sample_seed", "train_seed", "score", "job_id"]
+    seeds = cfg_dict["seeds"]
+    if not cfg_dict.get("noise_floor_seeds") or not seeds:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for jid, rec in load_results(plan).items():
+        p = rec["params"]
+        if p.get("task") not in cfg_dict["targets"] or p.get("regime") != "LIMITED":
+            continue
+        if rec["kind"] == "finetune" and p["seed"] == seeds[0]:
+            train_seed = p["seed"]
+        elif rec["kind"] == "restart":
+            train_seed = p["train_seed"]
+        else:
+            continue
+        rows.append({"target": p["task"], "target_class": p["task_class"], "sample_seed": p["seed"],
+                     "train_seed": train_seed, "score": rec["result"]["score"], "job_id": jid})
+    table = pd.DataFrame(rows, columns=cols)
+    order = {t: i for i, t in enumerate(cfg_dict["targets"])}
+    table = table.sort_values(["target_class", "target", "train_seed"],
+                              key=lambda c: (c.map({"CR": 0, "SL": 1, "QA": 2}) if c.name == "target_class"
+                                             else c.map(order) if c.name == "target" else c))
+    return table.reset_index(drop=True)
+
+
 def finetune_table(plan: Plan):
     """One row per single-task fine-tune: task, task_class, regime, seed, score, train_examples,
     train_examples_per_s, wall_time_s (job), num_train_steps, job_id."""
@@ -851,6 +930,7 @@ def study_description(cfg: StudyConfig) -> dict:
         "settings": {c: cfg.finetune_settings(c).to_dict() for c in CLASS_ORDER},
         "settings_overrides": cfg.settings, "textemb": cfg.textemb, "taskemb": cfg.taskemb,
         **({"full_max_examples": cfg.full_max_examples} if cfg.full_max_examples is not None else {}),
+        **({"noise_floor_seeds": cfg.noise_floor_seeds} if cfg.noise_floor_seeds else {}),
         "keep_models": cfg.keep_models, "jobs": dict(Counter(j.kind for j in jobs)),
     }
 
@@ -865,8 +945,11 @@ def write_tables(plan: Plan) -> dict[str, Path]:
                          "config_path": None})
     paths["study"] = out_dir / "study.json"
     atomic_write_text(paths["study"], json.dumps(study_description(cfg), indent=1, ensure_ascii=False) + "\n")
-    for name, frame in (("transfer_results", results_table(plan)), ("finetune_results", finetune_table(plan)),
-                        ("job_times", job_times(plan))):
+    tables = [("transfer_results", results_table(plan)), ("finetune_results", finetune_table(plan)),
+              ("job_times", job_times(plan))]
+    if cfg.noise_floor_seeds:
+        tables.append(("noise_floor_runs", noise_floor_runs(plan)))
+    for name, frame in tables:
         path = out_dir / f"{name}.csv"
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = path
@@ -1016,9 +1099,30 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     min_se = min_spread_in_se(cfg)
     separable, noisy = sm.drop_inseparable(per_target, spread, min_se)
     summary_separable = sm.summarize_selection(separable)
-    for name, frame in (("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
-                        ("target_spread", spread), ("summary_separable", summary_separable),
-                        ("loto_choices", loto_choices)):
+    frames = [("per_target", per_target), ("summary", summary), ("paired_comparison", paired),
+              ("target_spread", spread), ("summary_separable", summary_separable), ("loto_choices", loto_choices)]
+    # training-noise floor: restarts of each LIMITED target's no-transfer fine-tune with other training seeds
+    noise_md = []
+    if cfg.noise_floor_seeds:
+        floor = sm.training_noise_floor(noise_floor_runs(plan))
+        measured = floor[floor["n_runs"] > 1]
+        if measured.empty:
+            noise_md = ["## Training-noise floor", "",
+                        f"Not measured yet: `tasktransfer study run CONFIG --only 'restart__*'` fine-tunes each "
+                        f"LIMITED target again with training seeds {cfg.noise_floor_seeds}.", ""]
+        else:
+            noise_sep = sm.noise_separation(eval_results, measured, candidate_sets=sm.CANDIDATE_SETS_REPORT_ORDER)
+            noise_sep = noise_sep.sort_values("target", key=lambda col: col.map(complete.index), kind="stable")
+            kept, noise_noisy = sm.drop_inseparable(per_target, noise_sep, min_se, column="spread_in_noise")
+            frames += [("noise_floor", floor), ("target_noise", noise_sep),
+                       ("summary_noise_separable", sm.summarize_selection(kept))]
+            noise_md = _noise_markdown(floor, noise_sep, sm.NOISE_Z)
+            noise_md += _separable_markdown(summary, sm.summarize_selection(kept), noise_noisy, min_se,
+                                            column="spread_in_noise", unit="sd·√2", title="the training noise",
+                                            file="summary_noise_separable.csv",
+                                            scale="standard deviations of a difference of two runs",
+                                            kept="measured noise floor")
+    for name, frame in frames:
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
@@ -1049,6 +1153,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     md += _paired_markdown(paired)
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
+    md += noise_md
     md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
@@ -1169,7 +1274,9 @@ def _spread_markdown(spread) -> list[str]:
     return md
 
 
-def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
+def _separable_markdown(summary, separable, noisy, min_se: float, *, column: str = "spread_in_se",
+                        unit: str = "SE", title: str = "one evaluation", file: str = "summary_separable.csv",
+                        scale: str = "standard errors", kept: str = "standard-error bound") -> list[str]:
     """Headline methods over all targets next to the same means without the targets in ``noisy``."""
     from .selection_metrics import CANDIDATE_SETS_REPORT_ORDER
 
@@ -1178,14 +1285,14 @@ def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
     metrics = [m for m in ("rho", "ndcg", "regret@1") if m in set(summary["metric"])]
     methods = [m for m in HEADLINE_METHODS + ("Random",) if m in set(summary["method"])]
     csets = CANDIDATE_SETS_REPORT_ORDER
-    left_out = "; ".join(f"{c}: " + (", ".join(f"{r.target} ({r.spread_in_se:.2f} SE)"
+    left_out = "; ".join(f"{c}: " + (", ".join(f"{r.target} ({getattr(r, column):.2f} {unit})"
                                               for r in noisy[noisy["candidate_set"] == c].itertuples()) or "none")
                          for c in csets)
-    md = ["## Without the targets whose sources one evaluation cannot separate", "",
-          f"Left out: targets whose candidate sources' spread is below {min_se:g} standard errors "
+    md = [f"## Without the targets whose sources {title} cannot separate", "",
+          f"Left out: targets whose candidate sources' spread is below {min_se:g} {scale} "
           f"(`report.min_spread_in_se`), judged for each candidate set apart — {left_out}. Each cell: the mean "
-          "over every evaluated target → the mean over the rest (`summary_separable.csv`); targets without a "
-          "standard-error bound are kept.", "",
+          f"over every evaluated target → the mean over the rest (`{file}`); targets without a "
+          f"{kept} are kept.", "",
           "| method | regime | " + " | ".join(f"{m} {c}" for c in csets for m in metrics) + " |",
           "|---|---|" + "---|" * (len(csets) * len(metrics))]
     key = ["method", "regime", "candidate_set", "metric"]
@@ -1200,6 +1307,29 @@ def _separable_markdown(summary, separable, noisy, min_se: float) -> list[str]:
                     b = rest.get((method, regime, c, m), float("nan"))
                     cells.append("" if a != a else f"{a:.3g} → {b:.3g}")
             md.append(f"| {method} | {regime} | " + " | ".join(cells) + " |")
+    md.append("")
+    return md
+
+
+def _noise_markdown(floor, noise_sep, z: float) -> list[str]:
+    """Per target: its no-transfer score over training seeds and the sources within its training noise."""
+    md = ["## Training-noise floor", "",
+          "Each LIMITED target's no-transfer fine-tune was repeated on the same 1,000 examples with other training "
+          "seeds (head initialisation, batch order, dropout; `noise_floor_runs.csv`, `noise_floor.csv`). sd: their "
+          "sample standard deviation. The difference of two single runs has sd·√2; a source whose transfer score "
+          f"lies less than {z:g}·sd·√2 below the best source's is within the training noise: another seed could "
+          "have made it the best (`target_noise.csv`; the target's no-transfer sd stands in for every run on it).",
+          "", "| target | runs | scores by training seed | sd |", "|---|---|---|---|"]
+    for r in floor.itertuples():
+        md.append(f"| {r.target} | {r.n_runs} | {r.scores.replace(';', ', ')} | "
+                  + ("" if r.sd != r.sd else f"{r.sd:.4f}") + " |")
+    if not noise_sep.empty:
+        md += ["", "| regime | target | candidates | best source | spread / (sd·√2) | sources within the noise |",
+               "|---|---|---|---|---|---|"]
+        for r in noise_sep.itertuples():
+            names = r.within_noise_sources.replace(";", ", ") if r.within_noise else "none"
+            md.append(f"| {r.regime} | {r.target} | {r.candidate_set} | {r.best_source} | "
+                      f"{r.spread_in_noise:.2f} | {r.within_noise} of {r.n_sources - 1}: {names} |")
     md.append("")
     return md
 

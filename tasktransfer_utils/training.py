@@ -50,7 +50,8 @@ MODEL_SUBDIR = "model"
 NUM_THREADS_ENV = "TASKTRANSFER_NUM_THREADS"
 CUDA_DETERMINISTIC_ENV = "TASKTRANSFER_CUDA_DETERMINISTIC"
 # config fields that must agree for a finished run to be reused
-_IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "encoder", "init_from", "settings", "train_split", "eval_split")
+_IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "sample_seed", "encoder", "init_from", "settings",
+                    "train_split", "eval_split")
 
 
 @dataclass
@@ -85,6 +86,8 @@ class RunResult:
     mixed_precision: str | None = None
     cpu_threads: int = 0
     transfer_report: dict | None = None
+    #: seed of the LIMITED sample when it differs from ``seed`` (a restart on the same examples); None: ``seed``
+    sample_seed: int | None = None
     versions: dict = field(default_factory=dict)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -325,13 +328,16 @@ def untrained_baseline(task_data: Any, encoder: str | os.PathLike | None = None,
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-def _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split) -> dict:
+def _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split,
+                sample_seed=None) -> dict:
     return {
         "kind": RUN_KIND,
         "task": task_data.spec.name,
         "task_class": class_name(task_data.spec.task_class),
         "regime": getattr(regime, "value", str(regime)),
         "seed": int(seed),
+        # only a restart on another seed's sample carries it, so every earlier run keeps its identity
+        **({} if sample_seed is None else {"sample_seed": int(sample_seed)}),
         "encoder": str(encoder),
         "init_from": None if init_from is None else str(Path(init_from).resolve()) if Path(init_from).exists() else str(init_from),
         "settings": settings.to_dict(),
@@ -386,6 +392,7 @@ def fine_tune(
     callbacks: list | None = None,
     pad_to_max_length: bool = False,
     num_threads: int | None = None,
+    sample_seed: int | None = None,
 ) -> RunResult:
     """Fine-tune ``encoder`` (default :func:`paths.default_encoder`) on ``task_data`` and return the
     RunResult stored in ``output_dir`` (see module docstring for its layout and resume rules).
@@ -397,7 +404,10 @@ def fine_tune(
     to ``max_seq_length`` as the authors' code did (for benchmarks; off by default). ``num_threads``: torch
     CPU threads for this run (default: ``$TASKTRANSFER_NUM_THREADS`` if set, else torch's, every physical
     core; on a machine busy with other jobs 1 thread can be several times faster). Neither changes what is
-    computed, so neither is part of the run's identity.
+    computed, so neither is part of the run's identity. ``sample_seed``: draw the LIMITED sample with this
+    seed instead of ``seed``, which then seeds only the training (head initialisation, batch order, dropout):
+    restarts on the same examples, as the study's training-noise floor needs; None (default) uses ``seed``
+    for both.
     """
     if num_threads is None and os.environ.get(NUM_THREADS_ENV):
         num_threads = int(os.environ[NUM_THREADS_ENV])
@@ -407,13 +417,13 @@ def fine_tune(
     try:
         return _fine_tune(task_data, output_dir, encoder=encoder, init_from=init_from, regime=regime, seed=seed,
                           settings=settings, train_split=train_split, eval_split=eval_split, device=device,
-                          callbacks=callbacks, pad_to_max_length=pad_to_max_length)
+                          callbacks=callbacks, pad_to_max_length=pad_to_max_length, sample_seed=sample_seed)
     finally:
         torch.set_num_threads(previous)
 
 
 def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, settings, train_split, eval_split,
-               device, callbacks, pad_to_max_length) -> RunResult:
+               device, callbacks, pad_to_max_length, sample_seed=None) -> RunResult:
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -426,7 +436,7 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
     settings = settings or preset(cls)
     encoder = str(encoder or default_encoder())
     run_dir = Path(output_dir)
-    config = _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split)
+    config = _run_config(task_data, encoder, init_from, regime, seed, settings, train_split, eval_split, sample_seed)
     done = prepare_run_dir(run_dir, config)
     if done is not None:
         logger.info("%s: finished run found, loading it", run_dir)
@@ -436,7 +446,7 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
         if split not in task_data.splits:
             raise ValueError(f"{spec.name}: no {split!r} split (have {list(task_data.splits)})")
     label_names = _label_names(task_data)
-    train = apply_regime(task_data.splits[train_split], regime, seed)
+    train = apply_regime(task_data.splits[train_split], regime, seed if sample_seed is None else sample_seed)
     dev = eval_subset(task_data.splits[eval_split], settings.max_eval_examples)
 
     device, mixed_precision = resolve_device(device)  # on CPU torch already uses every physical core
@@ -507,6 +517,7 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
         task_class=cls,
         regime=config["regime"],
         seed=int(seed),
+        sample_seed=None if sample_seed is None else int(sample_seed),
         encoder=encoder,
         init_from=config["init_from"],
         settings=settings.to_dict(),

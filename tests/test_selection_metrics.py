@@ -530,3 +530,49 @@ def test_leave_one_target_out_by_hand():
     tied = per_target.assign(rho=1.0)
     _, ch = sm.leave_one_target_out(tied, ["B", "A", "C"], metrics=["rho"])
     assert set(ch["chosen"]) == {"B"}
+
+
+# ------------------------------------------------------------------------------ training-noise floor
+
+
+def test_training_noise_floor_against_statistics_stdev():
+    import statistics
+
+    runs = pd.DataFrame({"target": ["A", "A", "A", "B", "B", "C"], "target_class": ["CR"] * 3 + ["SL"] * 2 + ["QA"],
+                         "train_seed": [2, 0, 1, 0, 1, 0], "score": [0.70, 0.80, 0.75, 0.5, 0.5, 0.9]})
+    floor = sm.training_noise_floor(runs).set_index("target")
+    assert floor.loc["A", "sd"] == pytest.approx(statistics.stdev([0.80, 0.75, 0.70]), rel=1e-12)
+    assert floor.loc["A", "mean"] == pytest.approx(0.75) and floor.loc["A", "n_runs"] == 3
+    assert floor.loc["A", "train_seeds"] == "0;1;2" and floor.loc["A", "scores"] == "0.8;0.75;0.7"  # by seed
+    assert floor.loc["B", "sd"] == 0.0 and np.isnan(floor.loc["C", "sd"])  # one run: no sd
+    assert floor.loc["B", "target_class"] == "SL"
+
+
+def test_noise_separation_by_hand():
+    # target T: sources a 0.80, b 0.78, c 0.70, d 0.60 (d another class); training sd 0.02 -> diff sd 0.0283;
+    # within 2 * 0.0283 = 0.0566 of the best: b (0.02 below) only; spread 0.20 / 0.0283 = 7.07
+    rows = [{"source": s, "target": "T", "regime": "LIMITED→LIMITED", "seed": 0, "score": v,
+             "source_class": c, "target_class": "CR"}
+            for s, v, c in (("a", 0.80, "CR"), ("b", 0.78, "CR"), ("c", 0.70, "CR"), ("d", 0.60, "SL"))]
+    rows.append({"source": None, "target": "T", "regime": "LIMITED→LIMITED", "seed": 0, "score": 0.75,
+                 "source_class": None, "target_class": "CR"})
+    results = pd.DataFrame(rows)
+    noise = pd.DataFrame({"target": ["T"], "sd": [0.02]})
+    sep = sm.noise_separation(results, noise).set_index("candidate_set")
+    diff_sd = 0.02 * np.sqrt(2)
+    assert sep.loc["all-class", "diff_sd"] == pytest.approx(diff_sd)
+    assert sep.loc["all-class", "spread_in_noise"] == pytest.approx(0.20 / diff_sd)
+    assert sep.loc["all-class", "within_noise"] == 1 and sep.loc["all-class", "within_noise_sources"] == "b"
+    assert sep.loc["in-class", "spread_in_noise"] == pytest.approx(0.10 / diff_sd)  # a, b, c
+    # a wider noise floor puts c within it too (0.10 < 2 * 0.05 * sqrt 2 = 0.141), d not (0.20)
+    wide = sm.noise_separation(results, pd.DataFrame({"target": ["T"], "sd": [0.05]}), candidate_sets=["all-class"])
+    assert wide.iloc[0]["within_noise_sources"] == "b;c"
+    # targets without a measured floor get no row
+    assert sm.noise_separation(results, pd.DataFrame({"target": ["T"], "sd": [np.nan]})).empty
+    # drop_inseparable by the noise column, sd 0.05: all-class 0.20/0.0707 = 2.83 kept, in-class 1.41 < 2 dropped
+    per_target = pd.DataFrame({"regime": ["LIMITED→LIMITED"] * 2, "target": ["T", "T"],
+                               "candidate_set": ["all-class", "in-class"], "method": ["X", "X"],
+                               "metric": ["rho", "rho"], "value": [1.0, 2.0]})
+    both = sm.noise_separation(results, pd.DataFrame({"target": ["T"], "sd": [0.05]}))  # 2.83 all, 1.41 in
+    kept, dropped = sm.drop_inseparable(per_target, both, 2.0, column="spread_in_noise")
+    assert list(kept["candidate_set"]) == ["all-class"] and list(dropped["candidate_set"]) == ["in-class"]

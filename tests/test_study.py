@@ -59,6 +59,7 @@ def test_offline_study_config_and_job_graph():
     # FULL→LIMITED), each embedded; every ordered pair transferred in both regimes
     assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n and kinds.count("taskemb") == 2 * n
     assert kinds.count("transfer") == 2 * n * (n - 1) == 264 and kinds.count("logme") == 264
+    assert kinds.count("restart") == 2 * n and set(kinds[-2 * n:]) == {"restart"}  # noise floor: 2 seeds, last
     # order: fine-tunes (LIMITED, then FULL; CR, SL, QA), embeddings, then transfers grouped by regime and target
     first = {k: kinds.index(k) for k in ("finetune", "textemb", "taskemb", "transfer")}
     last = {k: len(kinds) - 1 - kinds[::-1].index(k) for k in first}
@@ -124,7 +125,7 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     path = str(CONFIGS_DIR / "offline_study.yaml")
     assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "67 jobs selected of 600" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert "67 jobs selected of 624" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
     assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
@@ -524,3 +525,60 @@ def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir,
     assert "Chunk" in capsys.readouterr().out
     assert main(["rank", str(file), "--method", "LogME"]) == 1  # no --models: a clear error
     assert "LogME needs the sources' fine-tuned models" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- training-noise floor
+
+
+def test_noise_floor_seeds_add_restarts_of_limited_targets_last(tmp_path):
+    from tasktransfer_utils.study import restart_id
+
+    base = {"name": "t", "tasks": {"CR": ["RTE", "MRPC"], "SL": ["Chunk"]}, "regimes": [L2L, F2L], "seeds": [0],
+            "embeddings": None}
+    cfg = study_config_from_dict({**base, "noise_floor_seeds": [1, 2]}, base_dir=tmp_path)
+    jobs = build_jobs(cfg)
+    restarts = [j for j in jobs if j.kind == "restart"]
+    assert [j.id for j in restarts] == [restart_id(t, 0, s) for s in (1, 2) for t in ("RTE", "MRPC", "Chunk")]
+    assert jobs[-len(restarts):] == restarts  # after every transfer: the study's results come first
+    p = restarts[0].params
+    assert (p["regime"], p["seed"], p["train_seed"], restarts[0].deps) == ("LIMITED", 0, 1, ())
+    assert study_config_from_dict(base, base_dir=tmp_path).noise_floor_seeds == []
+    for bad in ([0, 1], [1, 1], [-1], "1,2", [1.5], [True]):
+        with pytest.raises(StudyConfigError, match="noise_floor_seeds"):
+            study_config_from_dict({**base, "noise_floor_seeds": bad}, base_dir=tmp_path)
+
+
+def test_tiny_noise_floor_restarts_reuse_the_sample_and_enter_the_report(tmp_path, tiny_encoder_dir, monkeypatch):
+    """Restarts train on the seed-0 sample with another training seed; the report's noise floor is the sample sd
+    of the target's no-transfer scores over training seeds, and the sources within it are listed."""
+    import statistics
+
+    from tasktransfer_utils import regimes
+    from tasktransfer_utils.study import noise_floor_runs, restart_id
+
+    path = _tiny_config(tmp_path, tiny_encoder_dir, "noisy", embeddings=False)
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"] = {"CR": ["RTE", "MRPC"]}
+    raw["noise_floor_seeds"] = [1]
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    sample_seeds = []
+    original = regimes.apply_regime
+    monkeypatch.setattr(regimes, "apply_regime", lambda ds, regime, seed, n=regimes.LIMITED_SIZE:
+                        sample_seeds.append(seed) or original(ds, regime, seed, n))
+    plan = plan_ref(path).load()
+    summary = run_worker(plan, wait=False, log=lambda m: None)
+    assert summary.failed == [] and len(plan.jobs) == 2 + 2 + 2
+    assert set(sample_seeds) == {0}  # every LIMITED sample, restarts included, is the seed-0 sample
+    records = load_results(plan)
+    rec = records[restart_id("RTE", 0, 1)]["result"]
+    assert (rec["seed"], rec["sample_seed"], rec["train_examples"], rec["model_dir"]) == (1, 0, 48, None)
+    runs = noise_floor_runs(plan)
+    assert list(runs["train_seed"]) == [0, 1, 0, 1] and set(runs["target"]) == {"RTE", "MRPC"}
+    paths = report(load_study_config(path), figures=False, log=lambda m: None)
+    floor = pd.read_csv(paths["noise_floor"]).set_index("target")
+    rte = [records[finetune_id("RTE", "LIMITED", 0)]["result"]["score"], rec["score"]]
+    assert floor.loc["RTE", "sd"] == pytest.approx(statistics.stdev(rte), rel=1e-5, abs=1e-9)
+    noise = pd.read_csv(paths["target_noise"])
+    assert set(noise["target"]) == {"RTE", "MRPC"} and (noise["n_sources"] == 1).all()
+    assert "## Training-noise floor" in Path(paths["selection_tables"]).read_text()
+    assert (plan.artifacts_dir / "noise_floor_runs.csv").is_file()
