@@ -1,7 +1,9 @@
 """Engines that execute a plan (see :mod:`tasktransfer_utils.runner`).
 
 - :class:`LocalEngine` — in this process (``workers=1``) or ``workers`` spawned worker processes
-  sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`).
+  sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`). The worker
+  processes die with the engine's process (:func:`die_with_parent`), killed or not, so no orphan keeps
+  running a job that a restart will run again.
 - :class:`SubmititEngine` — through `submitit <https://github.com/facebookincubator/submitit>`_:
   ``cluster="slurm"`` submits job arrays to SLURM, ``cluster="local"`` runs the same submissions as
   local subprocesses (submitit's LocalExecutor). Every ready job becomes one array task, one array per
