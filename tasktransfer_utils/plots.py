@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ CLASS_ORDER = ("CR", "QA", "SL")
 CLASS_COLORS = {"CR": "#1f77b4", "QA": "#ff7f0e", "SL": "#2ca02c", "?": "#7f7f7f"}
 CLASS_NAMES = {"CR": "classification / regression", "QA": "question answering", "SL": "sequence labeling"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: ``savefig`` metadata per format that leaves out the writer's version and the date (reproducible files)
+REPRODUCIBLE_METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None},
+                         "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+                         "ps": {"Creator": None}, "eps": {"Creator": None}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -45,7 +50,8 @@ def save_figure(fig: Figure, name: str, out_dir: str | Path | None = None, *, dp
     """Write ``fig`` to ``<out_dir>/<name>.<fmt>`` (default folder: the repository's ``figures/``).
 
     ``name`` is a stable file stem such as ``fig2_target_scores_LIMITED-LIMITED``; returns the path
-    of the first format written."""
+    of the first format written. The file names neither matplotlib's version nor a date
+    (``REPRODUCIBLE_METADATA``), so the same figure gives the same bytes."""
     if not _NAME_RE.match(name):
         raise ValueError(f"save_figure: name {name!r} must be a plain file stem (letters, digits, _ . -)")
     out = Path(out_dir) if out_dir is not None else FIGURES_DIR
@@ -53,11 +59,24 @@ def save_figure(fig: Figure, name: str, out_dir: str | Path | None = None, *, dp
     paths = []
     for fmt in formats:
         path = out / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white",
+                    metadata=REPRODUCIBLE_METADATA.get(fmt.lower()))
         paths.append(path)
     if not paths:
         raise ValueError("save_figure: formats is empty; expected e.g. ('png',)")
     return paths[0]
+
+
+@contextmanager
+def _seeded_numpy(seed: int = 0):
+    """Seed numpy's global random state for the block and restore the caller's afterwards: seaborn's
+    strip-plot jitter draws from it, and the same figure must give the same PNG."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -162,22 +181,6 @@ def _color_ticklabels(labels, classes: Mapping[str, str]) -> None:
 
 def _class_boundaries(order: list[str], classes: Mapping[str, str]) -> list[int]:
     return [i for i in range(1, len(order)) if classes.get(order[i]) != classes.get(order[i - 1])]
-
-
-class _seeded_numpy_random:
-    """Seed numpy's global generator for the duration of a block (seaborn's stripplot jitter draws from
-    it) and restore its state afterwards, so that a figure with jittered dots is the same every time."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.state = np.random.get_state()
-        np.random.seed(self.seed)
-
-    def __exit__(self, *exc):
-        np.random.set_state(self.state)
-        return False
 
 
 def _regime_label(regime) -> str:
@@ -503,7 +506,7 @@ def in_vs_out_of_class(gains: pd.DataFrame, *, task_classes: Mapping[str, str] |
     ax = fig.add_subplot()
     sns.boxplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
                 palette=pal, ax=ax, showfliers=False, boxprops={"alpha": 0.45}, width=0.7)
-    with _seeded_numpy_random(seed):
+    with _seeded_numpy(seed):
         sns.stripplot(data=g, x="target_class", y="gain_pct", hue="pair", order=order, hue_order=hue_order,
                       palette=pal, ax=ax, dodge=True, size=4, jitter=0.15, legend=False)
     ax.axhline(0, color="black", lw=1, ls="--")

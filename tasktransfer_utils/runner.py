@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -133,6 +134,8 @@ class Plan:
     name: str = "study"
     #: called after each record is written (e.g. to refresh summary tables); errors are logged, not raised
     after_job: Callable[["Plan", Job], None] | None = None
+    #: a job's outcome in a few words for its "done" log line (default: its ``score`` when it has one)
+    outcome: Callable[[Job, dict], str] | None = None
 
     def __post_init__(self):
         self.records_dir = Path(self.records_dir)
@@ -349,8 +352,8 @@ class JobStore:
         self.work_root = self.state_dir / "jobs"
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
-        for d in (self.records_dir, self.locks_dir, self.failures_dir, self.work_root):
-            d.mkdir(parents=True, exist_ok=True)
+        # no folder is made here: reading a plan's state (status, dry runs) writes nothing; records,
+        # failures and job folders are made when first written, the locks folder at the first claim
         self._guard = filelock.FileLock(str(self.locks_dir / ".guard"))
 
     # records ---------------------------------------------------------------------------------
@@ -438,6 +441,7 @@ class JobStore:
         """Claim ``job_id`` (O_CREAT|O_EXCL lock file). Returns None when another live worker holds it.
         A stale lock is broken (under the guard, after checking it is still the same stale lock)."""
         path = self.lock_path(job_id)
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             token = uuid.uuid4().hex
             payload = json.dumps({"token": token, "job_id": job_id, "claimed_at": _now_iso(), **_owner()})
@@ -733,7 +737,7 @@ def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
         if not claim.owned():
             return False
         store.record_failure(job, traceback.format_exc(), attempt)
-        logger.error("Job %s failed (attempt %d/%d): %s", job.id, attempt, plan.max_attempts, err)
+        logger.debug("Job %s failed (attempt %d/%d): %s", job.id, attempt, plan.max_attempts, err)
         return False
     wall = time.time() - started
     record = {
@@ -742,7 +746,7 @@ def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
         "wall_time_s": round(wall, 3), "worker": {k: v for k, v in _owner().items() if k != "pid_start"},
     }
     if not claim.owned():
-        logger.error("Job %s: lock was broken by another worker while it ran; result discarded", job.id)
+        logger.debug("Job %s: lock was broken by another worker while it ran; result discarded", job.id)
         return False
     store.write_record(record)
     store.clear_failure(job.id)
@@ -767,6 +771,7 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
     each claim; True ends the worker (a pool worker whose parent died)."""
     store = plan.store
     log = log or (lambda msg: logger.info(msg))
+    worker = f"{socket.gethostname()}/{os.getpid()}"
     check_records(plan)
     store.clean_tmp_files()
     allowed = set(job_ids) if job_ids is not None else None
@@ -810,25 +815,85 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
             break
         job, claim = claimed
         try:
-            log(f"[{progress(plan).line()}] start {job.id}")
+            log(f"[{progress(plan).line()}] start {job.id} on {worker}")
             t0 = time.time()
             ok = run_job(plan, job, claim)
+            took = format_duration(time.time() - t0)
             if ok:
                 summary.ran.append(job.id)
-                log(f"done {job.id} in {format_duration(time.time() - t0)}")
+                log(f"done {job.id} on {worker} in {took}: {job_outcome(plan, job)}")
             elif claim.owned():
                 summary.failed.append(job.id)
-                log(f"FAILED {job.id} (see {store.failure_path(job.id)})")
+                failure = store.read_failure(job.id) or {}
+                log(f"FAILED {job.id} on {worker} after {took} (attempt {failure.get('attempts', '?')}/"
+                    f"{plan.max_attempts}): {failure_reason(failure)} [traceback: {store.failure_path(job.id)}]")
             else:
                 summary.lost.append(job.id)
+                log(f"LOST {job.id} on {worker} after {took}: another worker broke its lock; result discarded")
         finally:
             claim.release()
     return summary
 
 
+def failure_reason(failure: Mapping | None) -> str:
+    """The one-line reason of a failure record: the last line of its traceback (the exception)."""
+    lines = str((failure or {}).get("error") or "").strip().splitlines()
+    return lines[-1][:300] if lines else "failed (no error recorded)"
+
+
+def job_outcome(plan: Plan, job: Job) -> str:
+    """A finished job's outcome in a few words (``plan.outcome``, else its result's ``score``)."""
+    try:
+        result = plan.store.read_record(job.id).get("result") or {}
+    except (OSError, ValueError) as err:
+        return f"record unreadable ({err})"
+    if plan.outcome is not None:
+        try:
+            return plan.outcome(job, result)
+        except Exception as err:  # noqa: BLE001 - a log line must not fail a finished job
+            return f"recorded (outcome not summarised: {type(err).__name__}: {err})"
+    score = result.get("score")
+    return f"score {score:.4f}" if isinstance(score, (int, float)) else "recorded"
+
+
+def quiet_library_output() -> None:
+    """Silence per-batch progress bars (datasets' ``Map``, huggingface_hub, transformers' tqdm) and
+    transformers' weight-loading reports in this process and the processes it starts, so that a study's log
+    holds one line per job start and finish. Only what is printed changes, never a computed value."""
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    try:
+        import huggingface_hub
+
+        huggingface_hub.utils.disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def _worker_entry(ref: PlanRef, kwargs: dict) -> dict:
-    """Entry point of a worker process (local pool, submitit): rebuild the plan and run."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    """Entry point of a worker process (local pool, submitit): rebuild the plan and run. The worker logs
+    one line per job start and finish (stdout, time-stamped like ``study run``'s own lines); library
+    progress bars and loading reports are silenced (:func:`quiet_library_output`)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        stream=sys.stdout)
+    logging.getLogger("tasktransfer").setLevel(logging.INFO)
+    quiet_library_output()
     kwargs = dict(kwargs)
     parent = kwargs.pop("parent_pid", None)
     if parent is not None:  # a pool worker stops claiming jobs once the process that started it is gone

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES
-from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, select_jobs,
-                     with_dependencies)
+from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, quiet_library_output,
+                     select_jobs, with_dependencies)
 
 logger = logging.getLogger("tasktransfer.study")
 
@@ -508,7 +508,23 @@ def plan_for(cfg: StudyConfig) -> Plan:
     return Plan(jobs=build_jobs(cfg), functions=JOB_FUNCTIONS, records_dir=cfg.results_dir / "records",
                 state_dir=cfg.runs_dir / "state", artifacts_dir=cfg.results_dir, name=cfg.name,
                 max_attempts=cfg.max_attempts, settings={"config": cfg.to_dict()},
-                after_job=lambda plan, job: write_tables(plan))
+                after_job=lambda plan, job: write_tables(plan), outcome=job_outcome)
+
+
+def job_outcome(job: Job, result: Mapping) -> str:
+    """A finished study job's outcome for its log line: the task score (fine-tune, transfer), the LogME
+    score, or what an embedding job stored."""
+    if job.kind in ("finetune", "transfer"):
+        metrics = result.get("final_metrics") or {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        return f"score {result['score']:.4f}" + (f" ({shown})" if shown else "")
+    if job.kind == "logme":
+        return f"LogME {result['score']:.4f} over {result['num_rows']} rows"
+    if job.kind == "textemb":
+        return f"TextEmb of {result.get('num_examples')} examples, dim {result.get('dim')}"
+    if job.kind == "taskemb":
+        return f"TaskEmb of {result.get('num_examples')} examples, {len(result.get('components') or [])} components"
+    return "recorded"
 
 
 def study_plan(config_path: str) -> Plan:
@@ -1453,6 +1469,7 @@ def _cmd_run(args) -> int:
     from .engines import make_engine
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_library_output()  # one log line per job start and finish, no per-batch bars or loading reports
     cfg = load_study_config(args.config)
     plan = plan_ref(cfg).load()
     try:

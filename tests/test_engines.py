@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -117,9 +118,33 @@ def test_submitit_group_resources_lay_over_default(tmp_path):
     assert local.parameters("SL") == {"timeout_min": 5, "name": "tasktransfer-SL"}
 
 
-def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
-    """SIGKILL of the engine process: its pool workers finish the job in hand and claim no more, so a
-    restarted engine does not share the machine with orphans."""
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running (a zombie has exited: its new parent reaps it later)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    """The pids of the processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_their_parent(tmp_path):
+    """SIGKILL of the engine process kills its pool workers at once, with the jobs in their hands (no
+    orphan keeps using the machine); a restarted run breaks their locks as stale and runs those jobs again,
+    giving the results of an uninterrupted run."""
     import signal
     import subprocess
     import time
@@ -127,33 +152,68 @@ def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
     root = tmp_path / "orphans"
     code = ("from tasktransfer_utils.runner import PlanRef\n"
             "from tasktransfer_utils.engines import LocalEngine\n"
-            f"plan = PlanRef('study_toy_plan:toy_plan', ({str(root)!r}, 8, 0.5)).load()\n"
+            f"plan = PlanRef('study_toy_plan:toy_plan', ({str(root)!r}, 8, 3.0)).load()\n"
             "LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    plan = toy_plan(root, n=8, sleep_s=0.5)
+    plan = toy_plan(root, n=8, sleep_s=3.0)
     deadline = time.time() + 60
-    while time.time() < deadline and len(plan.store.done_ids()) < 2:
+    while time.time() < deadline and len({j for what, j, _ in read_events(root) if what == "start"}) < 2:
         time.sleep(0.05)
+    time.sleep(0.2)
+    workers = _children(proc.pid)
+    held = {jid: info["pid"] for jid, info in plan.store.running().items()}
+    assert len(held) == 2 and set(held.values()) <= workers, (held, workers)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    worker_pids = {pid for _, _, pid in read_events(root)}
-    time.sleep(2.0)  # > one job (0.5 s) + a poll
-    alive = []
-    for pid in worker_pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            continue
-        if state != "Z":  # a zombie has exited (its new parent reaps it later)
-            alive.append((pid, state))
-    assert alive == []
-    assert len(plan.store.done_ids()) < len(plan.jobs)  # they stopped early, not after finishing the study
-    run_worker(toy_plan(root, n=8, sleep_s=0.5), wait=False)  # the restart finishes it
-    assert plan.store.done_ids() == {j.id for j in plan.jobs}
+    time.sleep(1.0)  # far less than the 3 s each job sleeps
+    assert [pid for pid in workers if _alive(pid)] == []
+    assert plan.store.done_ids() == set()  # killed with their jobs in hand: nothing recorded
+    assert plan.store.running() == {}  # their locks are stale at once (same host, owner gone)
+
+    fast = toy_plan(root, n=8, sleep_s=0.0)
+    summary = run_worker(fast, wait=False)  # the restart breaks the stale locks and redoes the jobs
+    assert set(held) <= set(summary.ran) and summary.failed == [] and summary.lost == []
+    assert _results(fast) == _reference(tmp_path, 8)
     starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
-    assert max(starts.values()) == 1  # the orphans' last jobs were recorded, not run twice
+    assert {jid for jid, n in starts.items() if n == 2} == set(held)  # only the interrupted jobs ran twice
+    assert list(plan.store.locks_dir.glob("*.lock")) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("method", ["auto", "watchdog"])
+def test_die_with_parent(tmp_path, method):
+    """A process that called die_with_parent (prctl on Linux, or the portable watchdog thread) is gone within
+    a poll period of its parent's SIGKILL."""
+    import signal
+    import subprocess
+    import time
+
+    child = ("import time\n"
+             "from tasktransfer_utils.engines import die_with_parent\n"
+             "import os, sys\n"
+             f"used = die_with_parent(os.getppid(), method={method!r}, poll_s=0.1)\n"
+             "print(used, flush=True)\n"
+             "time.sleep(60)\n")
+    parent = ("import subprocess, sys\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=sys.stdout)\n"
+              "print(c.pid, flush=True)\n"
+              "c.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=dict(os.environ), stdout=subprocess.PIPE, text=True)
+    child_pid = int(proc.stdout.readline())
+    used = proc.stdout.readline().strip()
+    assert used == ("prctl" if method == "auto" else "watchdog")
+    assert _alive(child_pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and _alive(child_pid):
+        time.sleep(0.05)
+    assert not _alive(child_pid)
+    with pytest.raises(ValueError, match="method"):
+        from tasktransfer_utils.engines import die_with_parent
+
+        die_with_parent(os.getppid(), method="signal")
 
 
 def test_local_engine_recycles_worker_processes(tmp_path):

@@ -179,7 +179,9 @@ def test_07_choose_source_for_your_task(tmp_path, tiny_encoder_dir, data_dir):
     assert [r["rank"] for r in ranking] == [1, 2, 3, 4]
     scores = [r["score"] for r in ranking]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
-    direct = rank_sources(numbers["target_file"], library, method="TextEmb", exclude=["RTE"],
+    # the key numbers name the data file without this machine's path
+    assert numbers["target_file"] == "$TASKTRANSFER_DATA_DIR/glue/RTE/dev.tsv"
+    direct = rank_sources(data_dir / "glue" / "RTE" / "dev.tsv", library, method="TextEmb", exclude=["RTE"],
                           max_examples=params["max_examples"])
     assert list(direct["source"]) == [r["source"] for r in ranking]
     assert list(direct["score"]) == pytest.approx(scores, abs=1e-9)

@@ -320,3 +320,54 @@ def test_worker_restricted_to_selected_jobs_runs_only_those(tmp_path):
     ref = toy_plan(tmp_path / "ref", n=4)
     run_worker(ref, wait=False)
     assert _results(plan) == _results(ref)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root``: relative path -> (size, mtime in ns); folders size -1."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.stat()
+        out[str(p.relative_to(root))] = (-1 if p.is_dir() else st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_reading_a_plans_state_writes_nothing(tmp_path):
+    """Building a plan and asking its progress, records, locks and failures creates no folder or file
+    (what `study status` and `study run --dry-run` do); the first claim and record make them."""
+    from tasktransfer_utils.runner import check_records, dead_jobs
+
+    plan = toy_plan(tmp_path / "toy", n=3)
+    before = _tree(tmp_path)
+    assert before == {"toy": before["toy"]}  # the toy plan's own root only
+    p = progress(plan, workers=2)
+    assert (p.done, p.running, p.left) == (0, 0, len(plan.jobs)) and p.table()
+    check_records(plan)
+    assert plan.store.done_ids() == set() and plan.store.running() == {} and dead_jobs(plan, set()) == set()
+    assert plan.store.attempts("gen-0") == 0 and plan.store.clean_tmp_files() == 0
+    assert _tree(tmp_path) == before
+    run_worker(plan, wait=False, log=lambda m: None)
+    assert len(plan.store.done_ids()) == len(plan.jobs) and list(plan.store.locks_dir.glob("*.lock")) == []
+
+
+def test_worker_logs_one_line_per_job_start_and_finish(tmp_path):
+    """One line when a job starts (with the progress/ETA line) and one when it ends: worker, wall time and
+    outcome (the plan's summary of the result), or the failure's one-line reason."""
+    plan = toy_plan(tmp_path / "toy", n=2, modes={"mix-0": "fail"}, max_attempts=1)
+    plan.outcome = lambda job, result: f"value {result['value']:.3f}"
+    lines: list[str] = []
+    summary = run_worker(plan, wait=False, log=lines.append)
+    assert summary.ran == ["gen-0", "gen-1"] and summary.failed == ["mix-0"]
+    worker = f"{socket.gethostname()}/{os.getpid()}"
+    assert len(lines) == 6, lines  # total is blocked by the failure: never started
+    for line, jid in zip(lines[0::2], ["gen-0", "gen-1", "mix-0"]):
+        assert line.startswith("[") and "ETA" in line and line.endswith(f"] start {jid} on {worker}")
+    value = load_results(plan)["gen-0"]["result"]["value"]
+    assert lines[1].startswith(f"done gen-0 on {worker} in ") and lines[1].endswith(f": value {value:.3f}")
+    failed = lines[5]
+    assert failed.startswith(f"FAILED mix-0 on {worker} after ") and "(attempt 1/1)" in failed
+    assert "RuntimeError: job mix-0 fails on purpose" in failed and str(plan.store.failure_path("mix-0")) in failed
+    assert all("\n" not in line for line in lines)
+    plan.outcome = None  # default: the result's score when it has one, else "recorded"
+    lines.clear()
+    run_worker(toy_plan(tmp_path / "again", n=1), wait=False, log=lines.append)
+    assert lines[1].endswith(": recorded")

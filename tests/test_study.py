@@ -434,6 +434,114 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
     assert list(plan.store.locks_dir.glob("*.lock")) == []
 
 
+# `tasktransfer study run` whose fine-tunes first sleep (here and in the spawned workers, which run this file
+# as __mp_main__), so that the test can SIGKILL it while both workers hold a job.
+SLOW_FINE_TUNES = """
+import os, sys, time
+from tasktransfer_utils import cli, training
+
+real_fine_tune = training.fine_tune
+
+def fine_tune(*args, **kwargs):
+    time.sleep(float(os.environ.get("TEST_SLEEP_BEFORE_FINE_TUNE_S", "0")))
+    return real_fine_tune(*args, **kwargs)
+
+training.fine_tune = fine_tune
+if __name__ == "__main__":
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_study_run_kills_its_workers_and_a_restart_redoes_their_jobs(tiny_study, tiny_encoder_dir,
+                                                                                 tmp_path):
+    """SIGKILL of `study run --workers 2` (the parent only) leaves no worker running; `study run` again breaks
+    the dead workers' locks, reruns their jobs, matches an uninterrupted run, and logs one line per job start
+    and one per job end, without progress bars or weight-loading reports."""
+    import time
+
+    _, _, ref_plan = tiny_study
+    reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
+                 if r["kind"] in ("finetune", "transfer")}
+    path = _tiny_config(tmp_path, tiny_encoder_dir, "ref", embeddings=False)  # same job params, no embeddings
+    script = tmp_path / "slow_fine_tunes.py"
+    script.write_text(SLOW_FINE_TUNES)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(script), "study", "run", str(path), "--workers", "2"],
+                            env={**env, "TEST_SLEEP_BEFORE_FINE_TUNE_S": "300"}, cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plan = plan_ref(path).load()
+    deadline = time.time() + 180
+    while time.time() < deadline and len(plan.store.running()) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+    held = plan.store.running()
+    assert len(held) == 2 and all(j.startswith("finetune") for j in held), held
+    workers = {int(info["pid"]) for info in held.values()}
+    assert proc.pid not in workers and all(_alive(pid) for pid in workers)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers must die with it
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.05)
+    assert [pid for pid in workers if _alive(pid)] == []
+    assert plan.store.done_ids() == set() and progress(plan).running == 0  # locks stale at once
+
+    out = subprocess.run([sys.executable, "-m", "tasktransfer_utils.cli", "study", "run", str(path), "--workers", "2"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    records = load_results(plan)
+    assert {j: _comparable(r["result"]) for j, r in records.items()} == reference
+    assert list(plan.store.locks_dir.glob("*.lock")) == []
+    lines = log.splitlines()
+    for job in plan.jobs:
+        starts = [x for x in lines if f"] start {job.id} on " in x]
+        ends = [x for x in lines if f"done {job.id} on " in x]
+        score = records[job.id]["result"]["score"]
+        assert len(starts) == 1 and len(ends) == 1 and f"score {score:.4f}" in ends[0], (job.id, log)
+    assert not any(bad in log for bad in ("Map", "LOAD REPORT", "it/s]", "\x1b[", "%|")), log
+    # 2 header/summary lines, a stale-lock line per killed job, one start and one end line per job
+    assert len(lines) <= 2 + len(held) + 2 * len(plan.jobs) + 2, log
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root``: relative path -> (size, mtime in ns); folders size -1."""
+    return {str(p.relative_to(root)): (-1 if p.is_dir() else p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_read_only_commands_write_nothing(tiny_study, tiny_encoder_dir, tmp_path, monkeypatch, capsys):
+    """`study status`, `study run --dry-run` and `tasks` create, change or delete no file, on a finished
+    study and on one nothing has run of yet (whose results and runs folders must not appear)."""
+    import shutil
+
+    from tasktransfer_utils.cli import main
+
+    root, path, _ = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    fresh = _tiny_config(copy, tiny_encoder_dir, "fresh")
+    monkeypatch.chdir(copy)
+    before = _tree(tmp_path)
+    for config in (copy / path.name, fresh):
+        assert main(["study", "status", str(config)]) == 0
+        assert main(["study", "run", str(config), "--dry-run"]) == 0
+        assert main(["study", "run", str(config), "--dry-run", "--target", "RTE"]) == 0
+    assert main(["tasks", "--class", "CR", "--sizes"]) == 0
+    out = capsys.readouterr().out
+    assert "10/10 done" in out and "0/10 done" in out and "SST-2" in out
+    assert _tree(tmp_path) == before
+    assert not (copy / "fresh").exists()
+
+
 def test_demo_on_a_finished_tiny_study(tiny_study, data_dir):
     """`tasktransfer demo`'s steps 1-3 on a finished study: the stored TextEmb is recomputed exactly, the
     report's tables are written, and a raw data file gets a ranking of the study's sources."""
