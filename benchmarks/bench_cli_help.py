@@ -37,9 +37,9 @@ COMMANDS = (
 IMPORT_HEAVY = ("-c", "import torch, transformers")
 
 
-def _wall(argv: list[str], env: dict) -> float:
+def _wall(argv: list[str], env: dict, cwd: str) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -53,17 +53,19 @@ def main() -> None:
                    help="the checkout whose tasktransfer_utils is timed (default: this one)")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(Path(args.package_root).resolve()), HF_HUB_OFFLINE="1")
+    root = str(Path(args.package_root).resolve())  # also the working directory: `python -m` puts it first on sys.path
+    env = dict(os.environ, PYTHONPATH=root, HF_HUB_OFFLINE="1")
     runs: dict[str, list[float]] = {}
     heavy: list[float] = []
     for _ in range(args.repeats):
-        heavy.append(_wall([sys.executable, *IMPORT_HEAVY], env))
+        heavy.append(_wall([sys.executable, *IMPORT_HEAVY], env, root))
         for cmd in COMMANDS:
             name = " ".join(("tasktransfer", *cmd, "--help"))
             runs.setdefault(name, []).append(_wall([sys.executable, "-m", "tasktransfer_utils.cli", *cmd, "--help"],
-                                                   env))
+                                                   env, root))
     t_heavy = statistics.median(heavy)
-    print(f"package: {args.package_root}; median of {args.repeats} fresh processes each")
+    which = "this checkout" if Path(root) == ROOT else "the checkout given by --package-root"
+    print(f"package: {which}; median of {args.repeats} fresh processes each")
     print(f"{'command':<38} {'wall (s)':>9} {'import torch+transformers / command':>36}")
     heavy_name = 'python -c "import torch, transformers"'
     print(f"{heavy_name:<38} {t_heavy:9.3f} {'1.00x':>36}")

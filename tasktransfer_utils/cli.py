@@ -162,10 +162,21 @@ def check_encoder(value: str | None, flag: str = "--encoder") -> str | None:
     return value
 
 
+def check_data_dir(data_dir: str | None) -> Path:
+    """The local data directory (``--data-dir``, else ``$TASKTRANSFER_DATA_DIR``, else the default), or a
+    MissingFileError when it does not exist or is empty."""
+    from .paths import resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    if not any(root.iterdir()):
+        raise MissingFileError(f"--data-dir {root}: the folder is empty; expected the raw task files laid out "
+                               "as shared/data/MANIFEST.md (e.g. glue/SST-2/train.tsv)")
+    return root
+
+
 def load_task_data(task: str, source: str = "local", data_dir: str | None = None, seed: int = 0):
     """``loaders.load_task`` for a command: what keeps a task from loading is a UserInputError naming the
     flags (``--source``, ``--data-dir``), including a hub that cannot be reached."""
-    from .paths import resolve_data_dir
     from .tasks import get_task
 
     spec = get_task(task)
@@ -174,10 +185,7 @@ def load_task_data(task: str, source: str = "local", data_dir: str | None = None
             raise UsageError(f"task {spec.name} has no local data files ({spec.notes or 'none registered'}); "
                              + ("it loads from the hub only: pass --source hub (needs internet)" if spec.hub
                                 else "it cannot be loaded here"))
-        root = resolve_data_dir(data_dir)
-        if not any(root.iterdir()):
-            raise MissingFileError(f"--data-dir {root}: the folder is empty; expected the raw task files laid out "
-                                   "as shared/data/MANIFEST.md (e.g. glue/SST-2/train.tsv)")
+        check_data_dir(data_dir)
     elif spec.hub is None:
         raise UsageError(f"--source hub: task {spec.name} has no hub copy; expected --source local with its files "
                          "in --data-dir")

@@ -25,16 +25,16 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     tried = []
     candidates = []
     if data_dir is not None:
-        candidates.append(("--data-dir / data_dir=", Path(data_dir)))
+        candidates.append(("--data-dir (data_dir=)", Path(data_dir)))
     elif os.environ.get(DATA_DIR_ENV):
-        candidates.append((f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])))
+        candidates.append((f"${DATA_DIR_ENV} =", Path(os.environ[DATA_DIR_ENV])))
     else:
-        candidates.append(("default ../shared/data", REPO_ROOT.parent / "shared" / "data"))
+        candidates.append(("the default ../shared/data beside the repository,", REPO_ROOT.parent / "shared" / "data"))
     for how, path in candidates:
         path = path.expanduser()
         if path.is_dir():
             return path.resolve()
-        tried.append(f"{how} = {path}")
+        tried.append(f"{how} {path}")
     raise MissingFileError(
         "no local data directory found (tried " + "; ".join(tried) + "); "
         f"expected --data-dir (data_dir=) or ${DATA_DIR_ENV} to name a folder holding the raw task files "

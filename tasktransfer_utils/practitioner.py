@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -802,6 +801,9 @@ def _run_rank(args: Any) -> int:
         raise MissingFileError(f"--library {library}: no such folder or file; expected a folder (or .safetensors "
                                "file) of stored source task embeddings, e.g. results/offline_study/embeddings")
     text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
+    if text_columns is not None and not 1 <= len(text_columns) <= 2 or text_columns and "" in text_columns:
+        raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
+                         "by name or 0-based number, e.g. --text-columns sentence1,sentence2")
     task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
                                  label_column=args.label_column, regression=True if args.regression else None,
                                  header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)

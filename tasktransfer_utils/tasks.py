@@ -517,6 +517,10 @@ def describe_tasks(specs: list[TaskSpec], sizes: bool = False, data_dir=None) ->
 
 def _run_tasks_command(args) -> int:
     """``tasktransfer tasks`` (the parser is in ``cli``): the registered tasks as a table on stdout."""
+    if args.sizes:
+        from .cli import check_data_dir
+
+        check_data_dir(args.data_dir)
     specs = get_suite(args.suite) if args.suite else list_tasks()
     if args.task_class:
         specs = [t for t in specs if t.task_class.value == args.task_class]

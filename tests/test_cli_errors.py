@@ -84,6 +84,11 @@ def test_tasks_missing_data_dir(capsys, tmp_path):
     _one_error(capsys, ["tasks", "--sizes", "--data-dir", str(tmp_path / "nope")], "--data-dir", str(tmp_path / "nope"))
 
 
+def test_tasks_empty_data_dir(capsys, files):
+    _one_error(capsys, ["tasks", "--sizes", "--data-dir", files["empty_data"]], f"--data-dir {files['empty_data']}",
+               "the folder is empty")
+
+
 # --------------------------------------------------------------------------------------------- rank: options
 def test_rank_unknown_exclude_name(capsys, files):
     _one_error(capsys, ["rank", files["good.csv"], "--exclude", "SST-2,Chunkk"], "--exclude", "'Chunkk'",
@@ -100,6 +105,11 @@ def test_rank_unknown_exclude_name(capsys, files):
 ])
 def test_rank_option_out_of_range(capsys, files, flag, value, expected):
     _one_error(capsys, ["rank", files["good.csv"], flag, value], flag, expected)
+
+
+def test_rank_three_text_columns(capsys, files):
+    _one_error(capsys, ["rank", files["good.csv"], "--text-columns", "a,b,c"], "--text-columns 'a,b,c'",
+               "one column or two")
 
 
 def test_rank_logme_without_models(capsys, files):
