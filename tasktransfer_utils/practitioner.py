@@ -807,12 +807,38 @@ def _run_rank(args: Any) -> int:
     task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
                                  label_column=args.label_column, regression=True if args.regression else None,
                                  header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
-    library = args.library
+    library, models = args.library, args.models
+    tclass = task_data.spec.task_class.value
     if args.method != "LogME":  # the library's own errors before any progress line
         library = _regime_filter(_as_embeddings(args.library), args.source_regime or None)
+        method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
+        stored = _one_per_task([e for e in library if e.meta.get("method") == method])
         if encoder is not None:  # an --encoder that is not the library's
-            method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
-            _resolve_encoder(encoder, _one_per_task([e for e in library if e.meta.get("method") == method]))
+            _resolve_encoder(encoder, stored)
+        candidates = {e.meta.get("task") for e in stored if args.candidates == "all-class"
+                      or e.meta.get("task_class") == tclass}
+    else:
+        from tasktransfer_utils.study import load_study_config, source_model_dirs
+        from tasktransfer_utils.tasks import get_task
+
+        try:
+            models = source_model_dirs(load_study_config(args.models), regime=args.source_regime or None)
+        except FileNotFoundError as err:  # no fine-tuned source model on disk
+            if isinstance(err, UserInputError):
+                raise
+            raise MissingFileError(f"--models: {err}") from None
+        def task_class(name: str) -> str | None:
+            try:
+                return get_task(name).task_class.value
+            except UserInputError:  # a source the registry does not know
+                return None
+
+        candidates = {s for s in models if args.candidates == "all-class" or task_class(s) == tclass}
+    left = candidates - set(args.exclude) - {task_data.spec.name}
+    if not left:
+        raise UsageError(f"no candidate sources left for {task_data.spec.name} ({args.candidates}: "
+                         f"{', '.join(sorted(candidates)) or 'none'}; --exclude {', '.join(args.exclude) or 'nothing'}); "
+                         "expected at least one source to rank")
     n = len(task_data.splits["train"])
     progress(f"read {args.file}: {n} examples, a {task_data.spec.task_class.value} task "
              f"({task_data.provenance.get('format')}); ranking with {args.method}")
@@ -823,7 +849,7 @@ def _run_rank(args: Any) -> int:
                           candidate_set=args.candidates, exclude=args.exclude,
                           source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
                           work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
-                          source_models=args.models, progress=progress)
+                          source_models=models, progress=progress)
     print(format_ranking(ranked, args.top), flush=True)
     if args.output:
         out = Path(args.output)

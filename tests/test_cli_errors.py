@@ -126,6 +126,18 @@ def test_rank_empty_library(capsys, files):
                "holds no embeddings")
 
 
+def test_rank_every_candidate_excluded(capsys, files):
+    _one_error(capsys, ["rank", files["good.csv"], "--candidates", "in-class", "--exclude", "SST-2,MRPC,RTE,STS-B"],
+               "no candidate sources left", "--exclude SST-2, MRPC, RTE, STS-B")
+
+
+def test_rank_logme_models_not_on_disk(capsys, files, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("name: tiny\ntasks: [SST-2, RTE]\n")
+    _one_error(capsys, ["rank", files["good.csv"], "--method", "LogME", "--models", str(config)], "--models",
+               str(config), "no fine-tuned")
+
+
 # --------------------------------------------------------------------------------------------- rank: the file
 def test_rank_missing_file(capsys, files, tmp_path):
     _one_error(capsys, ["rank", str(tmp_path / "nope.csv"), "--library", files["empty_library"]],
