@@ -343,6 +343,15 @@ def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None)
     text = _read_text(path)
     _check_not_json(path, text, "CoNLL-U" if fmt == "conllu" else "CoNLL")
     n_cols, first_token_line = None, None
+    if fmt == "conll":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            cells = line.rstrip("\r\n").split("\t")
+            if line.strip() and not line.startswith("#"):
+                if len(cells) == 10 and re.fullmatch(r"\d+(-\d+|\.\d+)?", cells[0]):
+                    raise TargetFileError(f"{path} line {lineno}: 10 tab-separated columns with a token ID first, "
+                                          "CoNLL-U, but the file is read as CoNLL columns (tag = last column); "
+                                          "expected --format conllu for a CoNLL-U file")
+                break
     for lineno, line in enumerate(text.splitlines() + [""], start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("-DOCSTART-"):

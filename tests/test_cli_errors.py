@@ -172,6 +172,13 @@ def test_rank_csv_read_as_conll(capsys, files):
                f"{files['good.csv']} line 2", "--format csv")
 
 
+def test_rank_conllu_read_as_conll(capsys, files, tmp_path):
+    path = tmp_path / "ewt.conll"
+    path.write_text("# sent_id = 1\n1\tHi\thi\tINTJ\tUH\t_\t0\troot\t0:root\t_\n\n")
+    _one_error(capsys, ["rank", str(path), "--library", files["empty_library"]], f"{path} line 2", "CoNLL-U",
+               "--format conllu")
+
+
 def test_rank_csv_read_as_tsv(capsys, files):
     _one_error(capsys, ["rank", files["good.csv"], "--format", "tsv", "--library", files["empty_library"]],
                f"{files['good.csv']} line 1", "no tab but commas", "--format csv")
