@@ -37,6 +37,7 @@ from transformers import TrainerCallback
 
 from .features import collator_for_class, model_inputs, tokenize_for_class
 from .metrics import classification_metrics, qa_metrics, sequence_labeling_metrics, task_score
+from .errors import UsageError
 from .models import build_model
 from .qa_postprocess import postprocess_qa_predictions
 from .settings import FineTuneSettings, class_name, preset
@@ -344,17 +345,18 @@ def _run_config(task_data, encoder, init_from, regime, seed, settings, train_spl
 
 def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
     """Return the stored RunResult of a finished run with the same identity; clean an interrupted run;
-    refuse a non-empty directory that is not a run directory or a finished run of another configuration."""
+    refuse a non-empty directory that is not a run directory or a finished run of another configuration
+    (``errors.UsageError``, a ValueError)."""
     result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
     if result_path.is_file():
         try:
             stored = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{config_path}: finished run without a readable config ({e})") from e
+            raise UsageError(f"{config_path}: finished run without a readable config ({e})") from e
         diffs = [f for f in _IDENTITY_FIELDS if stored.get(f) != config.get(f)]
         if diffs:
             detail = "; ".join(f"{f}: stored {stored.get(f)!r} vs requested {config.get(f)!r}" for f in diffs)
-            raise ValueError(f"{run_dir}: holds a finished run of another configuration ({detail}); use another directory")
+            raise UsageError(f"{run_dir}: holds a finished run of another configuration ({detail}); use another directory")
         return RunResult.from_json(result_path)
     if run_dir.exists() and any(run_dir.iterdir()):
         try:
@@ -363,7 +365,7 @@ def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
         except (OSError, json.JSONDecodeError):
             is_run = False
         if not is_run:
-            raise ValueError(
+            raise UsageError(
                 f"{run_dir}: exists, is not empty and has no {CONFIG_FILE} of a tasktransfer run; refusing to delete it"
             )
         logger.info("%s: interrupted run found (no %s); restarting from scratch", run_dir, RESULT_FILE)
@@ -614,7 +616,6 @@ def _cmd_baselines(args) -> int:
     if args.max_seq_length is not None:
         from transformers import AutoConfig
 
-        from .errors import UsageError
         from .paths import default_encoder
 
         name = encoder or default_encoder()
@@ -653,6 +654,16 @@ def _cmd_finetune(args) -> int:
         raise MissingFileError(f"--init-from {args.init_from}: no finished source run there; expected a run directory "
                                "written by `tasktransfer finetune` (with model/) or a model folder")
     td = load_task_data(args.task, source=args.source, data_dir=args.data_dir)
+    from .regimes import LIMITED_SIZE
+
+    n_train = len(td.splits["train"]) if args.regime == "FULL" else min(LIMITED_SIZE, len(td.splits["train"]))
+    if args.batch_size is not None and args.batch_size > n_train:
+        raise UsageError(f"--batch-size {args.batch_size}: larger than the {args.regime} training set of {td.spec.name} "
+                         f"({n_train} examples); expected at most {n_train}")
+    out = Path(args.out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file()):
+        raise UsageError(f"--out {out}: exists and is not a run directory (no {CONFIG_FILE}); expected a new or empty "
+                         "folder, or a run directory written by `tasktransfer finetune` (refusing to delete it)")
     progress(f"loaded {td!r}; fine-tuning into {args.out}")
     overrides = {k: v for k, v in (("num_epochs", args.epochs), ("learning_rate", args.lr),
                                    ("batch_size", args.batch_size), ("max_eval_examples", args.max_eval_examples))

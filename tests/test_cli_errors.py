@@ -272,6 +272,19 @@ def test_finetune_option_out_of_range(capsys, tmp_path, flag, value, expected):
     _one_error(capsys, ["finetune", "RTE", "--out", str(tmp_path / "run"), flag, value], flag, expected)
 
 
+def test_finetune_batch_larger_than_the_training_set(capsys, tmp_path):
+    _one_error(capsys, ["finetune", "WNLI", "--out", str(tmp_path / "run"), "--batch-size", "5000"],
+               "--batch-size 5000", "training set of WNLI", "expected at most")
+
+
+def test_finetune_out_dir_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    _one_error(capsys, ["finetune", "WNLI", "--out", str(tmp_path / "mine"), "--epochs", "1"],
+               f"--out {tmp_path / 'mine'}", "not a run directory", "refusing to delete it")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
 def test_baselines_hub_only_task_offline(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
