@@ -782,12 +782,6 @@ def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
 # Command line: tasktransfer rank
 # ----------------------------------------------------------------------------------------------
 
-def run_rank(args: Any) -> int:
-    """``tasktransfer rank`` with parsed arguments (the parser is in ``cli``): progress on stderr, the ranking
-    on stdout. A file or library that cannot be used raises a ``UserInputError`` (``cli`` reports it)."""
-    return _run_rank(args)
-
-
 def _quiet_libraries() -> None:
     """No per-batch progress bars or weight-loading chatter in the command's output."""
     import datasets
@@ -798,37 +792,30 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _run_rank(args: Any) -> int:
-    from tasktransfer_utils.cli import check_encoder, progress
+def _task_class_or_none(name: str) -> str | None:
+    from tasktransfer_utils.tasks import get_task
 
-    encoder = check_encoder(args.encoder)
-    if args.method == "LogME" and args.models is None:
-        raise UsageError("--method LogME needs --models, a study config whose fine-tuned source models are on disk "
-                         "(e.g. configs/offline_study.yaml after `tasktransfer study run`)")
-    library = Path(args.library)
-    if args.method != "LogME" and not library.exists():
-        raise MissingFileError(f"--library {library}: no such folder or file; expected a folder (or .safetensors "
-                               "file) of stored source task embeddings, e.g. results/offline_study/embeddings")
-    text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
-    if text_columns is not None and not 1 <= len(text_columns) <= 2 or text_columns and "" in text_columns:
-        raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
-                         "by name or 0-based number, e.g. --text-columns sentence1,sentence2")
-    task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
-                                 label_column=args.label_column, regression=True if args.regression else None,
-                                 header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
+    try:
+        return get_task(name).task_class.value
+    except UserInputError:  # a source the registry does not know
+        return None
+
+
+def _sources_for_command(args: Any, task_data: Any, encoder: str | None) -> tuple[Any, Any]:
+    """``rank``'s sources, checked before any progress line: the library's embeddings (TextEmb/TaskEmb) or the
+    study's fine-tuned source models (LogME), the encoder against the library's, and at least one candidate
+    left after ``--candidates`` and ``--exclude``. Returns (library, source models)."""
     library, models = args.library, args.models
     tclass = task_data.spec.task_class.value
-    if args.method != "LogME":  # the library's own errors before any progress line
+    if args.method != "LogME":
         library = _regime_filter(_as_embeddings(args.library), args.source_regime or None)
         method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
         stored = _one_per_task([e for e in library if e.meta.get("method") == method])
         if encoder is not None:  # an --encoder that is not the library's
             _resolve_encoder(encoder, stored)
-        candidates = {e.meta.get("task") for e in stored if args.candidates == "all-class"
-                      or e.meta.get("task_class") == tclass}
+        classes = {e.meta.get("task"): e.meta.get("task_class") for e in stored}
     else:
         from tasktransfer_utils.study import load_study_config, source_model_dirs
-        from tasktransfer_utils.tasks import get_task
 
         try:
             models = source_model_dirs(load_study_config(args.models), regime=args.source_regime or None)
@@ -836,20 +823,40 @@ def _run_rank(args: Any) -> int:
             if isinstance(err, UserInputError):
                 raise
             raise MissingFileError(f"--models: {err}") from None
-        def task_class(name: str) -> str | None:
-            try:
-                return get_task(name).task_class.value
-            except UserInputError:  # a source the registry does not know
-                return None
-
-        candidates = {s for s in models if args.candidates == "all-class" or task_class(s) == tclass}
-    left = candidates - set(args.exclude) - {task_data.spec.name}
-    if not left:
+        classes = {s: _task_class_or_none(s) for s in models}
+    candidates = {s for s, c in classes.items() if args.candidates == "all-class" or c == tclass}
+    if not candidates - set(args.exclude) - {task_data.spec.name}:
         raise UsageError(f"no candidate sources left for {task_data.spec.name} ({args.candidates}: "
                          f"{', '.join(sorted(candidates)) or 'none'}; --exclude {', '.join(args.exclude) or 'nothing'}); "
                          "expected at least one source to rank")
-    n = len(task_data.splits["train"])
-    progress(f"read {args.file}: {n} examples, a {task_data.spec.task_class.value} task "
+    return library, models
+
+
+def run_rank(args: Any) -> int:
+    """``tasktransfer rank`` with parsed arguments (the parser is in ``cli``): progress on stderr, the ranking
+    on stdout. What keeps the file, the library or an option from being used raises a ``UserInputError``
+    before the first progress line (``cli`` reports it as one line)."""
+    from tasktransfer_utils.cli import check_encoder, progress
+
+    encoder = check_encoder(args.encoder)
+    if args.method == "LogME" and args.models is None:
+        raise UsageError("--method LogME needs --models, a study config whose fine-tuned source models are on disk "
+                         "(e.g. configs/offline_study.yaml after `tasktransfer study run`)")
+    if args.method != "LogME" and not Path(args.library).exists():
+        raise MissingFileError(f"--library {args.library}: no such folder or file; expected a folder (or .safetensors "
+                               "file) of stored source task embeddings, e.g. results/offline_study/embeddings")
+    text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
+    if text_columns is not None and (not 1 <= len(text_columns) <= 2 or "" in text_columns):
+        raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
+                         "by name or 0-based number, e.g. --text-columns sentence1,sentence2")
+    task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
+                                 label_column=args.label_column, regression=True if args.regression else None,
+                                 header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
+    if args.method != "TextEmb" and not task_data.provenance.get("labelled", True):
+        raise UsageError(f"{args.file}: --method {args.method} needs labels, but the file has none; expected a label "
+                         "column (or tag column), or --method TextEmb")
+    library, models = _sources_for_command(args, task_data, encoder)
+    progress(f"read {args.file}: {len(task_data.splits['train'])} examples, a {task_data.spec.task_class.value} task "
              f"({task_data.provenance.get('format')}); ranking with {args.method}")
     if not args.verbose:
         progress("loading torch and transformers")

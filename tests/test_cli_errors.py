@@ -126,6 +126,12 @@ def test_rank_empty_library(capsys, files):
                "holds no embeddings")
 
 
+def test_rank_taskemb_on_a_file_without_labels(capsys, files, tmp_path):
+    path = tmp_path / "tokens.conll"
+    path.write_text("EU\nrejects\n\nPeter\n")
+    _one_error(capsys, ["rank", str(path), "--method", "TaskEmb"], str(path), "--method TaskEmb needs labels")
+
+
 def test_rank_every_candidate_excluded(capsys, files):
     _one_error(capsys, ["rank", files["good.csv"], "--candidates", "in-class", "--exclude", "SST-2,MRPC,RTE,STS-B"],
                "no candidate sources left", "--exclude SST-2, MRPC, RTE, STS-B")
