@@ -118,21 +118,6 @@ def device_name(text: str) -> str:
     return text
 
 
-def existing_file(flag: str):
-    """An argparse type: a path that must be an existing file (named by ``flag`` in the error)."""
-
-    def parse(text: str) -> str:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file")
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"no such file {text}")
-        return str(path)
-
-    parse.__name__ = flag
-    return parse
-
-
 # ----------------------------------------------------------------------------------------- checks used by commands
 def check_encoder(value: str | None, flag: str = "--encoder") -> str | None:
     """``value`` if it names a usable encoder: a transformers model folder, or a hub id (when offline, one in

@@ -430,3 +430,11 @@ def test_every_command_has_help(capsys, argv):
         cli.main([*argv, "--help"])
     assert exit_info.value.code == 0
     assert f"usage: tasktransfer {' '.join(argv)}" in capsys.readouterr().out
+
+
+def test_the_parsers_constants_are_the_libraries():
+    """cli.py restates a few constants so that parsing imports nothing heavy; they must stay the same."""
+    from tasktransfer_utils import practitioner
+
+    assert cli.RANK_METHODS == practitioner.METHODS and cli.RANK_FORMATS == practitioner.FORMATS
+    assert cli.DEFAULT_MAX_EXAMPLES == practitioner.DEFAULT_MAX_EXAMPLES
