@@ -17,7 +17,6 @@ Steps (each prints what it did; none retrains a model):
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -122,18 +121,21 @@ def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | Non
     return out
 
 
-def add_demo_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``tasktransfer demo``."""
-    p = subparsers.add_parser(
-        "demo", help="the main job on the offline defaults (what `make demo` runs)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study config (default: %(default)s)")
-    p.add_argument("--file", default=None, help="a data file to rank sources for (default: the local RTE dev TSV)")
-    p.add_argument("--data-dir", default=None, help="local data directory (default: $TASKTRANSFER_DATA_DIR)")
-    p.add_argument("--no-figures", action="store_true", help="skip regenerating the notebook figures")
-    p.add_argument("--check-tasks", default=None,
-                   help="comma-separated tasks whose stored TextEmb is recomputed (default: first task per class)")
-    p.set_defaults(func=lambda a: (run_demo(a.config, user_file=a.file, figures=not a.no_figures,
-                                            check_tasks=a.check_tasks.split(",") if a.check_tasks else None,
-                                            data_dir=a.data_dir), 0)[1])
-    return p
+def run_demo_command(args) -> int:
+    """``tasktransfer demo`` (the parser is in ``cli``). The config, ``--check-tasks`` and the user file are
+    checked before the first step, so that a typo is not found minutes in."""
+    from .errors import MissingFileError, UsageError
+    from .study import load_study_config
+
+    cfg = load_study_config(args.config)
+    stray = [t for t in (args.check_tasks or []) if t not in cfg.tasks]
+    if stray:
+        raise UsageError(f"--check-tasks {', '.join(stray)}: not a task of study {cfg.name} ({args.config}); expected "
+                         f"some of {', '.join(cfg.tasks)}")
+    user_file = Path(args.file) if args.file else resolve_data_dir(args.data_dir) / DEFAULT_USER_FILE
+    if not user_file.is_file():
+        raise MissingFileError(f"{'--file' if args.file else '--data-dir'}: no such file {user_file}; expected a "
+                               "data file to rank sources for (see `tasktransfer rank --help`)")
+    run_demo(args.config, user_file=user_file, figures=not args.no_figures, check_tasks=args.check_tasks or None,
+             data_dir=args.data_dir)
+    return 0

@@ -30,15 +30,16 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 
+from .errors import MissingFileError, UserInputError, decode_text
 from .paths import resolve_data_dir
 from .tasks import TaskClass, TaskSpec, get_task
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserInputError, ValueError):
     """A data file (or hub record) does not have the expected layout; the message names file, line and field."""
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(MissingFileError):
     """The data directory lacks a file the task needs, or the task has no local / hub source."""
 
 
@@ -99,9 +100,9 @@ def _split_member(spec_path: str) -> tuple[str, str | None]:
 def _require(path: Path, spec: TaskSpec) -> Path:
     if not path.is_file():
         raise MissingDataError(
-            f"Task {spec.name}: expected the file {path} in the data directory {path_root(path)}. "
-            f"Point $TASKTRANSFER_DATA_DIR (or data_dir=) at a folder laid out as shared/data/MANIFEST.md, "
-            f"or load from the hub with source='hub'.")
+            f"Task {spec.name}: expected the file {path} in the data directory {path_root(path)}; point "
+            f"--data-dir (data_dir=) or $TASKTRANSFER_DATA_DIR at a folder laid out as shared/data/MANIFEST.md"
+            + (", or load it from the hub with --source hub (source='hub')" if spec.hub else ""))
     return path
 
 
@@ -119,9 +120,9 @@ class _Source:
         with self.opener() as fh:
             raw = fh.read()
         try:
-            return raw.decode(self.encoding)
-        except UnicodeDecodeError as err:
-            raise DataFormatError(f"{self.label}: not valid {self.encoding} text ({err})") from None
+            return decode_text(raw, self.label, self.encoding, empty_ok=True)
+        except UserInputError as err:
+            raise DataFormatError(str(err)) from None
 
     def lines(self) -> Iterator[tuple[int, str]]:
         text = self.text()
@@ -733,7 +734,8 @@ def read_local_raw(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, list[RawEx
     (e.g. examples dropped on purpose, by id)."""
     if spec.local is None:
         raise MissingDataError(f"Task {spec.name} has no local data source ({spec.notes or 'none registered'}); "
-                               + ("load it with source='hub'." if spec.hub else "it cannot be loaded here."))
+                               + ("it loads from the hub only: pass --source hub (source='hub'; needs internet)"
+                                  if spec.hub else "it cannot be loaded here"))
     reader = LOCAL_READERS[spec.local.reader]
     opts = spec.local.option_dict()
     splits: dict[str, list[RawExample]] = {}

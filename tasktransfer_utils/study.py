@@ -29,19 +29,18 @@ Paths in records are relative to ``runs_dir``; the encoder is named by its id.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES
+from .errors import MissingFileError, UserInputError, suggest
 from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, quiet_library_output,
                      select_jobs, with_dependencies)
 
@@ -64,7 +63,7 @@ _TOP_KEYS = {"name", "description", "tasks", "suite", "sources", "targets", "pai
              "limited_size", "encoder", "data", "settings", "embeddings", "logme", "outputs", "engine", "max_attempts", "report"}
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(UserInputError, ValueError):
     """A study config field is missing or wrong; the message names the file and the field."""
 
 
@@ -195,7 +194,8 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
         raise StudyConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise StudyConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+        hints = "".join(suggest(str(k), _TOP_KEYS) for k in sorted(unknown, key=str))
+        raise StudyConfigError(f"{where}: unknown field(s) {sorted(unknown, key=str)}{hints}; known: {sorted(_TOP_KEYS)}")
     base_dir = Path(base_dir)
     name = raw.get("name")
     if not isinstance(name, str) or not name or set(name) - set(
@@ -357,11 +357,15 @@ def load_study_config(path: str | os.PathLike) -> StudyConfig:
 
     path = Path(path).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"study config {path} does not exist")
+        raise MissingFileError(f"study config {path} does not exist; expected a YAML file such as "
+                               "configs/offline_study.yaml")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise StudyConfigError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err)
+        raise StudyConfigError(f"{path}{where}: not valid YAML ({what})") from None
     cfg = study_config_from_dict(raw, base_dir=path.parent, where=str(path))
     cfg.config_path = path
     return cfg
@@ -1423,42 +1427,8 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line: tasktransfer study run|status|report CONFIG
+# Command line: tasktransfer study run|status|report CONFIG (the parsers are in cli.py)
 # --------------------------------------------------------------------------------------------------
-
-
-def add_study_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``tasktransfer study run|status|report CONFIG``."""
-    p = subparsers.add_parser("study", help="run a transfer study from a config file (resumable)",
-                              description="Transfer studies: fine-tunes, transfers and task embeddings from a "
-                                          "YAML config. Every job writes one record; run again to resume.")
-    sub = p.add_subparsers(dest="study_command", metavar="ACTION")
-    run = sub.add_parser("run", help="run (or resume) the study's jobs")
-    run.add_argument("config", help="study YAML, e.g. configs/offline_study.yaml")
-    run.add_argument("--engine", choices=("local", "slurm", "submitit-local"), default=None,
-                     help="override the config's engine.kind")
-    run.add_argument("--workers", type=int, default=None, help="local worker processes (engine local)")
-    run.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (per worker)")
-    run.add_argument("--retry-failed", action="store_true", help="forget earlier failures and try them again")
-    run.add_argument("--only", action="append", default=[], metavar="GLOB",
-                     help="run only the jobs whose id matches this shell pattern (and their dependencies); "
-                          "repeatable, e.g. --only 'textemb__*'")
-    run.add_argument("--target", action="append", default=[], metavar="TASK",
-                     help="run only what evaluating this target needs: its fine-tune, the transfers and "
-                          "LogME jobs into it (and their source fine-tunes); repeatable")
-    run.add_argument("--dry-run", action="store_true", help="list the jobs in order and exit")
-    run.set_defaults(func=_cmd_run)
-    st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left")
-    st.add_argument("config")
-    st.add_argument("--workers", type=int, default=None,
-                    help="workers assumed for the ETA (default: the jobs running now, at least 1)")
-    st.set_defaults(func=_cmd_status)
-    rp = sub.add_parser("report", help="results tables and the source-selection evaluation of finished targets")
-    rp.add_argument("config")
-    rp.add_argument("--no-figures", action="store_true")
-    rp.set_defaults(func=_cmd_report)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    return p
 
 
 def _stamp(msg: str) -> None:
@@ -1466,6 +1436,7 @@ def _stamp(msg: str) -> None:
 
 
 def _cmd_run(args) -> int:
+    """``tasktransfer study run`` (the parser is in ``cli``; its errors are reported there)."""
     from .engines import make_engine
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -1474,9 +1445,10 @@ def _cmd_run(args) -> int:
     plan = plan_ref(cfg).load()
     try:
         selected = select_study_jobs(cfg, plan, only=args.only, targets=args.target)
-    except (StudyConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserInputError:
+        raise
+    except ValueError as err:  # a --only pattern that matches no job (runner.select_jobs)
+        raise StudyConfigError(f"--only: {err}") from None
     jobs = plan.jobs if selected is None else [plan.by_id[i] for i in selected]
     if args.dry_run:
         done = plan.store.done_ids()
@@ -1525,4 +1497,4 @@ def _cmd_report(args) -> int:
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
            "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "complete_targets_by_regime",
            "claim_inputs", "results_table", "finetune_table", "write_tables", "report",
-           "add_study_parser", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]
+           "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .errors import UserInputError
+
 
 class TaskClass(str, Enum):
     """The paper's three task classes (§2): classification/regression, extractive QA, sequence labeling."""
@@ -453,11 +455,12 @@ for _t in _TASKS:
         _BY_KEY[_key(_n)] = _t
 
 
-class UnknownTaskError(KeyError, ValueError):
+class UnknownTaskError(UserInputError, KeyError, ValueError):
     """Raised for a task name that is not registered; the message lists close matches."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+
+class UnknownSuiteError(UserInputError, KeyError, ValueError):
+    """Raised for a suite name that is not in ``SUITES``."""
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
@@ -533,7 +536,7 @@ def get_suite(name: str) -> list[TaskSpec]:
     """The tasks of a named suite (see ``SUITES``)."""
     if name not in SUITES:
         close = difflib.get_close_matches(name, list(SUITES), n=3)
-        raise KeyError(f"Unknown suite {name!r}; known suites: {', '.join(SUITES)}"
+        raise UnknownSuiteError(f"Unknown suite {name!r}; known suites: {', '.join(SUITES)}"
                        + (f" (close: {', '.join(close)})" if close else ""))
     return [get_task(n) for n in SUITES[name]]
 
@@ -557,17 +560,12 @@ def describe_tasks(specs: list[TaskSpec], sizes: bool = False, data_dir=None) ->
     return rows
 
 
-def add_tasks_parser(subparsers) -> None:
-    """``tasktransfer tasks``: list registered tasks (optionally a suite or class, with real split sizes)."""
-    p = subparsers.add_parser("tasks", help="list the registered tasks, suites and (with --sizes) split sizes")
-    p.add_argument("--suite", choices=sorted(SUITES), help="only the tasks of this suite")
-    p.add_argument("--class", dest="task_class", choices=[c.value for c in TaskClass], help="only this class")
-    p.add_argument("--sizes", action="store_true", help="load local tasks and print their split sizes")
-    p.add_argument("--data-dir", default=None, help="local data directory (default: $TASKTRANSFER_DATA_DIR)")
-    p.set_defaults(func=_run_tasks_command)
-
-
 def _run_tasks_command(args) -> int:
+    """``tasktransfer tasks`` (the parser is in ``cli``): the registered tasks as a table on stdout."""
+    if args.sizes:
+        from .cli import check_data_dir
+
+        check_data_dir(args.data_dir)
     specs = get_suite(args.suite) if args.suite else list_tasks()
     if args.task_class:
         specs = [t for t in specs if t.task_class.value == args.task_class]

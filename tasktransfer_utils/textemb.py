@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,11 +35,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def textemb_from_batches(encoder: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> tuple[np.ndarray, int]:
+def textemb_from_batches(encoder: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
+                         on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
     """Sum over examples of the mean-pooled final-layer vectors, and the number of examples.
 
     ``encoder``: a transformers base model (e.g. BertModel) returning ``last_hidden_state``;
     ``batches``: dicts with input_ids / attention_mask (/ token_type_ids) [B, T]. The sum is in float64.
+    ``on_batch``: called with the number of examples embedded so far after every batch (progress).
     """
     was_training = encoder.training
     encoder.eval()
@@ -52,6 +54,8 @@ def textemb_from_batches(encoder: torch.nn.Module, batches: Iterable[Mapping[str
             pooled = mean_pool(hidden, inputs["attention_mask"]).sum(dim=0).double()
             total = pooled if total is None else total + pooled
             n += inputs["input_ids"].shape[0]
+            if on_batch is not None:
+                on_batch(n)
     finally:
         encoder.train(was_training)
     if n == 0:
@@ -93,11 +97,13 @@ def compute_textemb(
     max_examples: int | None = None,
     settings=None,
     device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> TaskEmbedding:
     """TextEmb of a task (a ``loaders.TaskData``) from a pretrained ``encoder`` (default: the offline
     MiniLM). Tokenisation is the fine-tuning one (``features.tokenize_for_class`` with the class preset,
     or ``settings``), so QA windows are the training windows. Returns one TaskEmbedding with component
-    ``"avg_sequence_output"``."""
+    ``"avg_sequence_output"``. ``progress``: called with a line of text at each stage and about every 10 % of
+    the examples (the command line prints them on stderr)."""
     from transformers import AutoModel, AutoTokenizer
 
     from .features import collator_for_class, tokenize_for_class
@@ -111,13 +117,25 @@ def compute_textemb(
     settings = settings or preset(cls)
     rows, regime_name = training_rows(task_data, split, regime, seed, max_examples)
 
+    say = progress or (lambda _msg: None)
+    say(f"tokenizing {len(rows)} rows with the tokenizer of {encoder}")
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     feats = tokenize_for_class(task_data, rows, tokenizer, settings, for_training=False)
     feats = feats.remove_columns([c for c in feats.column_names if c not in MODEL_INPUT_KEYS])
     device = torch.device(device) if device is not None else default_device()
+    say(f"loading the encoder {encoder} on {device}")
     model = AutoModel.from_pretrained(encoder).to(device)
     batches = length_sorted_batches(feats, collator_for_class(cls, tokenizer), batch_size)
-    total, n = textemb_from_batches(model, batches)
+    n_feats, step = len(feats), max(1, len(feats) // 10)
+    shown = [0]
+
+    def on_batch(done: int) -> None:
+        if done - shown[0] >= step or done == n_feats:
+            shown[0] = done
+            say(f"  embedded {done}/{n_feats} sequences")
+
+    say(f"embedding {n_feats} sequences ({len(rows)} rows) in batches of {batch_size}")
+    total, n = textemb_from_batches(model, batches, on_batch=on_batch if progress else None)
 
     meta = base_meta(
         task=spec.name,

@@ -37,6 +37,7 @@ from transformers import TrainerCallback
 
 from .features import collator_for_class, model_inputs, tokenize_for_class
 from .metrics import classification_metrics, qa_metrics, sequence_labeling_metrics, task_score
+from .errors import UsageError
 from .models import build_model
 from .qa_postprocess import postprocess_qa_predictions
 from .settings import FineTuneSettings, class_name, preset
@@ -350,17 +351,18 @@ def _run_config(task_data, encoder, init_from, regime, seed, settings, train_spl
 
 def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
     """Return the stored RunResult of a finished run with the same identity; clean an interrupted run;
-    refuse a non-empty directory that is not a run directory or a finished run of another configuration."""
+    refuse a non-empty directory that is not a run directory or a finished run of another configuration
+    (``errors.UsageError``, a ValueError)."""
     result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
     if result_path.is_file():
         try:
             stored = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{config_path}: finished run without a readable config ({e})") from e
+            raise UsageError(f"{config_path}: finished run without a readable config ({e})") from e
         diffs = [f for f in _IDENTITY_FIELDS if stored.get(f) != config.get(f)]
         if diffs:
             detail = "; ".join(f"{f}: stored {stored.get(f)!r} vs requested {config.get(f)!r}" for f in diffs)
-            raise ValueError(f"{run_dir}: holds a finished run of another configuration ({detail}); use another directory")
+            raise UsageError(f"{run_dir}: holds a finished run of another configuration ({detail}); use another directory")
         return RunResult.from_json(result_path)
     if run_dir.exists() and any(run_dir.iterdir()):
         try:
@@ -369,7 +371,7 @@ def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
         except (OSError, json.JSONDecodeError):
             is_run = False
         if not is_run:
-            raise ValueError(
+            raise UsageError(
                 f"{run_dir}: exists, is not empty and has no {CONFIG_FILE} of a tasktransfer run; refusing to delete it"
             )
         logger.info("%s: interrupted run found (no %s); restarting from scratch", run_dir, RESULT_FILE)
@@ -558,6 +560,30 @@ def _loss_curve(log_history: list[dict], max_steps: int) -> list[dict]:
     return curve
 
 
+class _ProgressLines(TrainerCallback):
+    """A line per epoch and about every 5 % of the steps (step, epoch, last training loss) through ``say``
+    (``tasktransfer finetune`` prints them on stderr)."""
+
+    def __init__(self, say):
+        self.say = say
+        self.every = 1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.every = max(1, state.max_steps // 20)
+        self.say(f"training: {args.num_train_epochs:g} epoch(s), {state.max_steps} steps of "
+                 f"{args.per_device_train_batch_size} examples")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            losses = [r["loss"] for r in state.log_history if "loss" in r]
+            loss = f", loss {losses[-1]:.4f}" if losses else ""
+            self.say(f"  step {state.global_step}/{state.max_steps}, epoch {state.epoch or 0:.2f}{loss}")
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.say(f"epoch {round(state.epoch or 0)}/{args.num_train_epochs:g} done (step {state.global_step}, "
+                 "dev split scored)")
+
+
 class _EpochEvaluator(TrainerCallback):
     """Scores the dev split at the end of every epoch (when ``settings.eval_every_epoch``)."""
 
@@ -593,61 +619,32 @@ class _EpochEvaluator(TrainerCallback):
 # ----------------------------------------------------------------------------- command line
 
 
-def _add_task_run_arguments(p, default_regime: str) -> None:
-    """The options `finetune` and `baselines` share: encoder, regime, seed, where the data comes from."""
-    p.add_argument("--encoder", default=None, help="hub id or folder (default: the offline MiniLM)")
-    p.add_argument("--regime", default=default_regime, choices=["FULL", "LIMITED"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="local data directory (default $TASKTRANSFER_DATA_DIR)")
-    p.add_argument("--source", default="local", choices=["local", "hub"])
-
-
-def add_finetune_parser(subparsers) -> None:
-    """``tasktransfer finetune TASK --out DIR [--init-from SOURCE_RUN] ...``: one run (resumable)."""
-    p = subparsers.add_parser(
-        "finetune",
-        help="fine-tune an encoder on one task, optionally starting from a source run's encoder",
-        description="Fine-tune on one task with the class preset (overridable) and write a run directory "
-                    "(config.json, model/, result.json). A finished run directory is loaded, not redone.",
-    )
-    p.add_argument("task", help="task name, e.g. SST-2, POS-PTB, SQuAD-1 (see `tasktransfer tasks`)")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--init-from", default=None, help="source run directory: intermediate-task transfer")
-    _add_task_run_arguments(p, default_regime="FULL")
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the class preset)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-eval-examples", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(func=_cmd_finetune)
-
-
-def add_baselines_parser(subparsers) -> None:
-    """``tasktransfer baselines TASK``: the floors fine-tuning must clear (majority class, no training)."""
-    p = subparsers.add_parser(
-        "baselines", help="a task's floor scores: majority class / constant prediction, and no training",
-        description="Dev-split scores of the majority-class (regression: mean; SL: most frequent tag; QA: empty "
-                    "answer) prediction learnt from the regime's training rows, and of the pretrained encoder "
-                    "with a fresh seeded head and no training.")
-    p.add_argument("task", help="task name (see `tasktransfer tasks`)")
-    _add_task_run_arguments(p, default_regime="LIMITED")
-    p.add_argument("--max-eval-examples", type=int, default=None)
-    p.add_argument("--max-seq-length", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(func=_cmd_baselines)
-
-
 def _cmd_baselines(args) -> int:
-    from .loaders import load_task
+    """``tasktransfer baselines`` (the parser is in ``cli``): the floor scores as JSON on stdout."""
+    from .cli import check_encoder, load_task_data, progress
 
+    encoder = check_encoder(args.encoder)
+    if args.max_seq_length is not None:
+        from transformers import AutoConfig
+
+        from .paths import default_encoder
+
+        name = encoder or default_encoder()
+        limit = getattr(AutoConfig.from_pretrained(name), "max_position_embeddings", None)
+        if limit and args.max_seq_length > limit:
+            raise UsageError(f"--max-seq-length {args.max_seq_length}: the encoder {name} has {limit} positions; "
+                             f"expected at most {limit}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    td = load_task(args.task, data_dir=args.data_dir, source=args.source, seed=0)
+    td = load_task_data(args.task, source=args.source, data_dir=args.data_dir)
+    progress(f"loaded {td!r}")
     overrides = {k: v for k, v in (("max_eval_examples", args.max_eval_examples),
                                    ("max_seq_length", args.max_seq_length)) if v is not None}
     settings = preset(td.spec.task_class, **overrides)
+    progress(f"majority baseline on {td.spec.name} ({args.regime}, seed {args.seed})")
     majority = majority_baseline(td, regime=args.regime, seed=args.seed, max_eval_examples=settings.max_eval_examples)
-    untrained = untrained_baseline(td, args.encoder, settings, seed=args.seed)
+    progress("untrained baseline: the pretrained encoder with a fresh head")
+    untrained = untrained_baseline(td, encoder, settings, seed=args.seed)
     print(json.dumps({"task": td.spec.name, "regime": args.regime, "seed": args.seed,
                       "eval_examples": len(eval_subset(td.splits["validation"], settings.max_eval_examples)),
                       "majority": {**majority, "score": task_score(majority, td.spec.metrics)},
@@ -656,14 +653,35 @@ def _cmd_baselines(args) -> int:
 
 
 def _cmd_finetune(args) -> int:
-    from .loaders import load_task
+    """``tasktransfer finetune`` (the parser is in ``cli``): one run; progress on stderr, the result JSON on
+    stdout."""
+    from .cli import check_encoder, load_task_data, progress
 
-    td = load_task(args.task, data_dir=args.data_dir, source=args.source, seed=0)
+    encoder = check_encoder(args.encoder)
+    if args.init_from is not None and not (Path(args.init_from) / "model").is_dir() \
+            and not (Path(args.init_from) / "config.json").is_file():
+        from .errors import MissingFileError
+
+        raise MissingFileError(f"--init-from {args.init_from}: no finished source run there; expected a run directory "
+                               "written by `tasktransfer finetune` (with model/) or a model folder")
+    td = load_task_data(args.task, source=args.source, data_dir=args.data_dir)
+    from .regimes import LIMITED_SIZE
+
+    n_train = len(td.splits["train"]) if args.regime == "FULL" else min(LIMITED_SIZE, len(td.splits["train"]))
+    if args.batch_size is not None and args.batch_size > n_train:
+        raise UsageError(f"--batch-size {args.batch_size}: larger than the {args.regime} training set of {td.spec.name} "
+                         f"({n_train} examples); expected at most {n_train}")
+    out = Path(args.out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file()):
+        raise UsageError(f"--out {out}: exists and is not a run directory (no {CONFIG_FILE}); expected a new or empty "
+                         "folder, or a run directory written by `tasktransfer finetune` (refusing to delete it)")
+    progress(f"loaded {td!r}; fine-tuning into {args.out}")
     overrides = {k: v for k, v in (("num_epochs", args.epochs), ("learning_rate", args.lr),
                                    ("batch_size", args.batch_size), ("max_eval_examples", args.max_eval_examples))
                  if v is not None}
-    r = fine_tune(td, args.out, encoder=args.encoder, init_from=args.init_from, regime=args.regime, seed=args.seed,
-                  settings=preset(td.spec.task_class, **overrides), num_threads=args.threads)
+    r = fine_tune(td, args.out, encoder=encoder, init_from=args.init_from, regime=args.regime, seed=args.seed,
+                  settings=preset(td.spec.task_class, **overrides), num_threads=args.threads,
+                  callbacks=[_ProgressLines(progress)])
     print(json.dumps({"task": r.task, "regime": r.regime, "seed": r.seed, "score": r.score,
                       "final_metrics": r.final_metrics, "train_examples": r.train_examples,
                       "train_examples_per_s": round(r.train_examples_per_s, 2), "wall_time_s": round(r.wall_time_s, 1),

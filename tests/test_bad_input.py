@@ -102,7 +102,18 @@ def test_not_utf8(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"gj04\t1\t\tCaf\xe9 is open.\n")
     _write(tmp_path, "glue/CoLA/dev.tsv", "gj04\t1\t\tFine.\n")
-    _raises(DataFormatError, str(path), "not valid utf-8-sig text", call=lambda: load_task("CoLA", data_dir=tmp_path))
+    offset = len(b"gj04\t1\t\tCaf")  # where the Latin-1 byte of "Café" is
+    _raises(DataFormatError, f"{path} line 1", f"byte {offset} (0xe9)", "not valid utf-8-sig text",
+            call=lambda: load_task("CoLA", data_dir=tmp_path))
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "glue/CoLA/train.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00")  # a zip archive saved under a .tsv name
+    _write(tmp_path, "glue/CoLA/dev.tsv", "gj04\t1\t\tFine.\n")
+    _raises(DataFormatError, str(path), "a binary file (a NUL byte at byte 5), not text",
+            call=lambda: load_task("CoLA", data_dir=tmp_path))
 
 
 def _squad_doc(answer_start, is_impossible=False, answers=None):

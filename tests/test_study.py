@@ -631,8 +631,8 @@ def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir,
 
     assert main(["rank", str(file), "--method", "LogME", "--models", str(path), "--max-examples", "40"]) == 0
     assert "Chunk" in capsys.readouterr().out
-    assert main(["rank", str(file), "--method", "LogME"]) == 1  # no --models: a clear error
-    assert "LogME needs the sources' fine-tuned models" in capsys.readouterr().err
+    assert main(["rank", str(file), "--method", "LogME"]) == 2  # no --models: a clear one-line error
+    assert "--method LogME needs --models" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- training-noise floor
