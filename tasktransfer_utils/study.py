@@ -1174,7 +1174,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
     md += noise_md
-    md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths)
+    md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths, all_results=results)
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
@@ -1234,18 +1234,49 @@ def claim_inputs(cfg: StudyConfig, rankers: Mapping[str, Mapping[str, Any]], res
 
 
 def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rankers, out_dir: Path,
-                    paths: dict) -> list[str]:
+                    paths: dict, all_results=None) -> list[str]:
     """Claims (a)–(e) of the paper per regime (:mod:`claims`): writes claims.csv and transfer_summary.csv,
     returns the markdown section."""
     from .claims import claims_markdown, evaluate_claims
 
     claims, summary = evaluate_claims(eval_results, per_target, regimes=cfg.regimes, targets_expected=len(cfg.targets),
                                       **claim_inputs(cfg, rankers, eval_results))
-    for name, frame in (("claims", claims), ("transfer_summary", summary)):
+    frames = [("claims", claims), ("transfer_summary", summary)]
+    md = claims_markdown(claims, summary)
+    measured, measured_md = measured_so_far(cfg, eval_results, eval_results if all_results is None else all_results)
+    if measured is not None:
+        frames.append(("transfer_summary_measured", measured))
+        md += measured_md
+    for name, frame in frames:
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
-    return claims_markdown(claims, summary)
+    return md
+
+
+def measured_so_far(cfg: StudyConfig, eval_results, all_results):
+    """Regimes of the study with measured transfers but no complete target yet: their pairs so far, summarised as
+    :func:`claims.transfer_summary` does (not evidence for a claim: no target has all its sources). Returns
+    (table or None, markdown lines)."""
+    from .claims import transfer_pairs, transfer_summary
+
+    partial = [r for r in cfg.regimes if r not in set(eval_results["regime"])
+               and (all_results["regime"].eq(r) & all_results["source"].notna()).any()]
+    if not partial:
+        return None, []
+    sub = all_results[all_results["regime"].isin(partial)]
+    measured = transfer_summary(transfer_pairs(sub, per_example_targets=_per_example_targets(cfg.targets)))
+    md = ["### Measured so far in regimes without a complete target", "",
+          "Not evidence for or against a claim yet (no target has all its sources): the pairs measured so far, "
+          f"of {len(study_pairs(cfg))} per regime (`transfer_summary_measured.csv`).", "",
+          "| regime | pairs | n | targets | mean rel. gain | positive gain | beyond noise (bounded pairs) |",
+          "|---|---|---|---|---|---|---|"]
+    for r in measured.itertuples():
+        noise = f"{r.n_beyond_noise}/{r.n_bounded}" if r.n_bounded else "—"
+        md.append(f"| {r.regime} | {r.pairs} | {r.n_pairs} | {r.n_targets} | {r.mean_rel_gain:+.2%} | "
+                  f"{r.n_positive}/{r.n_pairs} | {noise} |")
+    md.append("")
+    return measured, md
 
 
 def min_spread_in_se(cfg: StudyConfig) -> float:

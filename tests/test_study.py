@@ -690,3 +690,23 @@ def test_tiny_noise_floor_restarts_reuse_the_sample_and_enter_the_report(tmp_pat
     assert set(noise["target"]) == {"RTE", "MRPC"} and (noise["n_sources"] == 1).all()
     assert "## Training-noise floor" in Path(paths["selection_tables"]).read_text()
     assert (plan.artifacts_dir / "noise_floor_runs.csv").is_file()
+
+
+def test_measured_so_far_summarises_a_regime_without_a_complete_target():
+    from tasktransfer_utils.study import measured_so_far
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    rows = [{"source": None, "target": t, "regime": r, "seed": 0, "score": 0.5, "eval_examples": 100}
+            for r in cfg.regimes for t in cfg.targets]
+    # FULL→LIMITED: RTE ← MRPC +0.12 (beyond 2 SE = 2 sqrt(.25/100) = 0.10), RTE ← SST-2 −0.05, NER ← MRPC +0.01
+    rows += [{"source": s, "target": t, "regime": F2L, "seed": 0, "score": v, "eval_examples": 100}
+             for s, t, v in (("MRPC", "RTE", 0.62), ("SST-2", "RTE", 0.45), ("MRPC", "NER", 0.51))]
+    results = pd.DataFrame(rows)
+    evaluated = results[results["regime"] == L2L]  # the complete regime (its transfers do not matter here)
+    table, md = measured_so_far(cfg, evaluated, results)
+    row = table.set_index("pairs").loc["all"]
+    assert (row["regime"], row["n_pairs"], row["n_targets"], row["n_positive"]) == (F2L, 3, 2, 2)
+    assert row["mean_rel_gain"] == pytest.approx((0.24 - 0.1 + 0.02) / 3)
+    assert (row["n_bounded"], row["n_beyond_noise"]) == (2, 1)  # RTE (accuracy) is bounded, NER (span F1) is not
+    assert table.set_index("pairs").loc["in-class", "n_pairs"] == 2 and "of 132 per regime" in " ".join(md)
+    assert measured_so_far(cfg, results, results) == (None, [])  # every regime evaluated: nothing to add
