@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     from tasktransfer_utils.demo import add_demo_parser
     from tasktransfer_utils.practitioner import add_rank_parser
+    from tasktransfer_utils.source_library import add_library_parser
     from tasktransfer_utils.study import add_study_parser
     from tasktransfer_utils.tasks import add_tasks_parser
     from tasktransfer_utils.training import add_baselines_parser, add_finetune_parser
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_rank_parser(subparsers)
+    add_library_parser(subparsers)
     add_tasks_parser(subparsers)
     add_study_parser(subparsers)
     add_demo_parser(subparsers)

@@ -746,8 +746,12 @@ def add_rank_parser(subparsers: Any) -> argparse.ArgumentParser:
         "rank", help="rank source tasks for your own dataset file (which task to fine-tune on first)",
         description=RANK_DESCRIPTION, epilog=RANK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="your target dataset file (see supported files above)")
-    p.add_argument("--library", default=str(RESULTS_DIR / "offline_study" / "embeddings"),
-                   help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
+    p.add_argument("--library", action="append", default=None,
+                   help="a folder (or .safetensors file) of source task embeddings, e.g. one made with `tasktransfer "
+                        "library add`; repeatable; ranked together with the default libraries "
+                        f"({RESULTS_DIR.name}/offline_study/embeddings and {RESULTS_DIR.name}/source_library)")
+    p.add_argument("--no-default-library", action="store_true",
+                   help="rank only against the --library folders, not the default libraries")
     p.add_argument("--method", choices=METHODS, default="TextEmb",
                    help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
                         "both fused, or LogME (needs --models)")
@@ -811,13 +815,17 @@ def _run_rank(args: argparse.Namespace) -> int:
     task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
                                  label_column=args.label_column, regression=True if args.regression else None,
                                  header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
-    ranked = rank_sources(task_data, args.library, method=args.method, encoder=args.encoder,
+    from tasktransfer_utils.source_library import annotate_ranking, rank_libraries
+
+    library = rank_libraries(args.library, no_default=args.no_default_library)
+    ranked = rank_sources(task_data, library, method=args.method, encoder=args.encoder,
                           candidate_set=args.candidates,
                           exclude=[s.strip() for s in args.exclude.split(",") if s.strip()],
                           source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
                           work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
                           source_models=args.models)
-    print(format_ranking(ranked, args.top))
+    ranked = annotate_ranking(ranked, library)
+    print(format_ranking(ranked, args.top) + "\n" + ranked.attrs["sources_note"])
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
