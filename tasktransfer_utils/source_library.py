@@ -396,11 +396,10 @@ def add_source(
                            "or pass --replace")
     cls = task_data.spec.task_class.value
     n = len(task_data.splits["train"])
-    cap = LIMITED_SIZE if max_examples is None else max_examples
-    regime = "LIMITED" if n > LIMITED_SIZE else "FULL"
+    regime = "LIMITED" if n > LIMITED_SIZE else "FULL"  # LIMITED: the seeded 1,000 rows; FULL: all (fewer) rows
     params = textemb_job_params(name, cls, cfg, seed=seed, regime=regime)
     embs = [compute_textemb(task_data, enc_path, split="train", regime=regime, seed=seed,
-                            batch_size=params.get("batch_size", 64), max_examples=cap if n > cap else None,
+                            batch_size=params.get("batch_size", 64), max_examples=max_examples,
                             settings=_settings_for(params), device=device)]
     if taskemb:
         embs += list(source_taskemb(task_data, cfg, encoder=enc_path, seed=seed, work_dir=work_dir, device=device,

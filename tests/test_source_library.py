@@ -221,3 +221,25 @@ def test_extended_library_vector_equals_a_fresh_recomputation(tmp_path, data_dir
     stored = EmbeddingLibrary(EXTENDED_LIBRARY).get(task="PPAttach")
     assert fresh.meta["num_examples"] == stored.meta["num_examples"] == 1000
     np.testing.assert_allclose(fresh.vector, stored.vector, rtol=0, atol=1e-6)
+
+
+def test_rank_uses_both_default_libraries(tmp_path, capsys):
+    """The real MiniLM on 16 rows of a small file: 28 sources, 12 of them with measured transfers."""
+    import torch
+
+    target = _write_csv(tmp_path / "mine.csv", n=16)
+    out = tmp_path / "ranking.csv"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["rank", str(target), "--max-examples", "16", "--device", "cpu", "--top", "5",
+                         "--output", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 + 5 + 1 and printed[-1].startswith("28 sources ranked: 12 with measured transfers")
+    table = pd.read_csv(out)
+    assert len(table) == 28 and (table["transfers"] == MEASURED).sum() == 12
+    assert set(table.loc[table["transfers"] == EMBEDDINGS_ONLY, "source"]) == {
+        "CoLA", "QNLI", "WNLI", "MR", "SUBJ", "TREC", "PPAttach", "RTE-PASCAL", "NPS-Chat-DA", "POS-EWT", "GParent",
+        "GGParent", "POS-MASC", "POS-Brown", "NER-ES", "NER-NL"}
