@@ -245,8 +245,12 @@ def _add_rank_parser(subparsers) -> None:
         "rank", help="rank source tasks for your own dataset file (which task to fine-tune on first)",
         description=RANK_DESCRIPTION, epilog=RANK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="your target dataset file (see supported files above)")
-    p.add_argument("--library", default=str(RESULTS_DIR / "offline_study" / "embeddings"),
-                   help="folder (or .safetensors file) of stored source task embeddings (default: %(default)s)")
+    p.add_argument("--library", action="append", default=None,
+                   help="a folder (or .safetensors file) of source task embeddings, e.g. one made with `tasktransfer "
+                        "library add`; repeatable; ranked together with the default libraries "
+                        f"({RESULTS_DIR.name}/offline_study/embeddings and {RESULTS_DIR.name}/source_library)")
+    p.add_argument("--no-default-library", action="store_true",
+                   help="rank only against the --library folders, not the default libraries")
     p.add_argument("--method", choices=RANK_METHODS, default="TextEmb",
                    help="TextEmb (default; fast, no labels needed), TaskEmb (fine-tunes on your data first), "
                         "both fused, or LogME (needs --models)")
@@ -393,6 +397,79 @@ def _add_demo_parser(subparsers) -> None:
     p.set_defaults(run="tasktransfer_utils.demo:run_demo_command")
 
 
+LIBRARY_DESCRIPTION = """Source libraries for `tasktransfer rank`: which stored task embeddings a file is ranked against, and how to
+add your own candidate sources (a file `rank` reads, or a hub dataset), embedded like the study's."""
+
+LIBRARY_EPILOG = """\
+examples:
+  tasktransfer library list                          the default libraries: which sources, which have transfers
+  tasktransfer library build                         (re)build results/source_library (resumable)
+  tasktransfer library add my_lib tickets.csv --name Tickets
+  tasktransfer library add my_lib ner_internal.conll --name InternalNER --taskemb   (fine-tunes first: slower)
+  tasktransfer library add my_lib --hub imdb --name IMDB --split train              (needs internet)
+  tasktransfer rank my_data.csv --library my_lib                   my_lib with the default libraries
+  tasktransfer rank my_data.csv --library my_lib --no-default-library
+"""
+
+
+def _add_library_parser(subparsers) -> None:
+    from .paths import CONFIGS_DIR, RESULTS_DIR
+
+    study_library, default_config = "results/offline_study/embeddings", "configs/offline_study.yaml"
+    extended = RESULTS_DIR / "source_library"
+
+    p = subparsers.add_parser("library", help="source libraries for `rank`: build the extended one, add your own "
+                              "sources", description=LIBRARY_DESCRIPTION, epilog=LIBRARY_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="library_command", metavar="SUBCOMMAND", required=True)
+
+    b = sub.add_parser("build", help="store the LIMITED TextEmb of every task of the offline suites not in the "
+                       "study's library (resumable)")
+    b.add_argument("--out", default=str(extended), help="library folder (default: %(default)s)")
+    b.add_argument("--suite", action="append", default=None,
+                   help=f"suite(s) to embed, repeatable (default: offline offline-extra)")
+    b.add_argument("--tasks", default=None, help="comma-separated tasks instead of suites")
+    b.add_argument("--skip-library", action="append", default=None,
+                   help=f"tasks this library already holds are skipped (default: {study_library})")
+    b.add_argument("--config", default=None, help=f"study config whose settings are used (default: "
+                   f"{default_config})")
+    b.add_argument("--encoder", default=None, help="encoder path or hub id (default: the config's)")
+    b.add_argument("--max-examples", type=int_range(1), default=None, metavar="N", help="embed at most N of the 1,000 rows (tests)")
+    b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    b.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+
+    a = sub.add_parser("add", help="add your own candidate source (a file or a hub dataset) to a library folder")
+    a.add_argument("library", help="library folder (created when missing)")
+    a.add_argument("file", nargs="?", default=None, help="the source's dataset file (formats as for `rank`)")
+    a.add_argument("--hub", default=None, metavar="DATASET_ID", help="a hub dataset instead of a file (internet)")
+    a.add_argument("--hub-config", default=None, help="the hub dataset's config (subset)")
+    a.add_argument("--split", default="train", help="the hub split (default: %(default)s)")
+    a.add_argument("--name", default=None, help="the source's name in rankings (default: from the file name)")
+    a.add_argument("--format", dest="file_format", choices=RANK_FORMATS, default=None)
+    a.add_argument("--text-columns", default=None, help="text column(s), NAME or NAME1,NAME2 (as for `rank`)")
+    a.add_argument("--label-column", default=None)
+    a.add_argument("--no-header", action="store_true")
+    a.add_argument("--regression", action="store_true")
+    a.add_argument("--tag-column", type=int_range(0), default=None, metavar="N")
+    a.add_argument("--taskemb", action="store_true",
+                   help="also fine-tune a LIMITED model on the source and store its TaskEmb (slower)")
+    a.add_argument("--config", default=None, help=f"study config whose settings are used (default: "
+                   f"{default_config})")
+    a.add_argument("--encoder", default=None, help="encoder path or hub id (default: the config's, the offline "
+                   "MiniLM: comparable with the default libraries)")
+    a.add_argument("--max-examples", type=int_range(1), default=None, metavar="N", help="embed at most N rows (default: 1,000)")
+    a.add_argument("--epochs", type=float_range(0, 1000), default=None, help="--taskemb: fine-tuning epochs (default: preset)")
+    a.add_argument("--work-dir", default=None, help="--taskemb: where the fine-tuning run is written")
+    a.add_argument("--replace", action="store_true", help="replace a source of the same name")
+    a.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    a.add_argument("--device", type=device_name, default=None)
+    a.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+
+    ls = sub.add_parser("list", help="the sources of libraries and whether their transfers were measured")
+    ls.add_argument("libraries", nargs="*", help="library folders (default: the default libraries)")
+    ls.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered (imports no command module)."""
     parser = _Parser(
@@ -405,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of errors in your input too")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_rank_parser(subparsers)
+    _add_library_parser(subparsers)
     _add_tasks_parser(subparsers)
     _add_study_parser(subparsers)
     _add_demo_parser(subparsers)

@@ -46,12 +46,12 @@ def test_no_subcommand_prints_help(capsys):
 def test_rank_a_real_file_end_to_end(library_dir, data_dir, tiny_encoder_dir, tmp_path, capsys):
     out_csv = tmp_path / "ranking.csv"
     status = cli.main(["rank", str(data_dir / "conll2003/eng.testa"), "--library", str(library_dir),
-                       "--max-examples", "16", "--output", str(out_csv)])
+                       "--no-default-library", "--max-examples", "16", "--output", str(out_csv)])
     assert status == 0
     printed = capsys.readouterr().out
     assert "Source tasks for conll2003-eng.testa (SL, 3250 examples)" in printed
     table = pd.read_csv(out_csv)
-    assert table.columns.tolist() == ["rank", "source", "source_class", "score", "method"]
+    assert table.columns.tolist() == ["rank", "source", "source_class", "score", "method", "transfers"]
     assert sorted(table["source"]) == sorted(SOURCES) and table["rank"].tolist() == [1, 2, 3, 4]
     assert table["score"].is_monotonic_decreasing
     # the printed order is the cosine order of the target embedding computed directly
@@ -63,24 +63,27 @@ def test_rank_a_real_file_end_to_end(library_dir, data_dir, tiny_encoder_dir, tm
     stored = {e.task: e.vector.astype(float) for e in EmbeddingLibrary(library_dir).load()}
     cos = {s: t @ v / np.linalg.norm(t) / np.linalg.norm(v) for s, v in stored.items()}
     assert table["source"].tolist() == sorted(cos, key=cos.get, reverse=True)
-    lines = [ln.split() for ln in printed.splitlines()[2:]]
+    lines = [ln.split() for ln in printed.splitlines()[2:-1]]
+    assert printed.splitlines()[-1].startswith("4 sources ranked: 0 with measured transfers")
     assert [ln[1] for ln in lines] == table["source"].tolist()
 
 
 def test_in_class_top_and_headerless_tsv(library_dir, data_dir, capsys):
     status = cli.main(["rank", str(data_dir / "glue/CoLA/dev.tsv"), "--library", str(library_dir),
-                       "--no-header", "--text-columns", "3", "--label-column", "1", "--candidates", "in-class",
+                       "--no-default-library", "--no-header", "--text-columns", "3", "--label-column", "1", "--candidates", "in-class",
                        "--top", "1", "--max-examples", "16"])
     assert status == 0
     rows = capsys.readouterr().out.splitlines()
-    assert len(rows) == 3 and rows[2].split()[1] in {"WNLI", "RTE"} and rows[2].split()[2] == "CR"
+    assert len(rows) == 4 and rows[2].split()[1] in {"WNLI", "RTE"} and rows[2].split()[2] == "CR"
 
 
 def test_errors_are_one_line_messages(library_dir, data_dir, tmp_path, capsys):
-    assert cli.main(["rank", str(data_dir / "glue/CoLA/dev.tsv"), "--library", str(library_dir)]) == 2
+    assert cli.main(["rank", str(data_dir / "glue/CoLA/dev.tsv"), "--library", str(library_dir),
+                     "--no-default-library"]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("tasktransfer rank: error:") and "no header row" in err and "sentence1" in err
-    assert cli.main(["rank", str(data_dir / "glue/RTE/dev.tsv"), "--library", str(tmp_path / "none")]) == 2
+    assert cli.main(["rank", str(data_dir / "glue/RTE/dev.tsv"), "--library", str(tmp_path / "none"),
+                     "--no-default-library"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "--library" in err and "Traceback" not in err
 
