@@ -816,7 +816,10 @@ def _sources_for_command(args: Any, task_data: Any, encoder: str | None) -> tupl
     library, models = args.library, args.models
     tclass = task_data.spec.task_class.value
     if args.method != "LogME":
-        library = _regime_filter(_as_embeddings(args.library), args.source_regime or None)
+        from tasktransfer_utils.source_library import rank_libraries
+
+        library = _regime_filter(_as_embeddings(rank_libraries(args.library, no_default=args.no_default_library)),
+                                 args.source_regime or None)
         method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
         stored = _one_per_task([e for e in library if e.meta.get("method") == method])
         if encoder is not None:  # an --encoder that is not the library's
@@ -850,9 +853,12 @@ def run_rank(args: Any) -> int:
     if args.method == "LogME" and args.models is None:
         raise UsageError("--method LogME needs --models, a study config whose fine-tuned source models are on disk "
                          "(e.g. configs/offline_study.yaml after `tasktransfer study run`)")
-    if args.method != "LogME" and not Path(args.library).exists():
-        raise MissingFileError(f"--library {args.library}: no such folder or file; expected a folder (or .safetensors "
-                               "file) of stored source task embeddings, e.g. results/offline_study/embeddings")
+    for given in (args.library or []) if args.method != "LogME" else []:
+        for part in [p for p in str(given).split(os.pathsep) if p]:
+            if not Path(part).exists():
+                raise MissingFileError(f"--library {part}: no such folder or file; expected a folder (or .safetensors "
+                                       "file) of stored source task embeddings, e.g. one made with `tasktransfer "
+                                       "library add`")
     text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
     if text_columns is not None and (not 1 <= len(text_columns) <= 2 or "" in text_columns):
         raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
@@ -874,7 +880,13 @@ def run_rank(args: Any) -> int:
                           source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
                           work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
                           source_models=models, progress=progress)
-    print(format_ranking(ranked, args.top), flush=True)
+    if args.method != "LogME":
+        from tasktransfer_utils.source_library import annotate_ranking
+
+        ranked = annotate_ranking(ranked, library)
+        print(format_ranking(ranked, args.top) + "\n" + ranked.attrs["sources_note"], flush=True)
+    else:
+        print(format_ranking(ranked, args.top), flush=True)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

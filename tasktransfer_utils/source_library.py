@@ -33,6 +33,7 @@ import pandas as pd
 
 from .embedding_store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
                               read_header)
+from .errors import UsageError
 from .paths import CONFIGS_DIR, RESULTS_DIR
 
 STUDY_LIBRARY = RESULTS_DIR / "offline_study" / "embeddings"
@@ -47,7 +48,7 @@ MEASURED = "measured (study)"
 EMBEDDINGS_ONLY = "embeddings only"
 
 
-class LibraryError(ValueError):
+class LibraryError(UsageError):
     """A library cannot be built, extended or read as asked; the message says what and what was expected."""
 
 

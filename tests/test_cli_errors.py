@@ -133,7 +133,11 @@ def test_rank_taskemb_on_a_file_without_labels(capsys, files, tmp_path):
 
 
 def test_rank_every_candidate_excluded(capsys, files):
-    _one_error(capsys, ["rank", files["good.csv"], "--candidates", "in-class", "--exclude", "SST-2,MRPC,RTE,STS-B"],
+    from tasktransfer_utils.paths import RESULTS_DIR
+
+    study_library = str(RESULTS_DIR / "offline_study" / "embeddings")  # its 4 CR sources, without the extended ones
+    _one_error(capsys, ["rank", files["good.csv"], "--candidates", "in-class", "--exclude", "SST-2,MRPC,RTE,STS-B",
+                        "--no-default-library", "--library", study_library],
                "no candidate sources left", "--exclude SST-2, MRPC, RTE, STS-B")
 
 

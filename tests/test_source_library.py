@@ -131,7 +131,7 @@ def test_library_add_argument_errors_and_offline_hub(tmp_path, monkeypatch, caps
     for argv, phrase in ((["library", "add", lib], "exactly one"),
                          (["library", "add", lib, csv, "--hub", "imdb", "--name", "X"], "exactly one"),
                          (["library", "add", lib, "--hub", "imdb"], "--hub needs --name"),
-                         (["library", "add", lib, str(tmp_path / "missing.csv")], "does not exist")):
+                         (["library", "add", lib, str(tmp_path / "missing.csv")], "no such file")):
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("tasktransfer library add: error:") and phrase in err and err.count("\n") == 1
