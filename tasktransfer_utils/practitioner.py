@@ -565,8 +565,14 @@ def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
 
 
 def _regime_filter(embs: list, source_regime: str | None) -> list:
+    """The embeddings of one source regime. ``None``: the library's only regime, or LIMITED where it holds several
+    (a study with FULL→LIMITED stores FULL embeddings for some sources only; every source has its LIMITED one,
+    and mixing regimes across sources would compare unlike embeddings)."""
     if source_regime is None:
-        return embs
+        regimes = {e.meta.get("regime") for e in embs} - {None}
+        if len(regimes) <= 1:
+            return embs
+        source_regime = "LIMITED" if "LIMITED" in regimes else sorted(regimes)[0]
     kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
     if not kept:
         have = sorted({str(e.meta.get("regime")) for e in embs})

@@ -205,3 +205,20 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
     n_components = round(total / (1 / 61 + 1 / 62))
     assert n_components >= 10 and total == pytest.approx(n_components * (1 / 61 + 1 / 62))
     assert (tmp_path / "work").is_dir()
+
+
+def test_a_library_with_two_regimes_ranks_with_one():
+    """Sources embedded in FULL and LIMITED (a study with FULL→LIMITED): without --source-regime the ranking uses
+    the LIMITED embeddings of every source, never a mix."""
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import TaskEmbedding
+    from tasktransfer_utils.practitioner import _regime_filter
+
+    def emb(task, regime):
+        return TaskEmbedding(np.ones(3, dtype=np.float32), {"task": task, "method": "TextEmb", "regime": regime})
+
+    embs = [emb("A", "LIMITED"), emb("B", "LIMITED"), emb("A", "FULL")]
+    assert [(e.meta["task"], e.meta["regime"]) for e in _regime_filter(embs, None)] == [("A", "LIMITED"), ("B", "LIMITED")]
+    assert [e.meta["task"] for e in _regime_filter(embs, "FULL")] == ["A"]
+    assert _regime_filter(embs[:2], None) == embs[:2]  # one regime: unchanged
