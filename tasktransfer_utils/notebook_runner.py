@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import math
 import os
@@ -289,12 +290,18 @@ _ABS_PATH_RE = re.compile(r"(?<![\w$.~:/-])/(?:home|work|tmp|usr|opt|root|Users|
                           r"nfs|gpfs|lustre|data|proc|etc)/[^\s'\"<>]*")
 _MEMORY_ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]{6,16}>")
 _TEXT_MIMETYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
+_WIDGET_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 
 
 def _path_replacements() -> list[tuple[str, str]]:
     """(machine path, portable name) pairs, longest first: the repository root (outputs name files
     relative to it), the local data directory (``$TASKTRANSFER_DATA_DIR``), the offline encoder's folder
     (its package and version), the Python installation and the home folder."""
+    return list(_cached_path_replacements(os.environ.get("TASKTRANSFER_DATA_DIR"), str(Path.home())))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_path_replacements(data_dir_env: str | None, home: str) -> tuple[tuple[str, str], ...]:
     from .embedding_store import encoder_source
     from .paths import resolve_data_dir
 
@@ -322,15 +329,18 @@ def _path_replacements() -> list[tuple[str, str]]:
         pass
     add(sys.prefix, "<python>")
     add(sys.base_prefix, "<python>")
-    add(Path.home(), "~")
-    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+    add(home, "~")
+    return tuple(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
 
 
 def portable_text(text: str, replacements: list[tuple[str, str]] | None = None) -> str:
     """``text`` with the machine's paths made portable (see ``_path_replacements``: a file under the
     repository is named relative to its root) and object memory addresses (``at 0x7f...>``) blanked."""
     for machine, name in replacements if replacements is not None else _path_replacements():
-        text = text.replace(machine, name)
+        if machine.endswith("/"):
+            text = text.replace(machine, name)
+        else:  # the folder itself, not a longer name that starts like it (/home/ann, not /home/anna)
+            text = re.sub(re.escape(machine) + r"(?![\w.-])", lambda _: name, text)
     return _MEMORY_ADDRESS_RE.sub(" at 0x...>", text)
 
 
@@ -355,8 +365,8 @@ def _text_of(output) -> str:
 
 
 def clean_outputs(outputs: list, replacements: list[tuple[str, str]] | None = None) -> list:
-    """A code cell's outputs as committed: stderr dropped (warnings, progress bars and logs carry timings
-    and installation paths), consecutive stdout pieces merged into one (how the kernel split them depends
+    """A code cell's outputs as committed: stderr and widgets dropped (warnings, progress bars and logs
+    carry timings, installation paths and random widget ids), consecutive stdout pieces merged into one (how the kernel split them depends
     on timing), text made portable (:func:`portable_text`), execution counts removed from results.
     Raises ValueError on an error output (a failed run is not committed)."""
     import nbformat
@@ -376,6 +386,8 @@ def clean_outputs(outputs: list, replacements: list[tuple[str, str]] | None = No
             else:
                 out.append(nbformat.v4.new_output("stream", name="stdout", text=text))
             continue
+        if _WIDGET_MIMETYPE in output.get("data", {}):
+            continue  # a progress bar: a random widget id, and a bar that only renders with the live kernel
         output = deepcopy(output)
         for mime, value in output.get("data", {}).items():
             if mime in _TEXT_MIMETYPES and isinstance(value, str):
@@ -510,6 +522,8 @@ def check_notebook(path: str | os.PathLike) -> list[str]:
                 problems.append(f"{where}: has an error output ({output.get('ename')})")
             elif output.get("output_type") == "stream" and output.get("name") != "stdout":
                 problems.append(f"{where}: has {output.get('name')} output")
+            elif _WIDGET_MIMETYPE in output.get("data", {}):
+                problems.append(f"{where}: has a widget output (a progress bar)")
             paths = machine_paths(_text_of(output))
             if paths:
                 problems.append(f"{where}: output names machine paths {paths[:3]}")

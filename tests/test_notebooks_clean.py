@@ -207,16 +207,20 @@ def test_clean_executed_drops_stderr_merges_stdout_and_hides_paths(tmp_path):
     outputs = [[], [new("stream", name="stdout", text=f"in {REPO_ROOT}/results/x.csv\n"),
                     new("stream", name="stderr", text="100%|####| 3/3 [00:01<00:00]\n"),
                     new("stream", name="stdout", text="<Thing at 0x7f3a2b1c0d90>\n")],
-               [new("execute_result", data={"text/plain": f"PosixPath('{REPO_ROOT}')"}, execution_count=41)]]
+               [new("execute_result", data={"text/plain": f"PosixPath('{REPO_ROOT}')"}, execution_count=41),
+                new("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "ab12"},
+                                          "text/plain": "Loading:   0%|          | 0/103"})]]
     executed, source = _executed_copy(tmp_path, outputs)
     nb = clean_executed(executed, source, key_numbers={"a": 1})
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == [1, 2, 3, 4]
     assert code[1].outputs == [new("stream", name="stdout", text="in results/x.csv\n<Thing at 0x...>\n")]
     assert code[2].outputs[0].data["text/plain"] == "PosixPath('.')" and code[2].outputs[0].execution_count == 3
+    assert len(code[2].outputs) == 1  # the progress-bar widget is dropped
     assert "papermill" not in nb.metadata and all("papermill" not in c.metadata for c in nb.cells)
     assert nb.metadata[KEY_NUMBERS_METADATA] == {"key_numbers": {"a": 1}}
     assert portable_text(f"{REPO_ROOT}/figures/a.png and {REPO_ROOT}") == "figures/a.png and ."
+    assert portable_text(f"{REPO_ROOT}-copy/x") == f"{REPO_ROOT}-copy/x"  # another folder: left alone
 
 
 def test_clean_executed_refuses_failed_runs_parameters_and_other_cells(tmp_path):
