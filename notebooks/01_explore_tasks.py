@@ -165,9 +165,9 @@ print(save_key_numbers(numbers, out_dir, "01_explore_tasks"))
 # 1. `seed = 1`: another LIMITED sample of RTE. The share of rows that the seed-1 and seed-2 samples have in
 #    common stays near 1,000 / 2,490 ≈ 40% — what two independent samples of 1,000 out of 2,490 share on
 #    average — and the label shares move by about a point: that is the noise a LIMITED experiment carries.
-# 2. `limited_size = 100`: the shared share drops to about 100 / 2,490 ≈ 4%, and the label shares of the
-#    two 100-example samples wander several points away from FULL's — why the paper repeats LIMITED runs
-#    with many restarts.
+# 2. `limited_size = 100`: the shared share drops to a few percent (100 / 2,490 ≈ 4% on average), and the
+#    label shares of the two 100-example samples can wander several points away from FULL's — why the paper
+#    repeats LIMITED runs with many restarts.
 # 3. `regime_task = "WNLI"`: WNLI has 635 training examples, fewer than 1,000, so LIMITED keeps all of them
 #    for every seed (FULL = LIMITED = 635, identical label shares). The "share also in seed 1's sample" still
 #    reads about 50%, not 100%: it compares premise texts, and WNLI pairs each premise with several

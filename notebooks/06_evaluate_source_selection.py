@@ -263,9 +263,10 @@ print(save_key_numbers(numbers, out_dir, "06_evaluate_source_selection"))
 #    source is SQuAD-1 (+20%, a QA source for a CR target); look where TextEmb+TaskEmb puts it in the
 #    figure (ρ = 9.5 of 11 in `per_target.csv`). Then add `example_method = "LogME"`: LogME, which scores
 #    each source's fine-tuned encoder on STS-B's own rows, ranks SQuAD-1 first (ρ = 1).
-# 2. `example_method = "DataSize"`: sources in the order of their training-set size (SST-2, 67,349 examples,
-#    first). Compare its bars with TextEmb+TaskEmb's for the default target BoolQ, and with the DataSize row of
-#    the ρ table.
+# 2. `example_method = "DataSize (full-set sizes)"`: sources in the order of their whole training sets
+#    (SST-2, 67,349 examples, first). Plain `"DataSize"` orders by what each source trained on — 1,000
+#    examples each in LIMITED→LIMITED, FAQ-TR 433 — so it ties almost every source. Compare the bars with
+#    TextEmb+TaskEmb's for the default target BoolQ, and the two DataSize rows of the ρ table.
 # 3. `random_draws = 100`: the simulated Random baseline's standard error (`rho_se`) grows about √10 ≈ 3
 #    times, and `rho_sampled` still lies within a few of them of `rho_exact` — the check that the exact
 #    expectation is computed right does not depend on the number of draws.
