@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make demo: embeddings for the offline suite, source rankings for every target,
-## evaluation against the committed offline study, figures regenerated.
+## evaluation against the committed offline study, figures regenerated, notebooks 01-07 written back
+## with their outputs (notebooks/NN_name.ipynb, paired with NN_name.py).
 demo: $(STAMP)
 	$(PY) -m tasktransfer_utils.cli demo
 

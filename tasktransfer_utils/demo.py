@@ -12,7 +12,9 @@ Steps (each prints what it did; none retrains a model):
    finished.
 3. **Choose a source for a user's file**: rank the stored sources for a raw data file (default: the RTE
    dev TSV of the local data directory), as ``tasktransfer rank`` does.
-4. **Regenerate the figures** under ``figures/`` by running notebooks 01-07 headless (notebook 08's job).
+4. **Regenerate the figures** under ``figures/`` by running notebooks 01-07 headless with their default
+   parameters (notebook 08's job), and write each run back as the committed ``notebooks/NN_name.ipynb``
+   (same cells as the paired ``NN_name.py``, outputs without machine paths or timings).
 """
 
 from __future__ import annotations
@@ -70,12 +72,27 @@ def rank_user_file(cfg: Any, path: Path, *, log: Callable[[str], None] = print, 
     return ranking
 
 
+def write_back_notebooks(*, log: Callable[[str], None] = print) -> list[Path]:
+    """Run notebooks 01-07 with their default parameters, one after the other, and write each run back as
+    the committed ``notebooks/NN_name.ipynb`` (``notebook_runner.execute_and_write_back``). Notebook 08 is
+    left out: it runs the others. Returns the notebooks written."""
+    from .notebook_runner import execute_and_write_back, list_notebooks
+
+    written = []
+    for nb in list_notebooks():
+        if nb.stem.startswith("08"):
+            continue
+        t = time.perf_counter()
+        written.append(execute_and_write_back(nb))
+        log(f"  {written[-1].relative_to(REPO_ROOT)}: {time.perf_counter() - t:.0f} s")
+    return written
+
+
 def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | None = None, figures: bool = True,
              data_dir: str | Path | None = None, check_tasks: list[str] | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Run the demo's four steps on a study config (default: the committed offline study).
     ``check_tasks``: tasks whose stored TextEmb is recomputed (default: the first task of each class)."""
-    from .notebook_runner import execute_notebook, list_notebooks
     from .runner import progress
     from .study import load_study_config, plan_for, report
 
@@ -110,13 +127,9 @@ def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | Non
             f"{config}` first")
 
     if figures:
-        log(f"\n[4/4] Regenerate the figures in {FIGURES_DIR.relative_to(REPO_ROOT)}/ (notebooks 01-07)")
-        for nb in list_notebooks():
-            if nb.stem.startswith("08"):
-                continue
-            t = time.perf_counter()
-            execute_notebook(nb)
-            log(f"  {nb.name}: {time.perf_counter() - t:.0f} s")
+        log(f"\n[4/4] Regenerate the figures in {FIGURES_DIR.relative_to(REPO_ROOT)}/ (notebooks 01-07, "
+            "written back with their outputs)")
+        out["notebooks"] = write_back_notebooks(log=log)
     log(f"\nDemo finished in {time.perf_counter() - start:.0f} s.")
     return out
 

@@ -18,6 +18,7 @@ Table conventions (one row per item; extra columns are ignored):
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -65,6 +66,30 @@ def save_figure(fig: Figure, name: str, out_dir: str | Path | None = None, *, dp
     if not paths:
         raise ValueError("save_figure: formats is empty; expected e.g. ('png',)")
     return paths[0]
+
+
+def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes, drawn as ``save_figure`` draws it (tight box, white background, no writer
+    version or date), so the same figure gives the same bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white",
+                metadata=REPRODUCIBLE_METADATA["png"])
+    return buf.getvalue()
+
+
+def register_notebook_display() -> bool:
+    """In an IPython kernel, show a ``Figure`` (a cell's last expression, ``display(fig)``) as a PNG
+    (:func:`figure_png`); the figures here are built without pyplot, so the inline backend never sees
+    them. Returns False outside IPython. Called when this module is imported."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks extra
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+    return True
 
 
 @contextmanager
@@ -954,8 +979,11 @@ def source_ranking(ranking: pd.DataFrame, *, target: str | None = None, top_k: i
 
 
 __all__ = [
-    "CLASS_COLORS", "CLASS_ORDER", "class_of", "class_transfer_matrix", "epoch_curves", "gain_vs_source_size",
-    "in_vs_out_of_class", "regime_gains_side_by_side", "save_figure", "selection_metric_bars", "similarity_agreement", "similarity_heatmap",
+    "CLASS_COLORS", "CLASS_ORDER", "class_of", "class_transfer_matrix", "epoch_curves", "figure_png", "gain_vs_source_size",
+    "in_vs_out_of_class", "regime_gains_side_by_side", "register_notebook_display", "save_figure", "selection_metric_bars", "similarity_agreement", "similarity_heatmap",
     "source_ranking", "target_score_violins", "task_sizes", "task_space_coordinates", "task_space_map",
     "transfer_gain_heatmap",
 ]
+
+
+register_notebook_display()
