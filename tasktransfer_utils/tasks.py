@@ -50,13 +50,14 @@ class LocalSource:
     relative to the data directory (``archive.zip:member/prefix`` addresses members inside a zip).
     ``derive_validation`` > 0 means the files give only one labelled split, from which a seeded
     validation split of that fraction is held out, grouped by ``group_by`` (so that e.g. no QA context
-    is in both splits)."""
+    is in both splits); a tuple of fields keeps together every example linked through any of them
+    (connected components: QNLI's questions and sentences)."""
 
     reader: str
     files: tuple[tuple[str, str], ...]
     options: tuple[tuple[str, Any], ...] = ()
     derive_validation: float = 0.0
-    group_by: str | None = None
+    group_by: str | tuple[str, ...] | None = None
     note: str = ""
 
     def option_dict(self) -> dict[str, Any]:
@@ -172,9 +173,11 @@ _TASKS: list[TaskSpec] = [
              local=LocalSource("glue_tsv", (("train", "glue/QNLI/dev.tsv"),),
                                options=(("text_a", "question"), ("text_b", "sentence"), ("label", "label"),
                                         ("label_kind", "name"), ("header", True)),
-                               derive_validation=0.2, group_by="text_a",
-                               note="Only the GLUE dev set (5,463 pairs) is local: 80/20 seeded split grouped "
-                                    "by question. Smaller than the paper's 105k-pair training set.")),
+                               derive_validation=0.2, group_by=("text_a", "text_b"),
+                               note="Only the GLUE dev set (5,463 pairs) is local: 80/20 seeded split of the "
+                                    "connected components of the question-sentence graph (a sentence serves "
+                                    "several questions), so no question and no sentence is in both splits. "
+                                    "Smaller than the paper's 105k-pair training set.")),
     TaskSpec("SST-2", CR, ACC, ("negative", "positive"),
              description="Stanford Sentiment Treebank, binary sentence sentiment (GLUE).",
              hub=_glue_hub("sst2", "sentence", None),
