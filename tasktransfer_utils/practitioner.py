@@ -495,6 +495,9 @@ def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
 def _regime_filter(embs: list, source_regime: str | None) -> list:
     if source_regime is None:
         return embs
+    from tasktransfer_utils.regimes import data_regime
+
+    source_regime = data_regime(source_regime, "source").value
     kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
     if not kept:
         have = sorted({str(e.meta.get("regime")) for e in embs})

@@ -364,13 +364,21 @@ def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -
 
 
 def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
-    src, tgt = regime_name.split("→")
+    src, tgt = _regime_sides(regime_name)
     return f"transfer__{src}-{tgt}__{source}__{target}__s{seed}"
 
 
 def logme_id(source: str, target: str, regime_name: str, seed: int) -> str:
-    src, tgt = regime_name.split("→")
+    src, tgt = _regime_sides(regime_name)
     return f"logme__{src}-{tgt}__{source}__{target}__s{seed}"
+
+
+def _regime_sides(regime_name: str) -> tuple[str, str]:
+    """("LIMITED", "LIMITED") for any spelling of a transfer regime ``regimes.get_transfer_regime`` accepts."""
+    from .regimes import get_transfer_regime
+
+    tr = get_transfer_regime(regime_name)
+    return tr.source.value, tr.target.value
 
 
 def _cost(task_class: str, regime: str) -> float:
@@ -749,7 +757,7 @@ def results_table(plan: Plan):
                              jid, r, rec))
     targets_seen = set()
     for regime in regimes:
-        tgt_side = regime.split("→")[1]
+        tgt_side = _regime_sides(regime)[1]
         for jid, rec in records.items():
             p = rec["params"]
             if rec["kind"] != "finetune" or p["regime"] != tgt_side or p["task"] not in cfg_dict["targets"]:
@@ -874,7 +882,7 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
     records = load_results(plan)
     out: dict[str, dict[str, Any]] = {}
     for regime in sorted(results["regime"].unique()):
-        src_side, tgt_side = regime.split("→")
+        src_side, tgt_side = _regime_sides(regime)
         rankers: dict[str, Any] = {}
         sources = sorted(set(results.loc[(results["regime"] == regime) & results["source"].notna(), "source"]))
         targets = sorted(set(results.loc[results["regime"] == regime, "target"]))
