@@ -827,6 +827,9 @@ def _check_qa(spec: TaskSpec, ex: RawExample) -> dict:
     ans = d.get("answers")
     if not isinstance(ans, dict) or set(ans) < {"text", "answer_start"} or len(ans["text"]) != len(ans["answer_start"]):
         raise DataFormatError(f"{ex.where}: 'answers' must be {{'text': [...], 'answer_start': [...]}} of equal length")
+    if not ans["text"] and not spec.version_2_with_negative:
+        raise DataFormatError(f"{ex.where}: question without an answer; {spec.name} has answerable questions only "
+                              f"(SQuAD v1.1 rules; a task with unanswerable questions sets version_2_with_negative)")
     ctx = d["context"]
     for text, start in zip(ans["text"], ans["answer_start"]):
         if not isinstance(start, (int, np.integer)) or isinstance(start, bool):

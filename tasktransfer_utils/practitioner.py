@@ -411,9 +411,11 @@ def read_target_file(
     else:
         tags = {t for ex in examples for t in ex.data["tags"]}
         metrics = ("seqeval_f1",) if any(t[:2] in ("B-", "I-") for t in tags) else ("token_accuracy",)
+    # a file with unanswerable questions is a SQuAD v2.0-style task as a whole (not per sample)
+    unanswerable = cls == "QA" and any(not ex.data["answers"]["text"] for ex in examples)
     spec = TaskSpec(name=name or _default_name(path), task_class=TaskClass(cls), metrics=metrics, labels=names,
                     is_regression=is_reg, is_pair=is_pair, paper_task=False,
-                    description=f"user dataset read from {path}")
+                    description=f"user dataset read from {path}", version_2_with_negative=unanswerable)
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(0.1 * len(examples))))
     val_idx = np.sort(rng.choice(len(examples), size=min(n_val, len(examples)), replace=False))

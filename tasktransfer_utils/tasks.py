@@ -81,6 +81,10 @@ class TaskSpec:
     local: LocalSource | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
+    #: QA: the task has unanswerable questions by definition (SQuAD v2.0 rules: a model may answer "" and
+    #: is scored by the v2.0 script); False: every question has an answer (SQuAD v1.1 rules). A property of
+    #: the task, never inferred from the questions of one evaluation sample.
+    version_2_with_negative: bool = False
 
     @property
     def has_local(self) -> bool:
@@ -229,7 +233,7 @@ _TASKS: list[TaskSpec] = [
                                derive_validation=0.2, group_by="context",
                                note="Only half of the official SQuAD 2.0 dev set (CS224N split, 6,078 questions) "
                                     "is local: seeded 80/20 split by paragraph."),
-             aliases=("SQuAD-2.0",)),
+             aliases=("SQuAD-2.0",), version_2_with_negative=True),
     TaskSpec("NewsQA", QA, QA_METRICS, None,
              description="NewsQA (Trischler et al. 2017), MRQA 2019 version.",
              hub=HubSource(MRQA, None, "mrqa", options=(("subset", "NewsQA"),)),
@@ -262,11 +266,12 @@ _TASKS: list[TaskSpec] = [
              description="DuoRC ParaphraseRC (Saha et al. 2018): questions on a different plot version.",
              hub=HubSource("ibm/duorc", "ParaphraseRC", "duorc"),
              notes="Extractive framing: answers located in the plot; no_answer questions are unanswerable; "
-                   "answerable questions with no answer span in the plot are dropped. No local copy."),
+                   "answerable questions with no answer span in the plot are dropped. No local copy.",
+             version_2_with_negative=True),
     TaskSpec("DuoRC-s", QA, QA_METRICS, None,
              description="DuoRC SelfRC (Saha et al. 2018): questions on the same plot.",
              hub=HubSource("ibm/duorc", "SelfRC", "duorc"),
-             notes="As DuoRC-p. No local copy."),
+             notes="As DuoRC-p. No local copy.", version_2_with_negative=True),
     TaskSpec("CQ", QA, QA_METRICS, None,
              description="ComplexQuestions (Bao et al. 2016) with retrieved web snippets as contexts "
                          "(Talmor & Berant 2019).",

@@ -71,6 +71,9 @@ def test_read_conll_conllu_squad_boolq_mrqa(data_dir):
     with pytest.warns(UserWarning, match="dropped"):
         faq = pr.read_target_file(data_dir / "pnrsvc_dataqa/dev-v1.1.json")
     assert len(faq.splits["train"]) + len(faq.provenance["dropped"]) == 557
+    # a file with unanswerable questions is scored by SQuAD v2.0 rules, whatever sample is evaluated
+    assert sq2.spec.version_2_with_negative and not faq.spec.version_2_with_negative
+    assert not boolq.spec.version_2_with_negative
 
 
 # ---------------------------------------------------------------- reading hand-made files
