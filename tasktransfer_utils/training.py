@@ -295,7 +295,8 @@ def majority_baseline(task_data: Any, regime: Any = "FULL", seed: int = 0, train
         tag = Counter(t for tags in train["tags"] for t in tags).most_common(1)[0][0]
         return sequence_labeling_metrics(spec.metrics, dev["tags"], [[tag] * len(t) for t in dev["tags"]])
     refs = {qid: list(a["text"]) for qid, a in zip(dev["id"], dev["answers"])}
-    return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs, version_2_with_negative=spec.version_2_with_negative)
+    return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs,
+                      version_2_with_negative=spec.version_2_with_negative)
 
 
 def untrained_baseline(task_data: Any, encoder: str | os.PathLike | None = None, settings: FineTuneSettings | None = None,

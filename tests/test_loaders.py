@@ -343,8 +343,10 @@ def test_returned_splits_are_not_the_cache(data_dir):
 def test_unanswerable_question_in_a_v1_task_is_a_data_error():
     from tasktransfer_utils.loaders import DataFormatError, finalize_splits
 
-    q = lambda i, texts: RawExample(f"file line {i}", {"id": f"q{i}", "question": "Who?", "context": "Ann came.",  # noqa: E731
-                                                       "answers": {"text": texts, "answer_start": [0] * len(texts)}})
+    def q(i, texts):
+        return RawExample(f"file line {i}", {"id": f"q{i}", "question": "Who?", "context": "Ann came.",
+                                             "answers": {"text": texts, "answer_start": [0] * len(texts)}})
+
     splits, _, _ = finalize_splits(get_task("SQuAD-2"), {"train": [q(1, [])], "validation": [q(2, ["Ann"])]})
     assert splits["train"][0]["answers"]["text"] == []
     with pytest.raises(DataFormatError, match="file line 1: question without an answer; SQuAD-1 has answerable"):

@@ -82,7 +82,8 @@ def test_squad_v2_scores_hand_made():
     # EM: a 0, b 1, c 0, d 0, e 1 -> 2/5 ; F1: a 2/3 (P 1, R 1/2), b 1, c 0, d 2/3, e 1 -> (10/3)/5
     assert s["exact_match"] == pytest.approx(2 / 5)
     assert s["f1"] == pytest.approx((2 / 3 + 1 + 0 + 2 / 3 + 1) / 5)
-    assert qa_metrics(("exact_match",), preds, refs, version_2_with_negative=True) == {"exact_match": pytest.approx(0.4)}
+    got = qa_metrics(("exact_match",), preds, refs, version_2_with_negative=True)
+    assert got == {"exact_match": pytest.approx(0.4)}
     with pytest.raises(ValueError, match="no prediction"):
         squad_v2_scores({"a": "x"}, refs)
 

@@ -169,6 +169,8 @@ def test_rank_sources_errors(data_dir, textemb_library, tmp_path):
     target = pr.read_target_file(data_dir / "glue/RTE/dev.tsv")
     with pytest.raises(ValueError, match="regime 'LIMITED'"):
         pr.rank_sources(target, textemb_library, source_regime="LIMITED")
+    with pytest.raises(ValueError, match="regime 'LIMITED'"):  # any spelling of a regime: its source side
+        pr.rank_sources(target, textemb_library, source_regime="limited->limited")
     with pytest.raises(ValueError, match="differs from the library's encoder"):
         pr.rank_sources(target, textemb_library, encoder="bert-base-uncased")
     with pytest.raises(FileNotFoundError, match="does not exist"):
