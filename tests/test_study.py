@@ -415,3 +415,67 @@ def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir,
     assert "Chunk" in capsys.readouterr().out
     assert main(["rank", str(file), "--method", "LogME"]) == 1  # no --models: a clear error
     assert "LogME needs the sources' fine-tuned models" in capsys.readouterr().err
+
+
+def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, capsys):
+    """A fresh clone has the records but not the weights: `study rebuild-models` fine-tunes the recorded jobs
+    again into runs_dir, leaves the records alone, gives the same weights, and checks each run against its
+    record; a record that the rebuilt run does not reproduce is a one-line error."""
+    import json
+    import re
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.study import rebuild_command, source_model_dirs
+
+    path = _tiny_config(tmp_path, tiny_encoder_dir, "rb", embeddings=False)
+    plan = plan_ref(path).load()
+    assert run_worker(plan, wait=False, log=lambda m: None).failed == []
+    cfg = load_study_config(path)
+    models = source_model_dirs(cfg)
+    original = {t: load_file(d / "model.safetensors") for t, d in models.items()}
+    records = {p.name: p.read_bytes() for p in plan.records_dir.iterdir()}
+    shutil.rmtree(cfg.runs_dir / "models")
+
+    command = rebuild_command(cfg, ["RTE", "Chunk"], ["LIMITED"])
+    assert command == f"tasktransfer study rebuild-models {path} --regime LIMITED"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"`{command}`")):
+        source_model_dirs(cfg, regime="LIMITED->LIMITED")
+    file = data_dir / "glue" / "RTE" / "dev.tsv"
+    assert main(["rank", str(file), "--method", "LogME", "--models", str(path)]) == 1
+    assert f"`{command}`" in capsys.readouterr().err
+
+    assert main(["study", "rebuild-models", str(path), "--rtol", "0"]) == 0  # same environment: bit for bit
+    out = capsys.readouterr().out
+    assert "2 model(s) rebuilt, 0 already on disk; all 2 equal to their records" in out and "(exactly)" in out
+    rebuilt = source_model_dirs(cfg)
+    for task, weights in original.items():
+        again = load_file(rebuilt[task] / "model.safetensors")
+        assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in weights)
+    assert {p.name: p.read_bytes() for p in plan.records_dir.iterdir()} == records  # records untouched
+    assert main(["study", "rebuild-models", str(path), "--regime", "LIMITED"]) == 0  # verified, not retrained
+    assert "0 model(s) rebuilt, 2 already on disk" in capsys.readouterr().out
+
+    # a record the rebuilt run does not reproduce
+    rte = plan.records_dir / f"{finetune_id('RTE', 'LIMITED', 0)}.json"
+    rec = json.loads(rte.read_text())
+    recorded_loss = rec["result"]["loss_curve"][0]["loss"]
+    rec["result"]["loss_curve"][0]["loss"] = recorded_loss * (1 + 1e-4)
+    rte.write_text(json.dumps(rec))
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE"]) == 2  # the run on disk is checked too
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "result.loss_curve[0].loss is " in err and "recorded" in err
+    shutil.rmtree(cfg.runs_dir / "models" / finetune_id("RTE", "LIMITED", 0))
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"result.loss_curve[0].loss is {recorded_loss!r}" in err
+    assert (cfg.runs_dir / "models" / (finetune_id("RTE", "LIMITED", 0) + ".mismatch") / "model").is_dir()
+    with pytest.raises(FileNotFoundError, match="--task RTE --regime LIMITED"):
+        source_model_dirs(cfg)  # the mismatching run is not used
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-3"]) == 0
+    assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
+    assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
+    assert "--task Nope: not a task of study rb" in capsys.readouterr().err
