@@ -479,3 +479,21 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
     assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
     assert "--task Nope: not a task of study rb" in capsys.readouterr().err
+
+
+def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
+    from tasktransfer_utils.study import _first_difference
+
+    rec = {"score": 0.5, "loss_curve": [{"loss": 2.0}, {"loss": float("nan")}], "wall_time_s": 10.0,
+           "versions": {"torch": "a"}, "train_examples": 1000}
+    same = {"score": 0.5, "loss_curve": [{"loss": 2.0}, {"loss": float("nan")}], "wall_time_s": 99.0,
+            "versions": {"torch": "b"}, "train_examples": 1000.0}
+    assert _first_difference(rec, same, "result", 0.0) is None  # timings and versions are not compared
+    off = {**same, "loss_curve": [{"loss": 2.0 * (1 + 1e-6)}, {"loss": float("nan")}]}
+    expected = f"result.loss_curve[0].loss is {2.0 * (1 + 1e-6)!r}, recorded 2.0"
+    assert _first_difference(rec, off, "result", 0.0) == expected
+    assert _first_difference(rec, off, "result", 1e-6) is None and _first_difference(rec, off, "result", 9e-7)
+    assert _first_difference(rec, {**same, "loss_curve": [{"loss": 2.0}]}, "r", 1.0) == \
+        "r.loss_curve has 1 entries, recorded 2"
+    assert _first_difference(rec, {**same, "extra": 1}, "r", 0.0) == "r.extra is 1, recorded absent"
+    assert _first_difference({"a": "x"}, {"a": "y"}, "r", 1.0) == "r.a is 'y', recorded 'x'"
