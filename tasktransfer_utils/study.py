@@ -632,12 +632,13 @@ class RebuildMismatchError(RuntimeError):
     """A rebuilt fine-tune does not reproduce its record (the message names the first differing field)."""
 
 
-#: default relative tolerance of ``rebuild-models``' check. Fine-tuning on a CPU reproduces its logged losses
-#: only to float32 rounding on another machine or process (the offline study's SST-2 LIMITED fine-tune rebuilt
-#: from its record: 21 of 96 losses bit-identical, the largest relative difference 2.7e-6, every dev metric
-#: identical), while anything that changes the training (data, seed, settings) moves the losses by far more
-#: and a metric by at least one example (>= 1e-3 of an evaluation of at most 1,000 examples).
-REBUILD_RTOL = 1e-5
+#: default relative tolerance of ``rebuild-models``' check. A CPU fine-tune rerun in another process
+#: reproduces its dev metrics but its logged losses only to float32 rounding: the offline study's LIMITED
+#: fine-tunes rebuilt from their records, SST-2: 21 of 96 losses bit-identical, the largest relative
+#: difference 2.7e-6; FAQ-TR: 17 of 111, 2.2e-5 (scattered, not growing with the steps); every dev metric
+#: identical. Anything that changes the training (data, seed, settings) moves the losses by far more and a
+#: metric by at least one example (>= 1e-3 of an evaluation of at most 1,000 examples).
+REBUILD_RTOL = 1e-4
 #: result fields of a fine-tune that describe the machine or the clock, not what was computed
 REBUILD_IGNORED_FIELDS = frozenset({"wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s",
                                     "device", "mixed_precision", "cpu_threads", "versions"})

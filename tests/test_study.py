@@ -463,7 +463,7 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     rte = plan.records_dir / f"{finetune_id('RTE', 'LIMITED', 0)}.json"
     rec = json.loads(rte.read_text())
     recorded_loss = rec["result"]["loss_curve"][0]["loss"]
-    rec["result"]["loss_curve"][0]["loss"] = recorded_loss * (1 + 1e-4)
+    rec["result"]["loss_curve"][0]["loss"] = recorded_loss * (1 + 1e-3)
     rte.write_text(json.dumps(rec))
     assert main(["study", "rebuild-models", str(path), "--task", "RTE"]) == 2  # the run on disk is checked too
     err = capsys.readouterr().err
@@ -475,7 +475,7 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     assert (cfg.runs_dir / "models" / (finetune_id("RTE", "LIMITED", 0) + ".mismatch") / "model").is_dir()
     with pytest.raises(FileNotFoundError, match="--task RTE --regime LIMITED"):
         source_model_dirs(cfg)  # the mismatching run is not used
-    assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-3"]) == 0
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-2"]) == 0
     assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
     assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
     assert "--task Nope: not a task of study rb" in capsys.readouterr().err
