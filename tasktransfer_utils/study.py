@@ -592,8 +592,8 @@ def source_model_dirs(cfg: StudyConfig, regime: str | None = None, seed: int | N
         raise FileNotFoundError(
             f"{_shown(cfg.config_path)}: the weights of {len(missing)} recorded {'/'.join(regimes)} fine-tune(s) "
             f"({', '.join(tasks)}) are not on disk under {_shown(cfg.runs_dir / 'models')} (they are not committed "
-            f"with the records); rebuild them from the records (same seeds and settings) with "
-            f"`{rebuild_command(cfg, tasks, regimes, seed)}`")
+            f"with the records); rebuild them from the records (same seeds and settings; models on disk are only "
+            f"checked) with `{rebuild_command(cfg, (), regimes, seed)}`")
     if not out:
         raise FileNotFoundError(f"{_shown(cfg.config_path)}: no finished {regime or 'FULL or LIMITED'} fine-tune "
                                 f"(seed {seed}) in {_shown(cfg.results_dir / 'records')}; run "

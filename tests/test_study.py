@@ -473,8 +473,10 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"result.loss_curve[0].loss is {recorded_loss!r}" in err
     assert (cfg.runs_dir / "models" / (finetune_id("RTE", "LIMITED", 0) + ".mismatch") / "model").is_dir()
-    with pytest.raises(FileNotFoundError, match="--task RTE --regime LIMITED"):
+    with pytest.raises(FileNotFoundError, match=r"1 recorded LIMITED fine-tune\(s\) \(RTE\)"):
         source_model_dirs(cfg)  # the mismatching run is not used
+    one = rebuild_command(cfg, ["RTE"], ["LIMITED"])
+    assert one == f"tasktransfer study rebuild-models {path} --task RTE --regime LIMITED"
     assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-2"]) == 0
     assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
     assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
