@@ -29,6 +29,7 @@ RANK_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME")  # = practitio
 RANK_FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")  # = practitioner.FORMATS
 DEFAULT_MAX_EXAMPLES = 1000  # = practitioner.DEFAULT_MAX_EXAMPLES
 REGIMES = ("FULL", "LIMITED")
+REBUILD_RTOL = 1e-4  # = study.REBUILD_RTOL
 
 
 class _ArgumentError(Exception):
@@ -379,6 +380,20 @@ def _add_study_parser(subparsers) -> None:
     rp.add_argument("config", help="study YAML")
     rp.add_argument("--no-figures", action="store_true", help="skip the figures")
     rp.set_defaults(run="tasktransfer_utils.study:_cmd_report")
+    rb = sub.add_parser("rebuild-models", help="fine-tune the recorded source models again (their weights are not "
+                                               "committed) and check each against its record",
+                        description="Fine-tune the recorded fine-tunes whose weights are missing again (same data, "
+                                    "seeds and settings) into the study's runs_dir, without writing records, and check "
+                                    "every run against its record.")
+    rb.add_argument("config", help="study YAML")
+    rb.add_argument("--task", action="append", type=task_name, default=[], metavar="TASK",
+                    help="only this task's fine-tunes; repeatable")
+    rb.add_argument("--regime", default=None, choices=REGIMES, help="only the fine-tunes of this data regime")
+    rb.add_argument("--seed", type=int_range(0), action="append", default=[], help="only this seed; repeatable")
+    rb.add_argument("--rtol", type=float_range(0, 1, lo_open=False), default=REBUILD_RTOL,
+                    help=f"relative difference from the record accepted in every number (default {REBUILD_RTOL:g}: "
+                         "float32 rounding; 0: exactly equal)")
+    rb.set_defaults(run="tasktransfer_utils.study:_cmd_rebuild_models")
     p.set_defaults(run=None, help_parser=p)
 
 

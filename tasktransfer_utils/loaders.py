@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .errors import MissingFileError, UserInputError, decode_text
 from .paths import resolve_data_dir
@@ -46,11 +48,12 @@ class MissingDataError(MissingFileError):
 class RawExample(NamedTuple):
     """One parsed example before validation: ``where`` = 'file line N' (or hub split/row) for error messages;
     ``data`` in schema field names (CR label may still be a label name); ``group`` = unit kept whole when a
-    validation split is derived (a file, a context, ...)."""
+    validation split is derived (a file, a context, ...; a tuple of keys links the examples that share any of
+    them, see :func:`split_groups`)."""
 
     where: str
     data: dict
-    group: str | None = None
+    group: str | tuple[str, ...] | None = None
 
 
 @dataclass
@@ -233,12 +236,14 @@ def _cr_from_row(where: str, row: dict, opts: dict) -> dict:
 def read_glue_tsv(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
                   report: dict) -> list[RawExample]:
     out = []
+    group_by = spec.local.group_by if spec.local else None
+    group = group_by if isinstance(group_by, tuple) else (group_by or opts.get("group_column", "text_a"),)
     for source in open_sources(spec, data_dir, path, encoding="utf-8-sig"):
         names = opts.get("column_names")
         header = opts.get("header", True)
         for where, row in read_tsv_rows(source, header, names if not header else None):
             data = _cr_from_row(where, row, opts)
-            out.append(RawExample(where, data, data.get(opts.get("group_column", "text_a"))))
+            out.append(RawExample(where, data, tuple(data[c] for c in group) if len(group) > 1 else data[group[0]]))
     return out
 
 
@@ -748,25 +753,45 @@ def read_local_raw(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, list[RawEx
 
 
 # --------------------------------------------------------------------------------------------- post-parse
+def split_groups(examples: list[RawExample]) -> list[int]:
+    """The unit each example is kept whole with when a validation split is derived, as a component index
+    numbered by first appearance. ``group`` is one key (a file, a context, ...), a tuple of keys (QNLI: the
+    question and the sentence) or None (the example alone); examples that share any key at the same tuple
+    position are connected, and a unit is a connected component of that graph, so that no key is on both
+    sides of the split (a sentence serving several questions keeps all of them together)."""
+    node: dict = {}
+    edges: list[tuple[int, int]] = []
+    for i, ex in enumerate(examples):
+        keys = (ex.group if isinstance(ex.group, tuple) else (ex.group,)) if ex.group is not None else ()
+        for j, key in enumerate(keys):
+            edges.append((i, len(examples) + node.setdefault((j, key), len(node))))
+    size = len(examples) + len(node)
+    rows, cols = (np.array(x, dtype=np.int64) for x in zip(*edges)) if edges else (np.zeros(0, np.int64),) * 2
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    first: dict[int, int] = {}
+    return [first.setdefault(int(c), len(first)) for c in labels[:len(examples)]]
+
+
 def derive_validation(examples: list[RawExample], fraction: float, seed: int
                       ) -> tuple[list[RawExample], list[RawExample], dict]:
-    """Hold out a seeded ``fraction`` of the groups (each example its own group when ``group`` is None)
-    as validation; returns (train, validation, provenance record). Example order is preserved."""
+    """Hold out a seeded ``fraction`` of the units of :func:`split_groups` (each example its own unit when
+    ``group`` is None) as validation; returns (train, validation, provenance record). Example order is
+    preserved."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    keys = [ex.group if ex.group is not None else f"#{i}" for i, ex in enumerate(examples)]
-    groups = list(dict.fromkeys(keys))
-    if len(groups) < 2:
-        raise DataFormatError(f"cannot derive a validation split from {len(groups)} group(s); "
+    keys = split_groups(examples)
+    n_groups = len(set(keys))
+    if n_groups < 2:
+        raise DataFormatError(f"cannot derive a validation split from {n_groups} group(s); "
                               f"expected at least 2 (first example: {examples[0].where if examples else 'none'})")
     rng = np.random.default_rng(seed)
-    n_val = max(1, int(round(fraction * len(groups))))
-    held = set(rng.permutation(len(groups))[:n_val].tolist())
-    val_groups = {g for i, g in enumerate(groups) if i in held}
+    n_val = max(1, int(round(fraction * n_groups)))
+    val_groups = set(rng.permutation(n_groups)[:n_val].tolist())
     train = [ex for ex, k in zip(examples, keys) if k not in val_groups]
     val = [ex for ex, k in zip(examples, keys) if k in val_groups]
     record = {"derived": True, "seed": seed, "validation_fraction": fraction,
-              "num_groups": len(groups), "validation_groups": n_val}
+              "num_groups": n_groups, "validation_groups": n_val}
     return train, val, record
 
 
@@ -804,6 +829,9 @@ def _check_qa(spec: TaskSpec, ex: RawExample) -> dict:
     ans = d.get("answers")
     if not isinstance(ans, dict) or set(ans) < {"text", "answer_start"} or len(ans["text"]) != len(ans["answer_start"]):
         raise DataFormatError(f"{ex.where}: 'answers' must be {{'text': [...], 'answer_start': [...]}} of equal length")
+    if not ans["text"] and not spec.version_2_with_negative:
+        raise DataFormatError(f"{ex.where}: question without an answer; {spec.name} has answerable questions only "
+                              f"(SQuAD v1.1 rules; a task with unanswerable questions sets version_2_with_negative)")
     ctx = d["context"]
     for text, start in zip(ans["text"], ans["answer_start"]):
         if not isinstance(start, (int, np.integer)) or isinstance(start, bool):
@@ -842,7 +870,8 @@ def finalize_splits(spec: TaskSpec, raw: dict[str, list[RawExample]], seed: int 
         if "validation" in raw:
             raise ValueError(f"{spec.name}: a validation split exists; nothing to derive")
         train, val, rec = derive_validation(raw.get("train", []), derive_fraction, seed)
-        rec["group_by"] = spec.local.group_by if spec.local else None
+        group_by = spec.local.group_by if spec.local else None
+        rec["group_by"] = list(group_by) if isinstance(group_by, tuple) else group_by
         raw["train"], raw["validation"] = train, val
         prov["derived_split"] = rec
     for split in ("train", "validation"):

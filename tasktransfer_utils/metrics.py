@@ -1,10 +1,11 @@
 """Task metrics (Vu et al. 2020, §3 and Table 1), all in [0, 1] units (SQuAD's official script reports x100).
 
 CR: accuracy, binary F1 of class 1, Matthews correlation (scikit-learn); Pearson and Spearman
-correlation (SciPy). QA: exact match and token F1 with the SQuAD v2.0 official evaluation script's rules
-(normalisation: lower case, drop punctuation, drop the articles a/an/the, collapse white space; an
-unanswerable question has the single gold answer "" and scores 1 only for an empty prediction; the best
-score over gold answers counts). These are re-implemented here because the ``evaluate`` library fetches
+correlation (SciPy). QA: exact match and token F1 with the official SQuAD evaluation scripts' rules
+(normalisation: lower case, drop punctuation, drop the articles a/an/the, collapse white space; the best
+score over gold answers counts), v2.0 for a task with unanswerable questions (an unanswerable question has
+the single gold answer "" and scores 1 only for an empty prediction), v1.1 otherwise (every question has a
+gold answer; an empty prediction scores 0). These are re-implemented here because the ``evaluate`` library fetches
 its metric scripts from the Hugging Face hub, which is not reachable offline. SL: span F1 of seqeval
 (CoNLL conlleval rules, BIO tags) or per-word accuracy for tagging tasks.
 """
@@ -109,9 +110,40 @@ def squad_v2_scores(predictions: Mapping[str, str], references: Mapping[str, Seq
     return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
 
 
-def qa_metrics(names: Sequence[str], predictions, references) -> dict[str, float]:
+def squad_v1_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Mean EM and F1 with the SQuAD v1.1 script's rules (evaluate-v1.1.py): every question has gold
+    answers, all of which count (even one that normalises to ""), and the F1 of an answer with no token in
+    common with the gold is 0, empty prediction included. A missing prediction or a question without a
+    gold answer is an error."""
+    missing = [qid for qid in references if qid not in predictions]
+    if missing:
+        raise ValueError(f"squad_v1_scores: no prediction for {len(missing)} question(s), e.g. {missing[:3]}")
+    if not references:
+        raise ValueError("squad_v1_scores: no questions to score")
+    unanswerable = [qid for qid, golds in references.items() if not golds]
+    if unanswerable:
+        raise ValueError(f"squad_v1_scores: question {unanswerable[0]!r} has no gold answer; SQuAD v1.1 rules "
+                         "expect answerable questions only (a task with unanswerable questions sets "
+                         "version_2_with_negative)")
+    em, f1 = [], []
+    for qid, golds in references.items():
+        pred = predictions[qid]
+        em.append(max(exact_score(a, pred) for a in golds))
+        f1s = []
+        for gold in golds:
+            g, p = normalize_answer(gold).split(), normalize_answer(pred).split()
+            same = sum((collections.Counter(g) & collections.Counter(p)).values())
+            precision, recall = (same / len(p), same / len(g)) if same else (0.0, 0.0)
+            f1s.append(2 * precision * recall / (precision + recall) if same else 0.0)
+        f1.append(max(f1s))
+    return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
+
+
+def qa_metrics(names: Sequence[str], predictions, references, *, version_2_with_negative: bool) -> dict[str, float]:
+    """EM / F1 by the rules of the task's SQuAD version (``TaskSpec.version_2_with_negative``): v2.0
+    (:func:`squad_v2_scores`) or v1.1 (:func:`squad_v1_scores`)."""
     _check_names(names, QA_METRICS, "qa_metrics")
-    scores = squad_v2_scores(predictions, references)
+    scores = (squad_v2_scores if version_2_with_negative else squad_v1_scores)(predictions, references)
     return {n: scores[n] for n in names}
 
 

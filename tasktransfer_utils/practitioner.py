@@ -480,9 +480,11 @@ def read_target_file(
     else:
         tags = {t for ex in examples for t in ex.data["tags"]}
         metrics = ("seqeval_f1",) if any(t[:2] in ("B-", "I-") for t in tags) else ("token_accuracy",)
+    # a file with unanswerable questions is a SQuAD v2.0-style task as a whole (not per sample)
+    unanswerable = cls == "QA" and any(not ex.data["answers"]["text"] for ex in examples)
     spec = TaskSpec(name=name or _default_name(path), task_class=TaskClass(cls), metrics=metrics, labels=names,
                     is_regression=is_reg, is_pair=is_pair, paper_task=False,
-                    description=f"user dataset read from {path}")
+                    description=f"user dataset read from {path}", version_2_with_negative=unanswerable)
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(0.1 * len(examples))))
     val_idx = np.sort(rng.choice(len(examples), size=min(n_val, len(examples)), replace=False))
@@ -573,6 +575,9 @@ def _regime_filter(embs: list, source_regime: str | None) -> list:
         if len(regimes) <= 1:
             return embs
         source_regime = "LIMITED" if "LIMITED" in regimes else sorted(regimes)[0]
+    from tasktransfer_utils.regimes import data_regime
+
+    source_regime = data_regime(source_regime, "source").value
     kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
     if not kept:
         have = sorted({str(e.meta.get("regime")) for e in embs})

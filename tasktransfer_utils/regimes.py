@@ -68,3 +68,23 @@ def get_transfer_regime(name: str) -> TransferRegime:
             return regime
     raise ValueError(f"Unknown transfer regime {name!r}; expected one of "
                      + ", ".join(r.name for r in TRANSFER_REGIMES))
+
+
+def data_regime(value: "Regime | TransferRegime | str", side: str = "source") -> Regime:
+    """The data regime ``value`` stands for: a data regime (``Regime`` or its name in any case, 'LIMITED') is
+    itself; a transfer regime (``TransferRegime`` or any spelling :func:`get_transfer_regime` accepts:
+    'FULL→LIMITED', 'FULL->LIMITED', 'full_to_limited') gives its ``side``, "source" or "target"."""
+    if side not in ("source", "target"):
+        raise ValueError(f"side must be 'source' or 'target', got {side!r}")
+    if isinstance(value, Regime):
+        return value
+    if isinstance(value, TransferRegime):
+        return getattr(value, side)
+    text = str(value).strip().upper()
+    if text in Regime.__members__:
+        return Regime(text)
+    try:
+        return getattr(get_transfer_regime(str(value)), side)
+    except ValueError:
+        raise ValueError(f"Unknown regime {value!r}; expected FULL, LIMITED or a transfer regime ("
+                         + ", ".join(r.name for r in TRANSFER_REGIMES) + ")") from None

@@ -275,13 +275,14 @@ class DataSizeRanker(Ranker):
     @classmethod
     def from_tasks(cls, names: Iterable[str], *, data_dir=None, regime: Any = "FULL", **kwargs: Any) -> "DataSizeRanker":
         """Sizes from the real data: ``loaders.task_size(name, data_dir=...)`` for each task; a LIMITED
-        source regime caps them at ``regimes.LIMITED_SIZE``."""
+        source regime caps them at ``regimes.LIMITED_SIZE``. ``regime``: a data regime or a transfer regime
+        (its source side), in any spelling ``regimes.data_regime`` accepts."""
         from tasktransfer_utils import loaders
+        from tasktransfer_utils.regimes import LIMITED_SIZE, Regime, data_regime
 
+        source_regime = data_regime(_meta_value(regime), "source")
         sizes = {name: int(loaders.task_size(name, data_dir=data_dir, **kwargs)) for name in names}
-        if str(_meta_value(regime)).upper().split("→")[0].strip() == "LIMITED":
-            from tasktransfer_utils.regimes import LIMITED_SIZE
-
+        if source_regime is Regime.LIMITED:
             sizes = {k: min(v, LIMITED_SIZE) for k, v in sizes.items()}
         return cls(sizes)
 

@@ -284,9 +284,15 @@ def _is_baseline(source: pd.Series) -> pd.Series:
 
 
 def target_regime(regime: str) -> str:
-    """The target part of a transfer regime name: "FULL→LIMITED" -> "LIMITED" ("->" also accepted)."""
-    text = str(regime).replace("->", "→")
-    return text.split("→")[-1].strip()
+    """The target part of a transfer regime name: "FULL→LIMITED" -> "LIMITED" (every spelling
+    ``regimes.get_transfer_regime`` accepts: "FULL->LIMITED", "full_to_limited"); a label of the table's
+    own that names no transfer regime gives its part after the last arrow."""
+    from .regimes import data_regime
+
+    try:
+        return data_regime(regime, "target").value
+    except ValueError:
+        return str(regime).replace("->", "→").split("→")[-1].strip()
 
 
 def check_results(results: pd.DataFrame) -> pd.DataFrame:

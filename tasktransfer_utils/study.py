@@ -33,6 +33,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,8 +42,8 @@ from typing import Any, Mapping, Sequence
 
 from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES
 from .errors import MissingFileError, UserInputError, suggest
-from .runner import (Job, Plan, PlanRef, atomic_write_text, load_results, progress, quiet_library_output,
-                     select_jobs, with_dependencies)
+from .runner import (Job, Plan, PlanRef, atomic_write_text, canonical_json, load_results, progress,
+                     quiet_library_output, select_jobs, with_dependencies)
 
 logger = logging.getLogger("tasktransfer.study")
 
@@ -389,7 +390,7 @@ def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -
 
 
 def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
-    src, tgt = regime_name.split("→")
+    src, tgt = _regime_sides(regime_name)
     return f"transfer__{src}-{tgt}__{source}__{target}__s{seed}"
 
 
@@ -399,8 +400,16 @@ def restart_id(task: str, seed: int, train_seed: int) -> str:
 
 
 def logme_id(source: str, target: str, regime_name: str, seed: int) -> str:
-    src, tgt = regime_name.split("→")
+    src, tgt = _regime_sides(regime_name)
     return f"logme__{src}-{tgt}__{source}__{target}__s{seed}"
+
+
+def _regime_sides(regime_name: str) -> tuple[str, str]:
+    """("LIMITED", "LIMITED") for any spelling of a transfer regime ``regimes.get_transfer_regime`` accepts."""
+    from .regimes import get_transfer_regime
+
+    tr = get_transfer_regime(regime_name)
+    return tr.source.value, tr.target.value
 
 
 def _cost(task_class: str, regime: str) -> float:
@@ -624,26 +633,199 @@ def model_run_dir(cfg: StudyConfig, job_id: str) -> Path:
 
 
 def source_model_dirs(cfg: StudyConfig, regime: str | None = None, seed: int | None = None) -> dict[str, Path]:
-    """{task: fine-tuned model folder} of the study's finished fine-tunes whose weights are on disk
-    (``runs_dir``; not committed with the records). ``regime``: "FULL" or "LIMITED"; None takes a task's
-    FULL fine-tune where there is one, else its LIMITED one. ``seed``: default the config's first."""
+    """{task: fine-tuned model folder} of the study's finished fine-tunes (``runs_dir``; the weights are not
+    committed with the records). ``regime``: "FULL" or "LIMITED" (a transfer regime stands for its source
+    side); None takes a task's FULL fine-tune where there is a record of one, else its LIMITED one. ``seed``:
+    default the config's first. A recorded fine-tune whose weights are not on disk (a fresh clone) is an
+    error naming the ``tasktransfer study rebuild-models`` command that rebuilds them."""
+    from .regimes import data_regime
     from .training import MODEL_SUBDIR
 
     seed = cfg.seeds[0] if seed is None else seed
+    regime = data_regime(regime).value if regime else None
     records = load_results(plan_for(cfg))
-    out = {}
+    out, missing = {}, []
     for task in dict.fromkeys(cfg.sources + cfg.targets):
-        for r in ((regime,) if regime else ("FULL", "LIMITED")):
-            jid = finetune_id(task, r, seed)
-            model = model_run_dir(cfg, jid) / MODEL_SUBDIR
-            if jid in records and model.is_dir():
-                out[task] = model
-                break
+        recorded = [r for r in ((regime,) if regime else ("FULL", "LIMITED")) if finetune_id(task, r, seed) in records]
+        if not recorded:
+            continue
+        model = model_run_dir(cfg, finetune_id(task, recorded[0], seed)) / MODEL_SUBDIR
+        if model.is_dir():
+            out[task] = model
+        else:
+            missing.append((task, recorded[0]))
+    if missing:
+        regimes = sorted({r for _, r in missing})
+        tasks = [t for t, _ in missing]
+        raise FileNotFoundError(
+            f"{_shown(cfg.config_path)}: the weights of {len(missing)} recorded {'/'.join(regimes)} fine-tune(s) "
+            f"({', '.join(tasks)}) are not on disk under {_shown(cfg.runs_dir / 'models')} (they are not committed "
+            f"with the records); rebuild them from the records (same seeds and settings; models on disk are only "
+            f"checked) with `{rebuild_command(cfg, (), regimes, seed)}`")
     if not out:
-        raise FileNotFoundError(f"{cfg.config_path}: no fine-tuned {regime or 'FULL or LIMITED'} source model "
-                                f"(seed {seed}) on disk under {cfg.runs_dir / 'models'}; run "
-                                f"`tasktransfer study run {cfg.config_path}` first")
+        raise FileNotFoundError(f"{_shown(cfg.config_path)}: no finished {regime or 'FULL or LIMITED'} fine-tune "
+                                f"(seed {seed}) in {_shown(cfg.results_dir / 'records')}; run "
+                                f"`tasktransfer study run {_shown(cfg.config_path)}` first")
     return out
+
+
+def _shown(path: Path | str | None) -> str:
+    """``path`` relative to the working directory when it lies below it (as a user would type it)."""
+    if path is None:
+        return "CONFIG"
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def rebuild_command(cfg: StudyConfig, tasks: Sequence[str] = (), regimes: Sequence[str] = (),
+                    seed: int | None = None) -> str:
+    """The ``tasktransfer study rebuild-models`` invocation that rebuilds these tasks' fine-tunes (all
+    tasks when they are all of the study's, every regime unless there is one)."""
+    words = ["tasktransfer", "study", "rebuild-models", _shown(cfg.config_path)]
+    all_tasks = list(dict.fromkeys(cfg.sources + cfg.targets))
+    if tasks and set(tasks) != set(all_tasks):
+        for t in tasks:
+            words += ["--task", t]
+    if len(set(regimes)) == 1:
+        words += ["--regime", next(iter(regimes))]
+    if seed is not None and len(cfg.seeds) > 1:
+        words += ["--seed", str(seed)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+class RebuildMismatchError(RuntimeError):
+    """A rebuilt fine-tune does not reproduce its record (the message names the first differing field)."""
+
+
+#: default relative tolerance of ``rebuild-models``' check. A CPU fine-tune rerun in another process
+#: reproduces its dev metrics but its logged losses only to float32 rounding: the offline study's LIMITED
+#: fine-tunes rebuilt from their records, SST-2: 21 of 96 losses bit-identical, the largest relative
+#: difference 2.7e-6; FAQ-TR: 17 of 111, 2.2e-5 (scattered, not growing with the steps); every dev metric
+#: identical. Anything that changes the training (data, seed, settings) moves the losses by far more and a
+#: metric by at least one example (>= 1e-3 of an evaluation of at most 1,000 examples).
+REBUILD_RTOL = 1e-4
+#: result fields of a fine-tune that describe the machine or the clock, not what was computed
+REBUILD_IGNORED_FIELDS = frozenset({"wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s",
+                                    "device", "mixed_precision", "cpu_threads", "versions"})
+
+
+def _first_difference(recorded: Any, rebuilt: Any, where: str, rtol: float) -> str | None:
+    """Where two JSON values first differ (None: equal). Numbers: exactly equal with ``rtol`` 0, else
+    |a - b| <= rtol * max(|a|, |b|); NaN equals NaN. Dict keys in :data:`REBUILD_IGNORED_FIELDS` are skipped."""
+    import math
+
+    if isinstance(recorded, dict) and isinstance(rebuilt, dict):
+        for k in sorted(set(recorded) | set(rebuilt)):
+            if k in REBUILD_IGNORED_FIELDS:
+                continue
+            if k not in recorded or k not in rebuilt:
+                return f"{where}.{k} is {'absent' if k not in rebuilt else repr(rebuilt[k])}, recorded " \
+                       f"{'absent' if k not in recorded else repr(recorded[k])}"
+            diff = _first_difference(recorded[k], rebuilt[k], f"{where}.{k}", rtol)
+            if diff:
+                return diff
+        return None
+    if isinstance(recorded, list) and isinstance(rebuilt, list):
+        if len(recorded) != len(rebuilt):
+            return f"{where} has {len(rebuilt)} entries, recorded {len(recorded)}"
+        for i, (a, b) in enumerate(zip(recorded, rebuilt)):
+            diff = _first_difference(a, b, f"{where}[{i}]", rtol)
+            if diff:
+                return diff
+        return None
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (recorded, rebuilt))
+    if numbers:
+        a, b = float(recorded), float(rebuilt)
+        same = (math.isnan(a) and math.isnan(b)) or a == b or abs(a - b) <= rtol * max(abs(a), abs(b))
+    else:
+        same = recorded == rebuilt
+    return None if same else f"{where} is {rebuilt!r}, recorded {recorded!r}"
+
+
+def rebuild_models(cfg: StudyConfig, tasks: Sequence[str] = (), regime: str | None = None,
+                   seeds: Sequence[int] = (), rtol: float = REBUILD_RTOL,
+                   log: Any = None) -> dict[str, str]:
+    """Rebuild the fine-tuned models of a study's fine-tune records (their weights live under ``runs_dir``,
+    which is not committed): every recorded fine-tune job (of ``tasks``, data ``regime`` and ``seeds`` when
+    given) whose model folder is missing is run again with its recorded params (same data, seed and settings)
+    into its run folder; the records are never written. Each rebuilt run, and each run already on disk, is
+    then checked against its record: every result field but timings and the machine description (device,
+    threads, library versions) must be equal, numbers within a relative ``rtol`` (default
+    :data:`REBUILD_RTOL`: float32 rounding of the logged losses, which a CPU rerun on another machine or in
+    another process does not reproduce bit for bit; ``rtol`` 0 asks for exact equality, which a rerun in the
+    same environment gives). A mismatch raises :class:`RebuildMismatchError` (one line) and renames the
+    rebuilt run folder to ``<folder>.mismatch`` so that nothing uses it. Returns {job id: "present" |
+    "rebuilt"}."""
+    from .regimes import data_regime
+    from .runner import JobContext
+    from .training import MODEL_SUBDIR, RESULT_FILE, RunResult
+
+    log = log or (lambda msg: None)
+    regime = data_regime(regime).value if regime else None
+    known = set(dict.fromkeys(cfg.sources + cfg.targets))
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise StudyConfigError(f"{_shown(cfg.config_path)}: --task {', '.join(unknown)}: not a task of study "
+                               f"{cfg.name} (tasks: {', '.join(sorted(known))})")
+    if rtol < 0 or rtol != rtol:
+        raise StudyConfigError(f"rtol must be a number >= 0, got {rtol}")
+    plan = plan_for(cfg)
+    records = load_results(plan)
+    jobs = [j for j in plan.jobs if j.kind == "finetune" and (not tasks or j.params["task"] in tasks)
+            and (regime is None or j.params["regime"] == regime) and (not seeds or j.params["seed"] in seeds)]
+    recorded = [j for j in jobs if j.id in records]
+    if not recorded:
+        raise StudyConfigError(f"{_shown(cfg.config_path)}: no fine-tune record to rebuild "
+                               f"({len(jobs)} fine-tune job(s) selected, none recorded in "
+                               f"{_shown(plan.records_dir)}); run `tasktransfer study run "
+                               f"{_shown(cfg.config_path)}` first")
+    status: dict[str, str] = {}
+    for n, job in enumerate(recorded, 1):
+        record = records[job.id]
+        run_dir = model_run_dir(cfg, job.id)
+        if (run_dir / MODEL_SUBDIR).is_dir() and (run_dir / RESULT_FILE).is_file():
+            result = _portable_run(RunResult.from_json(run_dir / RESULT_FILE), cfg)
+            status[job.id] = "present"
+        else:
+            claim = plan.store.try_claim(job.id)
+            if claim is None:
+                raise RebuildMismatchError(f"{job.id}: another process holds its lock "
+                                           f"({plan.store.lock_path(job.id)}); try again when it has finished")
+            try:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)  # an incomplete run folder (no weights): scratch, not a record
+                log(f"[{n}/{len(recorded)}] {job.id}: fine-tuning again from its record")
+                work_dir = plan.store.work_root / job.id
+                work_dir.mkdir(parents=True, exist_ok=True)
+                ctx = JobContext(job=job, work_dir=work_dir, artifacts_dir=Path(plan.artifacts_dir),
+                                 dep_results={}, settings=dict(plan.settings))
+                result = run_finetune(dict(job.params), ctx)
+            finally:
+                claim.release()
+            status[job.id] = "rebuilt"
+        result = json.loads(canonical_json(result))  # as the runner stores it
+        diff = _first_difference(record["result"], result, "result", rtol)
+        if diff:
+            if status[job.id] == "rebuilt":
+                aside = run_dir.with_name(run_dir.name + ".mismatch")
+                shutil.rmtree(aside, ignore_errors=True)
+                run_dir.rename(aside)
+                kept = f"the rebuilt run is kept in {_shown(aside)} and not used"
+            else:
+                kept = f"the run on disk in {_shown(run_dir)} is not the recorded one"
+            env = lambda r: (f"{r.get('device')}, {r.get('cpu_threads')} thread(s), "  # noqa: E731
+                             + ", ".join(f"{k} {v}" for k, v in sorted((r.get("versions") or {}).items())))
+            where = (f"recorded on {env(record['result'])}, now on {env(result)}"
+                     if env(record["result"]) != env(result) else "same device, threads and library versions")
+            raise RebuildMismatchError(
+                f"{job.id}: {diff} ({_shown(plan.store.record_path(job.id))}; {where}); {kept}"
+                + f"; --rtol sets the relative difference accepted (now {rtol:g})")
+        log(f"[{n}/{len(recorded)}] {job.id}: {status[job.id]}, equal to its record"
+            + (f" (relative tolerance {rtol:g})" if rtol else " (exactly)"))
+    return status
 
 
 def _portable_run(result, cfg: StudyConfig) -> dict:
@@ -711,10 +893,11 @@ def _source_run_dir(cfg: StudyConfig, ctx) -> Path:
     source_job = ctx.job.deps[0]
     source_dir = model_run_dir(cfg, source_job)
     if not (source_dir / MODEL_SUBDIR).is_dir():
+        p = ctx.job.params
         raise FileNotFoundError(
             f"source model {source_dir / MODEL_SUBDIR} is missing although {source_job} has a record "
-            f"({ctx.job.id} needs it). Delete {cfg.results_dir / 'records' / (source_job + '.json')} to fine-tune "
-            "the source again (same seed, same result).")
+            f"({ctx.job.id} needs it); rebuild it from its record with "
+            f"`{rebuild_command(cfg, [p['source']], [p['source_regime']], p['seed'])}`")
     return source_dir
 
 
@@ -836,7 +1019,7 @@ def results_table(plan: Plan):
                              jid, r, rec))
     targets_seen = set()
     for regime in regimes:
-        tgt_side = regime.split("→")[1]
+        tgt_side = _regime_sides(regime)[1]
         for jid, rec in records.items():
             p = rec["params"]
             if rec["kind"] != "finetune" or p["regime"] != tgt_side or p["task"] not in cfg_dict["targets"]:
@@ -997,7 +1180,7 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
     records = load_results(plan)
     out: dict[str, dict[str, Any]] = {}
     for regime in sorted(results["regime"].unique()):
-        src_side, tgt_side = regime.split("→")
+        src_side, tgt_side = _regime_sides(regime)
         rankers: dict[str, Any] = {}
         sources = sorted(set(results.loc[(results["regime"] == regime) & results["source"].notna(), "source"]))
         targets = sorted(set(results.loc[results["regime"] == regime, "target"]))
@@ -1458,7 +1641,7 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line: tasktransfer study run|status|report CONFIG (the parsers are in cli.py)
+# Command line: tasktransfer study run|status|report|rebuild-models CONFIG (the parsers are in cli.py)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -1513,6 +1696,20 @@ def _cmd_status(args) -> int:
     return 0
 
 
+def _cmd_rebuild_models(args) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        cfg = load_study_config(args.config)
+        status = rebuild_models(cfg, tasks=args.task, regime=args.regime, seeds=args.seed, rtol=args.rtol,
+                                log=_stamp)
+    except (StudyConfigError, RebuildMismatchError, ValueError, FileNotFoundError) as e:
+        print(f"tasktransfer study rebuild-models: error: {e}", file=sys.stderr)
+        return 2
+    n = sum(v == "rebuilt" for v in status.values())
+    _stamp(f"{n} model(s) rebuilt, {len(status) - n} already on disk; all {len(status)} equal to their records")
+    return 0
+
+
 def _cmd_report(args) -> int:
     logging.basicConfig(level=logging.WARNING)
     cfg = load_study_config(args.config)
@@ -1526,6 +1723,7 @@ def _cmd_report(args) -> int:
 
 
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
-           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "complete_targets_by_regime",
-           "claim_inputs", "results_table", "finetune_table", "write_tables", "report",
-           "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id"]
+# Command line: tasktransfer study run|status|report|rebuild-models CONFIG (the parsers are in cli.py)
+# --------------------------------------------------------------------------------------------------
+
+

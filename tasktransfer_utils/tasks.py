@@ -52,13 +52,14 @@ class LocalSource:
     relative to the data directory (``archive.zip:member/prefix`` addresses members inside a zip).
     ``derive_validation`` > 0 means the files give only one labelled split, from which a seeded
     validation split of that fraction is held out, grouped by ``group_by`` (so that e.g. no QA context
-    is in both splits)."""
+    is in both splits); a tuple of fields keeps together every example linked through any of them
+    (connected components: QNLI's questions and sentences)."""
 
     reader: str
     files: tuple[tuple[str, str], ...]
     options: tuple[tuple[str, Any], ...] = ()
     derive_validation: float = 0.0
-    group_by: str | None = None
+    group_by: str | tuple[str, ...] | None = None
     note: str = ""
 
     def option_dict(self) -> dict[str, Any]:
@@ -82,6 +83,10 @@ class TaskSpec:
     local: LocalSource | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
+    #: QA: the task has unanswerable questions by definition (SQuAD v2.0 rules: a model may answer "" and
+    #: is scored by the v2.0 script); False: every question has an answer (SQuAD v1.1 rules). A property of
+    #: the task, never inferred from the questions of one evaluation sample.
+    version_2_with_negative: bool = False
 
     @property
     def has_local(self) -> bool:
@@ -174,9 +179,11 @@ _TASKS: list[TaskSpec] = [
              local=LocalSource("glue_tsv", (("train", "glue/QNLI/dev.tsv"),),
                                options=(("text_a", "question"), ("text_b", "sentence"), ("label", "label"),
                                         ("label_kind", "name"), ("header", True)),
-                               derive_validation=0.2, group_by="text_a",
-                               note="Only the GLUE dev set (5,463 pairs) is local: 80/20 seeded split grouped "
-                                    "by question. Smaller than the paper's 105k-pair training set.")),
+                               derive_validation=0.2, group_by=("text_a", "text_b"),
+                               note="Only the GLUE dev set (5,463 pairs) is local: 80/20 seeded split of the "
+                                    "connected components of the question-sentence graph (a sentence serves "
+                                    "several questions), so no question and no sentence is in both splits. "
+                                    "Smaller than the paper's 105k-pair training set.")),
     TaskSpec("SST-2", CR, ACC, ("negative", "positive"),
              description="Stanford Sentiment Treebank, binary sentence sentiment (GLUE).",
              hub=_glue_hub("sst2", "sentence", None),
@@ -228,7 +235,7 @@ _TASKS: list[TaskSpec] = [
                                derive_validation=0.2, group_by="context",
                                note="Only half of the official SQuAD 2.0 dev set (CS224N split, 6,078 questions) "
                                     "is local: seeded 80/20 split by paragraph."),
-             aliases=("SQuAD-2.0",)),
+             aliases=("SQuAD-2.0",), version_2_with_negative=True),
     TaskSpec("NewsQA", QA, QA_METRICS, None,
              description="NewsQA (Trischler et al. 2017), MRQA 2019 version.",
              hub=HubSource(MRQA, None, "mrqa", options=(("subset", "NewsQA"),)),
@@ -261,11 +268,12 @@ _TASKS: list[TaskSpec] = [
              description="DuoRC ParaphraseRC (Saha et al. 2018): questions on a different plot version.",
              hub=HubSource("ibm/duorc", "ParaphraseRC", "duorc"),
              notes="Extractive framing: answers located in the plot; no_answer questions are unanswerable; "
-                   "answerable questions with no answer span in the plot are dropped. No local copy."),
+                   "answerable questions with no answer span in the plot are dropped. No local copy.",
+             version_2_with_negative=True),
     TaskSpec("DuoRC-s", QA, QA_METRICS, None,
              description="DuoRC SelfRC (Saha et al. 2018): questions on the same plot.",
              hub=HubSource("ibm/duorc", "SelfRC", "duorc"),
-             notes="As DuoRC-p. No local copy."),
+             notes="As DuoRC-p. No local copy.", version_2_with_negative=True),
     TaskSpec("CQ", QA, QA_METRICS, None,
              description="ComplexQuestions (Bao et al. 2016) with retrieved web snippets as contexts "
                          "(Talmor & Berant 2019).",

@@ -255,14 +255,14 @@ def evaluate_model(model, tokenizer, task_data: Any, dataset: Dataset, settings:
         return classification_metrics(spec.metrics, preds, np.asarray(dataset["label"]))
     if cls == "QA":
         answers = dataset["answers"]
-        version_2 = any(len(a["text"]) == 0 for a in answers)
+        # the SQuAD version is the task's, not the sample's: an all-answerable SQuAD-2 sample keeps v2 rules
         preds = postprocess_qa_predictions(
             dataset, features, [s for s, _ in logits], [e for _, e in logits],
             n_best_size=settings.n_best_size, max_answer_length=settings.max_answer_length,
-            version_2_with_negative=version_2,
+            version_2_with_negative=spec.version_2_with_negative,
         )
         refs = {qid: list(a["text"]) for qid, a in zip(dataset["id"], answers)}
-        return qa_metrics(spec.metrics, preds, refs)
+        return qa_metrics(spec.metrics, preds, refs, version_2_with_negative=spec.version_2_with_negative)
     # SL: one feature per sentence; the prediction of a word is that of its first word piece.
     fallback = "O" if "O" in label_names else None  # words cut off by max_seq_length
     y_true, y_pred = [], []
@@ -299,7 +299,8 @@ def majority_baseline(task_data: Any, regime: Any = "FULL", seed: int = 0, train
         tag = Counter(t for tags in train["tags"] for t in tags).most_common(1)[0][0]
         return sequence_labeling_metrics(spec.metrics, dev["tags"], [[tag] * len(t) for t in dev["tags"]])
     refs = {qid: list(a["text"]) for qid, a in zip(dev["id"], dev["answers"])}
-    return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs)
+    return qa_metrics(spec.metrics, {qid: "" for qid in refs}, refs,
+                      version_2_with_negative=spec.version_2_with_negative)
 
 
 def untrained_baseline(task_data: Any, encoder: str | os.PathLike | None = None, settings: FineTuneSettings | None = None,

@@ -438,7 +438,8 @@ def test_every_command_has_help(capsys, argv):
 
 def test_the_parsers_constants_are_the_libraries():
     """cli.py restates a few constants so that parsing imports nothing heavy; they must stay the same."""
-    from tasktransfer_utils import practitioner
+    from tasktransfer_utils import practitioner, study
 
     assert cli.RANK_METHODS == practitioner.METHODS and cli.RANK_FORMATS == practitioner.FORMATS
     assert cli.DEFAULT_MAX_EXAMPLES == practitioner.DEFAULT_MAX_EXAMPLES
+    assert cli.REBUILD_RTOL == study.REBUILD_RTOL

@@ -7,16 +7,18 @@ import re
 import zipfile
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from tasktransfer_utils.loaders import BOOLQ_PREFIX, TaskData, features_for, load_task, task_size
+from tasktransfer_utils.loaders import (BOOLQ_PREFIX, RawExample, TaskData, derive_validation, features_for,
+                                     load_task, split_groups, task_size)
 from tasktransfer_utils.tasks import SUITES, TaskClass, get_task
 
 # (train, validation, test) examples per task, seed 0. Where the validation split is derived the sum is the
 # manifest's count of the one local file (QNLI 5,463; SQuAD-1 10,507; SQuAD-2 6,078; BoolQ 3,270; PTB 3,914).
 SIZES = {
     "SST-2": (67349, 872, None), "CoLA": (8551, 1043, None), "MRPC": (3668, 408, None),
-    "STS-B": (5749, 1500, None), "RTE": (2490, 277, None), "QNLI": (4370, 1093, None), "WNLI": (635, 71, None),
+    "STS-B": (5749, 1500, None), "RTE": (2490, 277, None), "QNLI": (4396, 1067, None), "WNLI": (635, 71, None),
     "SQuAD-1": (8443, 2064, None), "SQuAD-2": (4870, 1208, None), "BoolQ": (2617, 653, None),
     "FAQ-TR": (433, 90, None),
     "POS-PTB": (3122, 792, None), "Parent": (3122, 792, None), "GParent": (3122, 792, None),
@@ -124,11 +126,47 @@ def test_mrpc_train_is_glue_split_rebuilt_from_msr_file(data_dir):
     assert not pairs & dev
 
 
-def test_qnli_derived_split_keeps_questions_whole(data_dir):
+def test_qnli_derived_split_shares_no_question_and_no_sentence(data_dir):
+    # one sentence serves several questions: grouping by question alone put 413 sentences on both sides
     td = load_task("QNLI", data_dir=data_dir)
-    assert not set(_col(td.splits["train"], "text_a")) & set(_col(td.splits["validation"], "text_a"))
+    train, val = td.splits["train"], td.splits["validation"]
+    assert not set(_col(train, "text_a")) & set(_col(val, "text_a"))
+    assert not set(_col(train, "text_b")) & set(_col(val, "text_b"))
     ds = td.provenance["derived_split"]
-    assert ds["seed"] == 0 and ds["validation_fraction"] == 0.2 and ds["group_by"] == "text_a"
+    assert ds["seed"] == 0 and ds["validation_fraction"] == 0.2 and ds["group_by"] == ["text_a", "text_b"]
+    assert ds["num_groups"] == 2684 and ds["validation_groups"] == 537   # components, not the 4,100 questions
+    assert 0.18 < len(val) / (len(train) + len(val)) < 0.22
+    other = load_task("QNLI", data_dir=data_dir, seed=1)
+    assert set(_col(other.splits["validation"], "text_b")) != set(_col(val, "text_b"))
+    assert not set(_col(other.splits["train"], "text_b")) & set(_col(other.splits["validation"], "text_b"))
+
+
+def test_split_groups_are_connected_components_of_shared_keys():
+    # questions q1..q4, sentences s1..s4: q1-s1, q2-s1, q2-s2 link rows 0-2; q3-s3 and q4-s4 stand alone; a
+    # question text equal to a sentence text ("x") links nothing (keys are compared per tuple position)
+    rows = [("q1", "s1"), ("q2", "s1"), ("q2", "s2"), ("q3", "s3"), ("x", "s4"), ("q5", "x"), ("q1", "s5")]
+    examples = [RawExample(f"row {i}", {}, g) for i, g in enumerate(rows)]
+    assert split_groups(examples) == [0, 0, 0, 1, 2, 3, 0]
+    assert split_groups([RawExample("a", {}, "c1"), RawExample("b", {}, None), RawExample("c", {}, "c1"),
+                         RawExample("d", {}, None)]) == [0, 1, 0, 2]
+    for seed in range(20):
+        train, val, rec = derive_validation(examples, 0.5, seed)
+        assert rec["num_groups"] == 4 and rec["validation_groups"] == 2
+        for pos in (0, 1):
+            assert not {ex.group[pos] for ex in train} & {ex.group[pos] for ex in val}
+        assert sorted(ex.where for ex in train + val) == sorted(ex.where for ex in examples)
+
+
+def test_single_key_split_is_unchanged_by_component_grouping(data_dir):
+    # the grouping by one key (contexts, files) is the old one, group for group: derive the split the
+    # old way (groups in order of first appearance, a seeded permutation of them) and compare
+    from tasktransfer_utils.loaders import read_local_raw
+    from tasktransfer_utils.paths import resolve_data_dir
+    raw = read_local_raw(get_task("SQuAD-2"), resolve_data_dir(data_dir))[0]["train"]
+    groups = list(dict.fromkeys(ex.group for ex in raw))
+    held = {groups[i] for i in np.random.default_rng(0).permutation(len(groups))[:round(0.2 * len(groups))]}
+    expected = [ex.data["id"] for ex in raw if ex.group in held]
+    assert _col(load_task("SQuAD-2", data_dir=data_dir).splits["validation"], "id") == expected
 
 
 @pytest.mark.parametrize("name", ["SQuAD-1", "SQuAD-2", "BoolQ", "FAQ-TR"])
@@ -290,7 +328,7 @@ def test_extras_known_examples(data_dir):
 
 def test_task_size_counts_the_full_training_split(data_dir):
     assert task_size("SST-2", data_dir=data_dir) == 67349
-    assert task_size("QNLI", data_dir=data_dir) == 4370
+    assert task_size("QNLI", data_dir=data_dir) == 4396
     assert task_size("NER", data_dir=data_dir) == len(load_task("NER", data_dir=data_dir).splits["train"])
 
 
@@ -300,3 +338,16 @@ def test_returned_splits_are_not_the_cache(data_dir):
     td.provenance["files"].append("x")
     again = load_task("RTE", data_dir=data_dir)
     assert len(again.splits["train"]) == 2490 and "x" not in again.provenance["files"]
+
+
+def test_unanswerable_question_in_a_v1_task_is_a_data_error():
+    from tasktransfer_utils.loaders import DataFormatError, finalize_splits
+
+    def q(i, texts):
+        return RawExample(f"file line {i}", {"id": f"q{i}", "question": "Who?", "context": "Ann came.",
+                                             "answers": {"text": texts, "answer_start": [0] * len(texts)}})
+
+    splits, _, _ = finalize_splits(get_task("SQuAD-2"), {"train": [q(1, [])], "validation": [q(2, ["Ann"])]})
+    assert splits["train"][0]["answers"]["text"] == []
+    with pytest.raises(DataFormatError, match="file line 1: question without an answer; SQuAD-1 has answerable"):
+        finalize_splits(get_task("SQuAD-1"), {"train": [q(1, [])], "validation": [q(2, ["Ann"])]})

@@ -12,6 +12,7 @@ from tasktransfer_utils.metrics import (
     normalize_answer,
     qa_metrics,
     sequence_labeling_metrics,
+    squad_v1_scores,
     squad_v2_scores,
     task_score,
 )
@@ -81,9 +82,40 @@ def test_squad_v2_scores_hand_made():
     # EM: a 0, b 1, c 0, d 0, e 1 -> 2/5 ; F1: a 2/3 (P 1, R 1/2), b 1, c 0, d 2/3, e 1 -> (10/3)/5
     assert s["exact_match"] == pytest.approx(2 / 5)
     assert s["f1"] == pytest.approx((2 / 3 + 1 + 0 + 2 / 3 + 1) / 5)
-    assert qa_metrics(("exact_match",), preds, refs) == {"exact_match": pytest.approx(0.4)}
+    got = qa_metrics(("exact_match",), preds, refs, version_2_with_negative=True)
+    assert got == {"exact_match": pytest.approx(0.4)}
     with pytest.raises(ValueError, match="no prediction"):
         squad_v2_scores({"a": "x"}, refs)
+
+
+def test_squad_v1_scores_hand_made():
+    # the v1.1 script keeps every gold answer, even one that normalises to "", and scores an empty
+    # prediction 0 F1 against any gold
+    refs = {"a": ["Denver Broncos", "the Denver Broncos"], "d": ["in 1990"], "e": ["the", "1990"], "f": ["Paris"]}
+    preds = {"a": "Broncos", "d": "1990", "e": "", "f": ""}
+    # EM: a 0, d 0, e 1 ("" == normalised "the"), f 0 -> 1/4; F1: a 2/3, d 2/3, e 0, f 0 -> (4/3)/4
+    s = squad_v1_scores(preds, refs)
+    assert s["exact_match"] == pytest.approx(1 / 4)
+    assert s["f1"] == pytest.approx((2 / 3 + 2 / 3) / 4)
+    # v2 rules on the same answers: e's gold "the" is dropped, "1990" stays -> EM 0 F1 0; f scores 0
+    assert squad_v2_scores(preds, refs) == {"exact_match": 0.0, "f1": pytest.approx((2 / 3 + 2 / 3) / 4)}
+    assert qa_metrics(("f1",), preds, refs, version_2_with_negative=False) == {"f1": pytest.approx(1 / 3)}
+    with pytest.raises(ValueError, match="question 'b' has no gold answer; SQuAD v1.1 rules"):
+        squad_v1_scores({**preds, "b": ""}, {**refs, "b": []})
+    with pytest.raises(ValueError, match="no prediction"):
+        squad_v1_scores({"a": "x"}, refs)
+
+
+def test_v1_and_v2_rules_agree_on_answerable_questions_with_real_golds(data_dir):
+    # SQuAD-1, BoolQ and FAQ-TR dev golds never normalise to "": there the two scripts give the same numbers
+    from tasktransfer_utils.loaders import load_task
+
+    for task in ("SQuAD-1", "BoolQ", "FAQ-TR"):
+        dev = load_task(task, data_dir=data_dir).splits["validation"]
+        refs = {q: list(a["text"]) for q, a in zip(dev["id"], dev["answers"])}
+        for preds in ({q: g[0] for q, g in refs.items()}, {q: "" for q in refs},
+                      {q: g[0].split()[0] + " x" for q, g in refs.items()}):
+            assert squad_v1_scores(preds, refs) == squad_v2_scores(preds, refs)
 
 
 def test_sequence_labeling_metrics_hand_made():

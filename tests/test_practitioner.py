@@ -71,6 +71,9 @@ def test_read_conll_conllu_squad_boolq_mrqa(data_dir):
     with pytest.warns(UserWarning, match="dropped"):
         faq = pr.read_target_file(data_dir / "pnrsvc_dataqa/dev-v1.1.json")
     assert len(faq.splits["train"]) + len(faq.provenance["dropped"]) == 557
+    # a file with unanswerable questions is scored by SQuAD v2.0 rules, whatever sample is evaluated
+    assert sq2.spec.version_2_with_negative and not faq.spec.version_2_with_negative
+    assert not boolq.spec.version_2_with_negative
 
 
 # ---------------------------------------------------------------- reading hand-made files
@@ -166,6 +169,8 @@ def test_rank_sources_errors(data_dir, textemb_library, tmp_path):
     target = pr.read_target_file(data_dir / "glue/RTE/dev.tsv")
     with pytest.raises(ValueError, match="regime 'LIMITED'"):
         pr.rank_sources(target, textemb_library, source_regime="LIMITED")
+    with pytest.raises(ValueError, match="regime 'LIMITED'"):  # any spelling of a regime: its source side
+        pr.rank_sources(target, textemb_library, source_regime="limited->limited")
     with pytest.raises(ValueError, match="differs from the library's encoder"):
         pr.rank_sources(target, textemb_library, encoder="bert-base-uncased")
     with pytest.raises(FileNotFoundError, match="does not exist"):

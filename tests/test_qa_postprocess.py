@@ -115,3 +115,112 @@ def test_mismatched_inputs_are_errors():
         postprocess_qa_predictions([{"id": "q", "context": CONTEXT}], [f], [], [])
     with pytest.raises(ValueError, match="unknown example ids"):
         postprocess_qa_predictions([{"id": "x", "context": CONTEXT}], [f], [np.zeros(8)], [np.zeros(8)])
+
+
+# ---------------------------------------------------------------- the SQuAD version is the task's
+
+
+def _scripted_logits(plan):
+    """A stand-in for ``training.predict_logits``: per window, CLS (the null answer) gets start = end =
+    ``null``; the window that holds the first gold answer whole gets start = end = ``span`` on its first and
+    last tokens; every other position -5. ``plan``: question id -> (null, span)."""
+    def predict(model, features, collator, batch_size, device, mixed_precision):
+        out = []
+        for f in features:
+            null, span = plan[f["example_id"]]
+            offs = f["offset_mapping"]
+            s, e = np.full(len(offs), -5.0), np.full(len(offs), -5.0)
+            s[0] = e[0] = null
+            gold = predict.answers[f["example_id"]]
+            if gold is not None:
+                a, b = gold
+                first = [i for i, o in enumerate(offs) if o is not None and o[0] == a]
+                last = [i for i, o in enumerate(offs) if o is not None and o[1] == b]
+                if first and last:
+                    s[first[0]], e[last[0]] = span, span
+            out.append((s, e))
+        return out
+    return predict
+
+
+def _evaluate(task, rows, plan, tokenizer, monkeypatch, data_dir):
+    import dataclasses
+
+    from datasets import DatasetDict
+
+    from tasktransfer_utils import training
+    from tasktransfer_utils.loaders import load_task
+
+    td = load_task(task, data_dir=data_dir)
+    dev = td.splits["validation"].select(rows)
+    td = dataclasses.replace(td, splits=DatasetDict(train=td.splits["train"], validation=dev))
+    predict = _scripted_logits(plan)
+    predict.answers = {r["id"]: (r["answers"]["answer_start"][0], r["answers"]["answer_start"][0]
+                                 + len(r["answers"]["text"][0])) if r["answers"]["text"] else None for r in dev}
+    monkeypatch.setattr(training, "predict_logits", predict)
+    return training.evaluate_model(None, tokenizer, td, dev, training.preset("QA", max_seq_length=384),
+                                   device="cpu")
+
+
+def _word_aligned(dev_rows, tokenizer, answerable, k):
+    """The first ``k`` rows (answerable or not) whose first gold answer starts and ends on token boundaries."""
+    out = []
+    for i, r in enumerate(dev_rows):
+        if bool(r["answers"]["text"]) != answerable:
+            continue
+        if answerable:
+            a = r["answers"]["answer_start"][0]
+            b = a + len(r["answers"]["text"][0])
+            offs = tokenizer(r["context"], return_offsets_mapping=True)["offset_mapping"]
+            if not (any(o[0] == a for o in offs) and any(o[1] == b for o in offs)):
+                continue
+        out.append(i)
+        if len(out) == k:
+            return out
+    raise AssertionError("not enough rows")
+
+
+def test_an_all_answerable_squad2_sample_is_scored_with_v2_rules(tiny_encoder_dir, data_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from tasktransfer_utils.loaders import load_task
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    dev = load_task("SQuAD-2", data_dir=data_dir).splits["validation"]
+    rows = _word_aligned(dev.select(range(60)), tok, True, 3)
+    ids = dev.select(rows)["id"]
+    # q0: null 2 x 5 = 10 beats its gold span 2 x 4 = 8; q1, q2: gold span 12 beats null 10. SQuAD v2 rules
+    # (the task's): q0 answers "" and scores 0, q1 and q2 score 1 -> EM = F1 = 2/3. The sample has no
+    # unanswerable question; inferring the version from it (v1: never abstain) gave q0 its span: 3/3.
+    plan = {ids[0]: (5.0, 4.0), ids[1]: (5.0, 6.0), ids[2]: (5.0, 6.0)}
+    got = _evaluate("SQuAD-2", rows, plan, tok, monkeypatch, data_dir)
+    assert got == {"exact_match": pytest.approx(2 / 3), "f1": pytest.approx(2 / 3)}
+    # a model that always abstains gets credit only on unanswerable questions: 2 of 4 in a mixed sample
+    mixed = rows[:2] + _word_aligned(dev, tok, False, 2)
+    always_null = {i: (5.0, 4.0) for i in dev.select(mixed)["id"]}
+    got = _evaluate("SQuAD-2", mixed, always_null, tok, monkeypatch, data_dir)
+    assert got == {"exact_match": pytest.approx(0.5), "f1": pytest.approx(0.5)}
+    # and none on the all-answerable sample
+    got = _evaluate("SQuAD-2", rows, {i: (5.0, 4.0) for i in ids}, tok, monkeypatch, data_dir)
+    assert got == {"exact_match": 0.0, "f1": 0.0}
+
+
+def test_a_v1_task_never_abstains(tiny_encoder_dir, data_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from tasktransfer_utils.loaders import load_task
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    dev = load_task("SQuAD-1", data_dir=data_dir).splits["validation"]
+    rows = _word_aligned(dev.select(range(60)), tok, True, 2)
+    # null (10) beats the gold span (8) everywhere, but SQuAD v1.1 rules take the best span: both right
+    plan = {i: (5.0, 4.0) for i in dev.select(rows)["id"]}
+    assert _evaluate("SQuAD-1", rows, plan, tok, monkeypatch, data_dir) == {"exact_match": 1.0, "f1": 1.0}
+
+
+def test_the_squad_version_is_a_property_of_the_task():
+    from tasktransfer_utils.tasks import list_tasks
+
+    v2 = [t.name for t in list_tasks("QA") if t.version_2_with_negative]
+    assert v2 == ["SQuAD-2", "DuoRC-p", "DuoRC-s"]
+    assert not any(t.version_2_with_negative for t in list_tasks() if t.task_class.value != "QA")

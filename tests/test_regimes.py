@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from tasktransfer_utils.regimes import (FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_SIZE, LIMITED_TO_LIMITED,
                                         TRANSFER_REGIMES, Regime, TransferRegime, apply_regime,
-                                        get_transfer_regime, limited_indices)
+                                        data_regime, get_transfer_regime, limited_indices)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,21 @@ def test_transfer_regimes_are_named_objects():
     assert str(FULL_TO_FULL) == "FULL→FULL"
     with pytest.raises(ValueError, match="FULL→FULL"):
         get_transfer_regime("LIMITED→FULL")
+
+
+@pytest.mark.parametrize("spelling", ["FULL→LIMITED", "FULL->LIMITED", "full->limited", "FULL_TO_LIMITED",
+                                      "full_to_limited", "FULL → LIMITED", "Full -> Limited"])
+def test_data_regime_reads_every_spelling_of_a_transfer_regime(spelling):
+    assert get_transfer_regime(spelling) is FULL_TO_LIMITED
+    assert data_regime(spelling, "source") is Regime.FULL and data_regime(spelling) is Regime.FULL
+    assert data_regime(spelling, "target") is Regime.LIMITED
+
+
+def test_data_regime_of_data_regimes_and_objects():
+    for value in ("LIMITED", "limited", " Limited ", Regime.LIMITED, LIMITED_TO_LIMITED):
+        assert data_regime(value) is Regime.LIMITED and data_regime(value, "target") is Regime.LIMITED
+    assert data_regime(FULL_TO_LIMITED, "target") is Regime.LIMITED and data_regime("FULL") is Regime.FULL
+    with pytest.raises(ValueError, match="Unknown regime 'LIMITED→FULL'; expected FULL, LIMITED or"):
+        data_regime("LIMITED→FULL")
+    with pytest.raises(ValueError, match="side"):
+        data_regime("FULL", "middle")

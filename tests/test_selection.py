@@ -8,6 +8,7 @@ import pytest
 
 from tasktransfer_utils import selection as sel
 from tasktransfer_utils.embedding_store import TaskEmbedding
+from tasktransfer_utils.regimes import FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_TO_LIMITED, Regime
 
 
 def test_ranking_frame_ties_and_order():
@@ -135,6 +136,26 @@ def test_datasize_from_real_data(data_dir):
     assert r.rank("X", ["RTE", "WNLI", "STS-B"])["source"].tolist() == ["STS-B", "RTE", "WNLI"]
     limited = sel.DataSizeRanker.from_tasks(["RTE", "WNLI", "STS-B"], data_dir=data_dir, regime="LIMITED→LIMITED")
     assert limited.sizes == {"RTE": 1000, "WNLI": 635, "STS-B": 1000}
+
+
+LIMITED_SOURCE_SPELLINGS = ["LIMITED→LIMITED", "LIMITED->LIMITED", "limited->limited", "LIMITED_TO_LIMITED",
+                            "limited_to_limited", "LIMITED → LIMITED", "Limited -> Limited", "LIMITED", "limited",
+                            " LIMITED ", Regime.LIMITED, LIMITED_TO_LIMITED]
+FULL_SOURCE_SPELLINGS = ["FULL→LIMITED", "FULL->LIMITED", "full_to_limited", "FULL→FULL", "full->full", "FULL",
+                         "full", Regime.FULL, FULL_TO_LIMITED, FULL_TO_FULL]
+
+
+@pytest.mark.parametrize("regime", LIMITED_SOURCE_SPELLINGS + FULL_SOURCE_SPELLINGS, ids=str)
+def test_datasize_caps_every_spelling_of_a_limited_source_regime(regime, data_dir):
+    # "LIMITED->LIMITED" used to leave the sizes uncapped: only "→" was split on
+    r = sel.DataSizeRanker.from_tasks(["RTE", "WNLI", "STS-B"], data_dir=data_dir, regime=regime)
+    full = {"RTE": 2490, "WNLI": 635, "STS-B": 5749}
+    assert r.sizes == ({k: min(v, 1000) for k, v in full.items()} if regime in LIMITED_SOURCE_SPELLINGS else full)
+
+
+def test_datasize_rejects_an_unknown_regime(data_dir):
+    with pytest.raises(ValueError, match="Unknown regime 'LIMITED->FULL'"):
+        sel.DataSizeRanker.from_tasks(["RTE"], data_dir=data_dir, regime="LIMITED->FULL")
 
 
 def _curve(fn, steps=100):

@@ -333,6 +333,17 @@ def test_baseline_rows_serve_both_limited_regimes():
     assert a.baseline_score.item() == pytest.approx(0.60)
 
 
+@pytest.mark.parametrize("spelling", ["LIMITED->LIMITED", "limited_to_limited", "Limited -> Limited"])
+def test_baseline_rows_serve_every_spelling_of_a_regime(spelling):
+    table = _results_table()
+    ll = table[table.source.notna() & (table.source != "")].assign(regime=spelling)
+    gains = sm.transfer_gains(pd.concat([table, ll], ignore_index=True))
+    a = gains[(gains.regime == spelling) & (gains.target == "RTE") & (gains.source == "MNLI") & (gains.seed == 0)]
+    assert a.baseline_score.item() == pytest.approx(0.60)
+    assert sm.target_regime(spelling) == "LIMITED" and sm.target_regime("full_to_full") == "FULL"
+    assert sm.target_regime("mine→L") == "L"   # a label of the table's own keeps its part after the arrow
+
+
 # ---------------------------------------------------------------- paired comparison over targets
 
 

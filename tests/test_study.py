@@ -710,3 +710,89 @@ def test_measured_so_far_summarises_a_regime_without_a_complete_target():
     assert (row["n_bounded"], row["n_beyond_noise"]) == (2, 1)  # RTE (accuracy) is bounded, NER (span F1) is not
     assert table.set_index("pairs").loc["in-class", "n_pairs"] == 2 and "of 132 per regime" in " ".join(md)
     assert measured_so_far(cfg, results, results) == (None, [])  # every regime evaluated: nothing to add
+
+
+
+
+def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, capsys):
+    """A fresh clone has the records but not the weights: `study rebuild-models` fine-tunes the recorded jobs
+    again into runs_dir, leaves the records alone, gives the same weights, and checks each run against its
+    record; a record that the rebuilt run does not reproduce is a one-line error."""
+    import json
+    import re
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.study import rebuild_command, source_model_dirs
+
+    path = _tiny_config(tmp_path, tiny_encoder_dir, "rb", embeddings=False)
+    plan = plan_ref(path).load()
+    assert run_worker(plan, wait=False, log=lambda m: None).failed == []
+    cfg = load_study_config(path)
+    models = source_model_dirs(cfg)
+    original = {t: load_file(d / "model.safetensors") for t, d in models.items()}
+    records = {p.name: p.read_bytes() for p in plan.records_dir.iterdir()}
+    shutil.rmtree(cfg.runs_dir / "models")
+
+    command = rebuild_command(cfg, ["RTE", "Chunk"], ["LIMITED"])
+    assert command == f"tasktransfer study rebuild-models {path} --regime LIMITED"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"`{command}`")):
+        source_model_dirs(cfg, regime="LIMITED->LIMITED")
+    file = data_dir / "glue" / "RTE" / "dev.tsv"
+    assert main(["rank", str(file), "--method", "LogME", "--models", str(path)]) == 2  # one line, names the command
+    assert f"`{command}`" in capsys.readouterr().err
+
+    assert main(["study", "rebuild-models", str(path), "--rtol", "0"]) == 0  # same environment: bit for bit
+    out = capsys.readouterr().out
+    assert "2 model(s) rebuilt, 0 already on disk; all 2 equal to their records" in out and "(exactly)" in out
+    rebuilt = source_model_dirs(cfg)
+    for task, weights in original.items():
+        again = load_file(rebuilt[task] / "model.safetensors")
+        assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in weights)
+    assert {p.name: p.read_bytes() for p in plan.records_dir.iterdir()} == records  # records untouched
+    assert main(["study", "rebuild-models", str(path), "--regime", "LIMITED"]) == 0  # verified, not retrained
+    assert "0 model(s) rebuilt, 2 already on disk" in capsys.readouterr().out
+
+    # a record the rebuilt run does not reproduce
+    rte = plan.records_dir / f"{finetune_id('RTE', 'LIMITED', 0)}.json"
+    rec = json.loads(rte.read_text())
+    recorded_loss = rec["result"]["loss_curve"][0]["loss"]
+    rec["result"]["loss_curve"][0]["loss"] = recorded_loss * (1 + 1e-3)
+    rte.write_text(json.dumps(rec))
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE"]) == 2  # the run on disk is checked too
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "result.loss_curve[0].loss is " in err and "recorded" in err
+    shutil.rmtree(cfg.runs_dir / "models" / finetune_id("RTE", "LIMITED", 0))
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"result.loss_curve[0].loss is {recorded_loss!r}" in err
+    assert (cfg.runs_dir / "models" / (finetune_id("RTE", "LIMITED", 0) + ".mismatch") / "model").is_dir()
+    with pytest.raises(FileNotFoundError, match=r"1 recorded LIMITED fine-tune\(s\) \(RTE\)"):
+        source_model_dirs(cfg)  # the mismatching run is not used
+    one = rebuild_command(cfg, ["RTE"], ["LIMITED"])
+    assert one == f"tasktransfer study rebuild-models {path} --task RTE --regime LIMITED"
+    assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-2"]) == 0
+    assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
+    assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
+    assert "--task Nope: not a task of study rb" in capsys.readouterr().err
+
+
+def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
+    from tasktransfer_utils.study import _first_difference
+
+    rec = {"score": 0.5, "loss_curve": [{"loss": 2.0}, {"loss": float("nan")}], "wall_time_s": 10.0,
+           "versions": {"torch": "a"}, "train_examples": 1000}
+    same = {"score": 0.5, "loss_curve": [{"loss": 2.0}, {"loss": float("nan")}], "wall_time_s": 99.0,
+            "versions": {"torch": "b"}, "train_examples": 1000.0}
+    assert _first_difference(rec, same, "result", 0.0) is None  # timings and versions are not compared
+    off = {**same, "loss_curve": [{"loss": 2.0 * (1 + 1e-6)}, {"loss": float("nan")}]}
+    expected = f"result.loss_curve[0].loss is {2.0 * (1 + 1e-6)!r}, recorded 2.0"
+    assert _first_difference(rec, off, "result", 0.0) == expected
+    assert _first_difference(rec, off, "result", 1e-6) is None and _first_difference(rec, off, "result", 9e-7)
+    assert _first_difference(rec, {**same, "loss_curve": [{"loss": 2.0}]}, "r", 1.0) == \
+        "r.loss_curve has 1 entries, recorded 2"
+    assert _first_difference(rec, {**same, "extra": 1}, "r", 0.0) == "r.extra is 1, recorded absent"
+    assert _first_difference({"a": "x"}, {"a": "y"}, "r", 1.0) == "r.a is 'y', recorded 'x'"
