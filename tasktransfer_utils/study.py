@@ -696,7 +696,7 @@ def rebuild_command(cfg: StudyConfig, tasks: Sequence[str] = (), regimes: Sequen
     return " ".join(shlex.quote(w) for w in words)
 
 
-class RebuildMismatchError(RuntimeError):
+class RebuildMismatchError(UserInputError):
     """A rebuilt fine-tune does not reproduce its record (the message names the first differing field)."""
 
 
@@ -1698,13 +1698,15 @@ def _cmd_status(args) -> int:
 
 def _cmd_rebuild_models(args) -> int:
     logging.basicConfig(level=logging.WARNING)
+    cfg = load_study_config(args.config)
+    quiet_library_output()  # one line per model, no per-batch bars or loading reports
     try:
-        cfg = load_study_config(args.config)
         status = rebuild_models(cfg, tasks=args.task, regime=args.regime, seeds=args.seed, rtol=args.rtol,
                                 log=_stamp)
-    except (StudyConfigError, RebuildMismatchError, ValueError, FileNotFoundError) as e:
-        print(f"tasktransfer study rebuild-models: error: {e}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as e:  # nothing recorded to rebuild, a data file missing: one line (cli.main)
+        if isinstance(e, UserInputError):
+            raise
+        raise MissingFileError(str(e)) from None
     n = sum(v == "rebuilt" for v in status.values())
     _stamp(f"{n} model(s) rebuilt, {len(status) - n} already on disk; all {len(status)} equal to their records")
     return 0
@@ -1723,7 +1725,7 @@ def _cmd_report(args) -> int:
 
 
 __all__ = ["StudyConfig", "StudyConfigError", "load_study_config", "study_config_from_dict", "build_jobs",
-# Command line: tasktransfer study run|status|report|rebuild-models CONFIG (the parsers are in cli.py)
-# --------------------------------------------------------------------------------------------------
-
-
+           "plan_for", "study_plan", "plan_ref", "select_study_jobs", "min_spread_in_se", "complete_targets_by_regime",
+           "claim_inputs", "measured_so_far", "noise_floor_runs", "results_table", "finetune_table", "write_tables",
+           "report", "JOB_FUNCTIONS", "finetune_id", "transfer_id", "textemb_id", "taskemb_id", "restart_id",
+           "source_model_dirs", "rebuild_models", "rebuild_command", "RebuildMismatchError"]

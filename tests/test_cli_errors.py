@@ -145,7 +145,7 @@ def test_rank_logme_models_not_on_disk(capsys, files, tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text("name: tiny\ntasks: [SST-2, RTE]\n")
     _one_error(capsys, ["rank", files["good.csv"], "--method", "LogME", "--models", str(config)], "--models",
-               str(config), "no fine-tuned")
+               str(config), "no finished")
 
 
 # --------------------------------------------------------------------------------------------- rank: the file
