@@ -776,8 +776,10 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     assert one == f"tasktransfer study rebuild-models {path} --task RTE --regime LIMITED"
     assert main(["study", "rebuild-models", str(path), "--task", "RTE", "--rtol", "1e-2"]) == 0
     assert "1 model(s) rebuilt, 0 already on disk" in capsys.readouterr().out
-    assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2
-    assert "--task Nope: not a task of study rb" in capsys.readouterr().err
+    assert main(["study", "rebuild-models", str(path), "--task", "Nope"]) == 2  # not a registered task: the parser
+    assert "argument --task: unknown task 'Nope'" in capsys.readouterr().err
+    assert main(["study", "rebuild-models", str(path), "--task", "SST-2"]) == 2  # registered, not in the study
+    assert "--task SST-2: not a task of study rb" in capsys.readouterr().err
 
 
 def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
