@@ -508,8 +508,10 @@ def test_sigkill_of_study_run_kills_its_workers_and_a_restart_redoes_their_jobs(
         score = records[job.id]["result"]["score"]
         assert len(starts) == 1 and len(ends) == 1 and f"score {score:.4f}" in ends[0], (job.id, log)
     assert not any(bad in log for bad in ("Map", "LOAD REPORT", "it/s]", "\x1b[", "%|")), log
-    # 2 header/summary lines, a stale-lock line per killed job, one start and one end line per job
-    assert len(lines) <= 2 + len(held) + 2 * len(plan.jobs) + 2, log
+    # 2 header/summary lines, a stale-lock line per killed job, one start and one end line per job; Python's own
+    # multiprocessing resource tracker may warn at exit about a semaphore of the killed pool (not our log)
+    ours = [x for x in lines if not x.startswith(" ") and "resource_tracker" not in x]
+    assert len(ours) <= 2 + len(held) + 2 * len(plan.jobs) + 2, log
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
