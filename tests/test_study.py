@@ -402,14 +402,22 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
+def _interrupted_run_setup(tiny_study, encoder: str, tmp_path: Path, script_name: str, script_text: str):
+    """For the tests that interrupt `study run`: the uninterrupted tiny study's results, a config with the same
+    job params (no embeddings), the script that runs the CLI with a hook, and the environment it needs."""
     _, _, ref_plan = tiny_study
     reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
                  if r["kind"] in ("finetune", "transfer")}
-    path = _tiny_config(tmp_path, tiny_encoder_dir, "ref", embeddings=False)  # same job params, no embeddings
-    script = tmp_path / "stop_in_first_transfer.py"
-    script.write_text(STOP_IN_FIRST_TRANSFER)
+    path = _tiny_config(tmp_path, encoder, "ref", embeddings=False)
+    script = tmp_path / script_name
+    script.write_text(script_text)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return reference, path, script, env
+
+
+def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
+    reference, path, script, env = _interrupted_run_setup(tiny_study, tiny_encoder_dir, tmp_path,
+                                                          "stop_in_first_transfer.py", STOP_IN_FIRST_TRANSFER)
     proc = subprocess.Popen([sys.executable, str(script), "study", "run", str(path)], env=env, cwd=tmp_path,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once the worker has stopped itself (or ended)
@@ -468,13 +476,8 @@ def test_sigkill_of_study_run_kills_its_workers_and_a_restart_redoes_their_jobs(
     and one per job end, without progress bars or weight-loading reports."""
     import time
 
-    _, _, ref_plan = tiny_study
-    reference = {j: _comparable(r["result"]) for j, r in load_results(ref_plan).items()
-                 if r["kind"] in ("finetune", "transfer")}
-    path = _tiny_config(tmp_path, tiny_encoder_dir, "ref", embeddings=False)  # same job params, no embeddings
-    script = tmp_path / "slow_fine_tunes.py"
-    script.write_text(SLOW_FINE_TUNES)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    reference, path, script, env = _interrupted_run_setup(tiny_study, tiny_encoder_dir, tmp_path,
+                                                          "slow_fine_tunes.py", SLOW_FINE_TUNES)
     proc = subprocess.Popen([sys.executable, str(script), "study", "run", str(path), "--workers", "2"],
                             env={**env, "TEST_SLEEP_BEFORE_FINE_TUNE_S": "300"}, cwd=tmp_path,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
