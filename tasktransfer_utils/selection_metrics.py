@@ -445,25 +445,20 @@ def target_spread(
         eval_sizes = sizes.groupby(["regime", "target"])["eval_examples"].max().to_dict()
     wanted = set(per_example_targets)
     rows = []
-    for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
+    for regime, target, cset, cands in _ranked_candidates(means, candidate_sets):
         n_eval = float(eval_sizes.get((regime, target), np.nan))
-        for cset in candidate_sets:
-            cands = _candidate_rows(grp, target, cset)
-            if cands.empty:
-                continue
-            cands = cands.sort_values(["score", "source"], ascending=[False, True])
-            best, worst = cands.iloc[0], cands.iloc[-1]
-            se = np.nan
-            if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
-                se = float(standard_error_bound(best["score"], n_eval))
-            spread = float(best["score"] - worst["score"])
-            near = float((best["score"] - cands["score"].iloc[1:] < se).sum()) if se == se else np.nan
-            rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
-                         "baseline_score": float(best["baseline_score"]), "best_source": best["source"],
-                         "best_score": float(best["score"]), "worst_score": float(worst["score"]),
-                         "spread": spread, "best_gain": float(best["score"] - best["baseline_score"]),
-                         "eval_examples": n_eval, "se_bound": se,
-                         "spread_in_se": spread / se if se and se == se else np.nan, "near_best": near})
+        best, worst = cands.iloc[0], cands.iloc[-1]
+        se = np.nan
+        if target in wanted and n_eval == n_eval and 0 <= best["score"] <= 1:
+            se = float(standard_error_bound(best["score"], n_eval))
+        spread = float(best["score"] - worst["score"])
+        near = float((best["score"] - cands["score"].iloc[1:] < se).sum()) if se == se else np.nan
+        rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
+                     "baseline_score": float(best["baseline_score"]), "best_source": best["source"],
+                     "best_score": float(best["score"]), "worst_score": float(worst["score"]),
+                     "spread": spread, "best_gain": float(best["score"] - best["baseline_score"]),
+                     "eval_examples": n_eval, "se_bound": se,
+                     "spread_in_se": spread / se if se and se == se else np.nan, "near_best": near})
     return pd.DataFrame(rows, columns=["regime", "target", "candidate_set", "n_sources", "baseline_score",
                                        "best_source", "best_score", "worst_score", "spread", "best_gain",
                                        "eval_examples", "se_bound", "spread_in_se", "near_best"])
@@ -515,24 +510,19 @@ def noise_separation(
     sd = dict(zip(noise["target"], noise["sd"]))
     means = mean_transfer(results)
     rows = []
-    for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
+    for regime, target, cset, cands in _ranked_candidates(means, candidate_sets):
         noise_sd = float(sd.get(target, np.nan))
-        if noise_sd != noise_sd:
+        if noise_sd != noise_sd:  # no measured floor for this target
             continue
-        for cset in candidate_sets:
-            cands = _candidate_rows(grp, target, cset)
-            if cands.empty:
-                continue
-            cands = cands.sort_values(["score", "source"], ascending=[False, True])
-            best = cands.iloc[0]
-            spread = float(best["score"] - cands["score"].iloc[-1])
-            diff_sd = float(np.sqrt(2.0) * noise_sd)
-            close = cands.iloc[1:][best["score"] - cands["score"].iloc[1:] < z * diff_sd]
-            rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
-                         "best_source": best["source"], "best_score": float(best["score"]), "spread": spread,
-                         "noise_sd": noise_sd, "diff_sd": diff_sd,
-                         "spread_in_noise": spread / diff_sd if diff_sd > 0 else np.inf,
-                         "within_noise": len(close), "within_noise_sources": ";".join(close["source"])})
+        best = cands.iloc[0]
+        spread = float(best["score"] - cands["score"].iloc[-1])
+        diff_sd = float(np.sqrt(2.0) * noise_sd)
+        close = cands.iloc[1:][best["score"] - cands["score"].iloc[1:] < z * diff_sd]
+        rows.append({"regime": regime, "target": target, "candidate_set": cset, "n_sources": len(cands),
+                     "best_source": best["source"], "best_score": float(best["score"]), "spread": spread,
+                     "noise_sd": noise_sd, "diff_sd": diff_sd,
+                     "spread_in_noise": spread / diff_sd if diff_sd > 0 else np.inf,
+                     "within_noise": len(close), "within_noise_sources": ";".join(close["source"])})
     return pd.DataFrame(rows, columns=["regime", "target", "candidate_set", "n_sources", "best_source",
                                        "best_score", "spread", "noise_sd", "diff_sd", "spread_in_noise",
                                        "within_noise", "within_noise_sources"])
@@ -558,6 +548,16 @@ def candidate_sources(
     itself (``"all-class"``) or only those of the target's class (``"in-class"``). Sorted by name."""
     rows = results[(results["target"] == target) & (results["regime"] == regime) & results["source"].notna()]
     return sorted(_candidate_rows(rows, target, candidate_set)["source"].unique())
+
+
+def _ranked_candidates(means: pd.DataFrame, candidate_sets: Iterable[str]):
+    """Per (regime, target, candidate set) of :func:`mean_transfer`'s table: the candidate sources' rows, best
+    score first (ties by name); sets without a source are skipped. Yields (regime, target, set, rows)."""
+    for (regime, target), grp in means.groupby(["regime", "target"], sort=False):
+        for cset in candidate_sets:
+            cands = _candidate_rows(grp, target, cset)
+            if not cands.empty:
+                yield regime, target, cset, cands.sort_values(["score", "source"], ascending=[False, True])
 
 
 def _candidate_rows(rows: pd.DataFrame, target: str, candidate_set: str) -> pd.DataFrame:

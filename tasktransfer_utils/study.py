@@ -857,33 +857,34 @@ def _settings_for(params: Mapping):
 
 
 def run_finetune(params: dict, ctx) -> dict:
-    """Fine-tune a task from the pretrained encoder (a source model and its no-transfer baseline)."""
+    """Fine-tune a task from the pretrained encoder (a source model and its no-transfer baseline). A ``restart``
+    job's params add ``train_seed``: the same LIMITED examples (sample of ``seed``), another training seed."""
     from .training import fine_tune
 
     cfg = _cfg(ctx)
     encoder = _check_encoder(params, cfg)
     task_data = _load(params, cfg)
+    restart = "train_seed" in params
     result = fine_tune(task_data, model_run_dir(cfg, ctx.job.id), encoder=encoder, regime=params["regime"],
-                       seed=params["seed"], settings=_settings_for(params))
+                       seed=params["train_seed"] if restart else params["seed"],
+                       sample_seed=params["seed"] if restart else None, settings=_settings_for(params))
     return _portable_run(result, cfg)
+
+
+def _without_weights(out: dict, cfg: StudyConfig, ctx) -> dict:
+    """Delete a run's model weights once recorded (``outputs.keep_models: sources``, the default)."""
+    from .training import MODEL_SUBDIR
+
+    if cfg.keep_models != "all":
+        shutil.rmtree(model_run_dir(cfg, ctx.job.id) / MODEL_SUBDIR, ignore_errors=True)
+        out["model_dir"] = None  # weights not kept
+    return out
 
 
 def run_restart(params: dict, ctx) -> dict:
     """A target's no-transfer fine-tune again on the same LIMITED examples (sample of ``seed``) with another
     training seed (``train_seed``): one point of the training-noise floor. Its weights are not kept."""
-    from .training import MODEL_SUBDIR, fine_tune
-
-    cfg = _cfg(ctx)
-    encoder = _check_encoder(params, cfg)
-    task_data = _load(params, cfg)
-    run_dir = model_run_dir(cfg, ctx.job.id)
-    result = fine_tune(task_data, run_dir, encoder=encoder, regime="LIMITED", seed=params["train_seed"],
-                       sample_seed=params["seed"], settings=_settings_for(params))
-    out = _portable_run(result, cfg)
-    if cfg.keep_models != "all":
-        shutil.rmtree(run_dir / MODEL_SUBDIR, ignore_errors=True)
-        out["model_dir"] = None
-    return out
+    return _without_weights(run_finetune(params, ctx), _cfg(ctx), ctx)
 
 
 def _source_run_dir(cfg: StudyConfig, ctx) -> Path:
@@ -903,7 +904,7 @@ def _source_run_dir(cfg: StudyConfig, ctx) -> Path:
 
 def run_transfer(params: dict, ctx) -> dict:
     """Intermediate-task transfer: fine-tune the target starting from the source's fine-tuned encoder."""
-    from .training import MODEL_SUBDIR, fine_tune
+    from .training import fine_tune
 
     cfg = _cfg(ctx)
     encoder = _check_encoder(params, cfg)
@@ -912,11 +913,7 @@ def run_transfer(params: dict, ctx) -> dict:
     run_dir = model_run_dir(cfg, ctx.job.id)
     result = fine_tune(task_data, run_dir, encoder=encoder, init_from=source_dir, regime=params["target_regime"],
                        seed=params["seed"], settings=_settings_for(params))
-    out = _portable_run(result, cfg)
-    if cfg.keep_models != "all":
-        shutil.rmtree(run_dir / MODEL_SUBDIR, ignore_errors=True)
-        out["model_dir"] = None  # weights not kept (outputs.keep_models: sources)
-    return out
+    return _without_weights(_portable_run(result, cfg), cfg, ctx)
 
 
 def _library(cfg: StudyConfig):
