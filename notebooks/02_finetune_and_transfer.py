@@ -41,24 +41,17 @@ work_dir = None                   # run directories; None: runs/notebooks/ in th
 output_dir = None                 # figures and key numbers; None: figures/
 
 # %%
-import json
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import encoder_id
-from tasktransfer_utils.loaders import load_task
-from tasktransfer_utils.metrics import task_score
+from tasktransfer_utils import key_numbers, plots
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, REPO_ROOT, default_encoder
-from tasktransfer_utils.regimes import Regime, apply_regime, get_transfer_regime
-from tasktransfer_utils.selection_metrics import mean_transfer
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.study import finetune_id, load_study_config, transfer_id
+from tasktransfer_utils.regimes import get_transfer_regime
+from tasktransfer_utils.study import load_study_config
+from tasktransfer_utils.study_runs import read_stored_runs, transfer_job_ids, transfer_runs
 from tasktransfer_utils.tasks import get_task
-from tasktransfer_utils.training import RunResult, fine_tune
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
@@ -75,21 +68,17 @@ print("encoder:", encoder, "| regime:", transfer_regime.name)
 # Each fine-tuning run of the study is one record (`<results>/records/<job id>.json`) holding the run's
 # result: per-epoch dev metrics, the training-loss curve, the final score. A record counts only if it
 # was made with the same encoder.
+#
+# * `study_runs.transfer_job_ids`: the study's job ids of the five runs (target alone, each source, each transfer);
+# * `study_runs.read_stored_runs`: the records among them that exist and were made with this encoder.
 
 # %%
 study = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
 records_dir = study.results_dir / "records"
-job_ids = {"alone": finetune_id(target, transfer_regime.target.value, seed)}
-for source in (in_class_source, out_of_class_source):
-    job_ids[source] = finetune_id(source, transfer_regime.source.value, seed)
-    job_ids[f"{source}→{target}"] = transfer_id(source, target, transfer_regime.name, seed)
-stored = {}
-for key, job_id in job_ids.items():
-    record_file = records_dir / f"{job_id}.json"
-    if not recompute and record_file.is_file():
-        record = json.loads(record_file.read_text())
-        if record["result"]["encoder"] == encoder_id(encoder):
-            stored[key] = RunResult(**record["result"])
+sources = [in_class_source, out_of_class_source]
+job_ids = transfer_job_ids(target, sources, transfer_regime, seed)
+display(job_ids)
+stored = {} if recompute else read_stored_runs(records_dir, job_ids, encoder)
 print(f"{len(stored)} of {len(job_ids)} runs read from {records_dir}; the others are trained here")
 
 # %% [markdown]
@@ -99,60 +88,38 @@ print(f"{len(stored)} of {len(job_ids)} runs read from {records_dir}; the others
 # applies; with the default `None` the FULL regime uses the whole set and LIMITED samples 1,000.
 # The source run is an ordinary fine-tuning run in the source regime; the transfer run starts from its
 # encoder weights (`init_from=`): its head is dropped and the target's head freshly initialised.
+#
+# `study_runs.transfer_runs` keeps the stored runs and fine-tunes the others with `training.fine_tune` (class
+# presets, resumable run folders under `work_dir`); a transfer that is not stored trains its source first.
 
 # %%
-data, settings = {}, {}
-for name, spec in specs.items():
-    settings[name] = preset(spec.task_class, max_eval_examples=max_eval_examples,
-                            **({"num_epochs": num_epochs} if num_epochs else {}))
-    if len(stored) < len(job_ids):
-        data[name] = load_task(name, data_dir=data_dir)
-        if max_train_examples:
-            data[name].splits["train"] = apply_regime(data[name].train, Regime.LIMITED, seed, n=max_train_examples)
-alone = stored.get("alone") or fine_tune(
-    data[target], runs_dir / f"{target}.{transfer_regime.target.value}.seed{seed}", encoder=encoder,
-    regime=transfer_regime.target, seed=seed, settings=settings[target])
-source_runs, transfer_runs = {}, {}
-for source in (in_class_source, out_of_class_source):
-    source_dir = runs_dir / f"{source}.{transfer_regime.source.value}.seed{seed}"
-    if f"{source}→{target}" in stored:
-        transfer_runs[source] = stored[f"{source}→{target}"]
-        source_runs[source] = stored.get(source)
-        continue
-    source_runs[source] = fine_tune(data[source], source_dir, encoder=encoder, regime=transfer_regime.source,
-                                    seed=seed, settings=settings[source])
-    transfer_runs[source] = fine_tune(data[target], runs_dir / f"{source}_to_{target}.{transfer_regime.name.replace('→', '-')}.seed{seed}",
-                                      encoder=encoder, init_from=source_dir, regime=transfer_regime.target,
-                                      seed=seed, settings=settings[target])
-print(f"{target} alone: {alone.score:.4f} ({alone.train_examples} examples)")
-for source, run in transfer_runs.items():
-    source_score = f"{source_runs[source].score:.4f}" if source_runs[source] else "not stored"
+runs = transfer_runs(target, sources, transfer_regime, encoder=encoder, seed=seed, stored=stored, runs_dir=runs_dir,
+                     data_dir=data_dir, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+                     num_epochs=num_epochs)
+print(f"{target} alone: {runs.baseline.score:.4f} ({runs.baseline.train_examples} examples)")
+for source, run in runs.transfers.items():
+    source_score = f"{runs.source_runs[source].score:.4f}" if runs.source_runs[source] else "not stored"
     print(f"{source} alone: {source_score} | {source} → {target}: {run.score:.4f}")
 
 # %% [markdown]
 # ## Did the source help?
 #
 # The results go into the project's tidy transfer-results table (one row per run; the baseline has no
-# source), and `selection_metrics.mean_transfer` computes the gains exactly as the study does.
+# source; `runs.results_table()`), and `runs.gains()` computes the gains with `selection_metrics.mean_transfer`,
+# exactly as the study does.
 
 # %%
-results = pd.DataFrame([{"source": None, "target": target, "regime": transfer_regime.name, "seed": seed, "score": alone.score}]
-                       + [{"source": s, "target": target, "regime": transfer_regime.name, "seed": seed, "score": r.score}
-                          for s, r in transfer_runs.items()])
-gains = mean_transfer(results)
-gains["kind"] = gains["source"].map({in_class_source: "in-class", out_of_class_source: "out-of-class"})
+display(runs.results_table())
+gains = runs.gains()
 display(gains[["source", "target", "kind", "score", "baseline_score", "abs_gain", "rel_gain"]].round(4))
 
+# %% [markdown]
+# Per epoch, each run's dev score (`runs.epoch_scores()`, the mean of the target's metrics) and its
+# training-loss curve (`runs.losses()`).
+
 # %%
-label = {None: f"{target} alone", in_class_source: f"{in_class_source} → {target} (in-class)",
-         out_of_class_source: f"{out_of_class_source} → {target} (out-of-class)"}
-target_runs = {None: alone, **transfer_runs}
-epoch_scores = pd.DataFrame([{"run": label[s], "epoch": rec["epoch"], "score": task_score(rec, specs[target].metrics)}
-                             for s, r in target_runs.items() for rec in r.epoch_metrics])
-losses = pd.DataFrame([{"run": label[s], "epoch": p["epoch"], "loss": p["loss"]}
-                       for s, r in target_runs.items() for p in r.loss_curve])
 metric_name = " / ".join(specs[target].metrics)
-fig = plots.epoch_curves(epoch_scores, losses, score_label=f"{target} dev score ({metric_name})",
+fig = plots.epoch_curves(runs.epoch_scores(), runs.losses(), score_label=f"{target} dev score ({metric_name})",
                          title=f"{target} ({transfer_regime.name}): does starting from a source task help, per epoch?")
 plots.save_figure(fig, "fig_transfer_epoch_curves", out_dir)
 fig
@@ -163,29 +130,12 @@ fig
 # often, that out-of-class transfer can still help (e.g. QA sources for CR targets), and that gains are
 # largest when the target has little data (LIMITED). One seed is noisy — the study (notebook 3) averages
 # over seeds and over every source/target pair.
+#
+# The key numbers of this run (`key_numbers.finetune_and_transfer`: scores, gains, per-epoch scores, sizes) go to
+# `02_finetune_and_transfer_key_numbers.json` next to the figure.
 
 # %%
-numbers = {
-    "encoder": encoder,
-    "regime": transfer_regime.name,
-    "seed": seed,
-    "target": target,
-    "target_metrics": list(specs[target].metrics),
-    "from_study_records": sorted(stored),
-    "baseline_score": alone.score,
-    "sources": {s: {"kind": "in-class" if s == in_class_source else "out-of-class",
-                    "source_score": source_runs[s].score if source_runs[s] else None,
-                    "transfer_score": transfer_runs[s].score,
-                    "rel_gain": float(gains.set_index("source").loc[s, "rel_gain"])}
-                for s in transfer_runs},
-    "train_examples": {"target": alone.train_examples,
-                       **{s: r.train_examples for s, r in source_runs.items() if r}},
-    "epochs": {label[s]: len(r.epoch_metrics) for s, r in target_runs.items()},
-    "epoch_scores": {label[s]: [task_score(rec, specs[target].metrics) for rec in r.epoch_metrics]
-                     for s, r in target_runs.items()},
-    "wall_time_s": {label[s]: r.wall_time_s for s, r in target_runs.items()},
-    "figures": ["fig_transfer_epoch_curves.png"],
-}
+numbers = key_numbers.finetune_and_transfer(runs, encoder=encoder, figures=["fig_transfer_epoch_curves.png"])
 print(save_key_numbers(numbers, out_dir, "02_finetune_and_transfer"))
 
 # %% [markdown]

@@ -69,22 +69,14 @@ output_dir = None
 # %%
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id, is_noise_only
-from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils import key_numbers, plots
+from tasktransfer_utils import taskemb_analysis as ta
+from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
-from tasktransfer_utils.regimes import Regime, apply_regime
-from tasktransfer_utils.selection import CosineRanker
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.similarity import cosine_similarity_matrix
-from tasktransfer_utils.taskemb import compute_taskemb, parse_component
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_task
-from tasktransfer_utils.training import fine_tune
+from tasktransfer_utils.tasks import SUITES, get_task
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
@@ -99,78 +91,52 @@ print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime},
 # The Fisher pass runs over the rows the model was fine-tuned on (the run records its regime and seed).
 # On a CPU the `"paper"` estimator costs about one backward pass per batch; `"empirical"` needs
 # per-example gradients and is several times slower.
+#
+# * `taskemb_analysis.load_or_compute_taskemb`: per task and estimator, the stored TaskEmb of this encoder,
+#   regime, seed, label source (and QA loss), or with `recompute` a fine-tune (`training.fine_tune`) and
+#   `taskemb.compute_taskemb`, added to the library;
+# * `taskemb_analysis.estimators_with_every_task`: the estimators stored or computed for every task.
 
 # %%
-taskemb, missing = {}, []   # (task, estimator) -> {component: TaskEmbedding}
 qa_loss = qa_loss or ("authors" if recompute else "masked")
-same_qa_loss = lambda v: (v or "masked") == qa_loss  # a stored QA TaskEmb without the field: masked
-for name in task_names:
-    spec = get_task(name)
-    for estimator in estimators:
-        stored = library.load(task=name, method="TaskEmb", encoder_id=encoder_id(encoder), estimator=estimator,
-                              label_source=labels, regime=regime, seed=seed,
-                              qa_loss=same_qa_loss if spec.task_class is TaskClass.QA else None)
-        if stored and not recompute:
-            taskemb[name, estimator] = {e.component: e for e in stored}
-            continue
-        if not recompute:
-            missing.append((name, estimator))
-            continue
-        data = load_task(name, data_dir=data_dir)
-        if max_train_examples:
-            data.splits["train"] = apply_regime(data.train, Regime.LIMITED, seed, n=max_train_examples)
-        run_dir = runs_dir / f"{name}.{regime}.seed{seed}"
-        run = fine_tune(data, run_dir, encoder=encoder, regime=regime, seed=seed,
-                        settings=preset(spec.task_class, max_eval_examples=max_eval_examples,
-                                        **({"num_epochs": num_epochs} if num_epochs else {})))
-        wanted = list(components) + (["cls_output"] if spec.task_class is not TaskClass.SL else [])
-        taskemb[name, estimator] = compute_taskemb(data, run_dir, estimator=estimator, labels=labels, seed=seed,
-                                                   max_examples=max_examples, components=wanted, qa_loss=qa_loss)
-        library.add(taskemb[name, estimator])
-        print(f"{name:10s} {estimator:9s} fine-tuned score {run.score:.3f}; "
-              f"{len(taskemb[name, estimator])} components in {next(iter(taskemb[name, estimator].values())).meta['wall_time_s']:.1f} s")
+taskemb, missing = ta.load_or_compute_taskemb(   # (task, estimator) -> {component: TaskEmbedding}
+    task_names, estimators, library, encoder=encoder, regime=regime, labels=labels, seed=seed, qa_loss=qa_loss,
+    recompute=recompute, components=components, runs_dir=runs_dir, data_dir=data_dir,
+    max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, num_epochs=num_epochs,
+    max_examples=max_examples)
 if missing:
     print(f"not stored in {library.root} (set recompute = True to compute them): {missing}")
-estimators = [est for est in estimators if all((n, est) in taskemb for n in task_names)]
-if not estimators:
-    raise FileNotFoundError(f"no estimator has a stored TaskEmb for every task in {library.root}; "
-                            "set recompute = True, or run the study (notebook 3)")
+estimators = ta.estimators_with_every_task(taskemb, task_names, estimators, where=library.root)
 print("estimators with every task:", estimators)
 
 # %% [markdown]
 # ## The components of one task
 #
 # Each component is a separate embedding: one vector per activation site (hidden size) or per weight
-# matrix (its number of entries).
+# matrix (its number of entries). Rounding noise in any task (zero in exact arithmetic) is no coordinate of
+# the task space: `taskemb_analysis.noise_components` lists those components, `shared_components` keeps the
+# others every task has, and `choose_map_component` picks the deepest layer output among them unless
+# `map_component` is set.
 
 # %%
 first = taskemb[task_names[0], estimators[0]]
-comp_table = pd.DataFrame([{"component": c, **parse_component(c), "dim": e.vector.shape[0],
-                            "norm": float(np.linalg.norm(e.vector))} for c, e in first.items()])
-display(comp_table)
-# rounding noise in any task (zero in exact arithmetic) is no coordinate of the task space
-noise = sorted({c for d in taskemb.values() for c, e in d.items() if is_noise_only(e)})
-for (name, est), d in taskemb.items():
-    for c, e in d.items():
-        if is_noise_only(e):
-            print(f"left out: {name} {c} ({est}): {'+'.join(e.meta['noise_reasons'])}, norm "
-                  f"{e.meta['relative_norm']:.1e} x the median; {e.meta.get('noise_rule')}")
-shared = sorted(set.intersection(*(set(d) for d in taskemb.values())) - set(noise))
-if map_component is None:
-    outputs = [c for c in shared if parse_component(c)["kind"] == "layer_output"]
-    map_component = max(outputs or shared, key=lambda c: (parse_component(c)["layer"] or -1, c))
-elif map_component in noise:
-    raise ValueError(f"map_component {map_component!r} holds only rounding noise in some task; choose one of {shared}")
+display(ta.component_table(first))
+noise = ta.noise_components(taskemb)
+for note in ta.noise_notes(taskemb):
+    print(note)
+shared = ta.shared_components(taskemb)
+map_component = ta.choose_map_component(shared, noise, map_component)
 print(f"{len(shared)} components shared by every task and not noise; heatmap and map use {map_component}")
 
 # %% [markdown]
 # ## Similarity and the task space (Figure 3b)
 #
 # In the paper TaskEmb separates the three classes more cleanly than TextEmb: what a task asks of the
-# encoder is closer to its type than the text it is written in.
+# encoder is closer to its type than the text it is written in. `taskemb_analysis.similarity_by_estimator`:
+# the cosine-similarity matrix of the map component, per estimator.
 
 # %%
-similarity = {est: cosine_similarity_matrix([taskemb[n, est][map_component] for n in task_names]) for est in estimators}
+similarity = ta.similarity_by_estimator(taskemb, task_names, estimators, map_component)
 est0 = estimators[0]
 fig = plots.similarity_heatmap(similarity[est0], title=f"TaskEmb [{map_component}] cosine similarity ({est0} estimator)")
 plots.save_figure(fig, "taskemb_similarity", out_dir)
@@ -189,24 +155,10 @@ fig
 #
 # For every shared component and estimator: the share of tasks whose most similar other task is of the
 # same class, and (with two estimators) Spearman's correlation between the two estimators' similarities
-# over all task pairs.
+# over all task pairs (`taskemb_analysis.per_component_table`).
 
 # %%
-pair_mask = ~np.eye(len(task_names), dtype=bool)
-rows = []
-for comp in shared:
-    row = {"component": comp, **parse_component(comp)}
-    sims = {}
-    for est in estimators:
-        ranker = CosineRanker({n: taskemb[n, est][comp].vector for n in task_names}, method=f"TaskEmb[{comp}]")
-        top = [ranker.rank(n, [t for t in task_names if t != n])["source"].iloc[0] for n in task_names]
-        row[f"nearest in-class ({est})"] = float(np.mean([get_task(a).task_class == get_task(b).task_class
-                                                          for a, b in zip(task_names, top)]))
-        sims[est] = cosine_similarity_matrix([taskemb[n, est][comp] for n in task_names]).to_numpy()[pair_mask]
-    if len(estimators) == 2:
-        row["spearman(paper, empirical)"] = pd.Series(sims[estimators[0]]).corr(pd.Series(sims[estimators[1]]), method="spearman")
-    rows.append(row)
-per_component = pd.DataFrame(rows)
+per_component = ta.per_component_table(taskemb, task_names, estimators, shared)
 display(per_component.round(3))
 
 # %%
@@ -216,27 +168,17 @@ if len(estimators) == 2:
     plots.save_figure(fig, "taskemb_estimators_agreement", out_dir)
     display(fig)
 
+# %% [markdown]
+# The key numbers of this run (`key_numbers.compute_taskemb`: settings, components, similarities, the
+# per-component table) go to `05_compute_taskemb_key_numbers.json` next to the figures.
+
 # %%
-numbers = {
-    "encoder": encoder,
-    "encoder_id": encoder_id(encoder),
-    "regime": regime,
-    "labels": labels,
-    "qa_loss": qa_loss,
-    "estimators": list(estimators),
-    "tasks": task_names,
-    "map_component": map_component,
-    "component_dims": {c: int(first[c].vector.shape[0]) for c in first},
-    "shared_components": shared,
-    "noise_components": noise,
-    "similarity": {est: {a: {b: float(similarity[est].loc[a, b]) for b in task_names} for a in task_names}
-                   for est in estimators},
-    "per_component": per_component.to_dict(orient="records"),
-    "num_examples": {n: taskemb[n, est0][map_component].meta["num_examples"] for n in task_names},
-    "embeddings_dir": str(library.root),
-    "figures": ["taskemb_similarity.png", "fig3b_taskemb_task_space.png"]
-               + (["taskemb_estimators_agreement.png"] if len(estimators) == 2 else []),
-}
+numbers = key_numbers.compute_taskemb(
+    taskemb, encoder=encoder, regime=regime, labels=labels, qa_loss=qa_loss, estimators=estimators,
+    task_names=task_names, map_component=map_component, shared=shared, noise=noise, similarity=similarity,
+    per_component=per_component, embeddings_dir=library.root,
+    figures=["taskemb_similarity.png", "fig3b_taskemb_task_space.png"]
+            + (["taskemb_estimators_agreement.png"] if len(estimators) == 2 else []))
 print(save_key_numbers(numbers, out_dir, "05_compute_taskemb"))
 
 # %% [markdown]

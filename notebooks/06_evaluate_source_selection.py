@@ -49,13 +49,13 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
+from tasktransfer_utils import key_numbers, plots
+from tasktransfer_utils import selection_analysis as sa
 from tasktransfer_utils import selection_metrics as sm
 from tasktransfer_utils.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.study import (HEADLINE_METHODS, load_study_config, min_spread_in_se, plan_ref, report,
-                                     selection_rankers)
+from tasktransfer_utils.study import load_study_config, min_spread_in_se, plan_ref, report, selection_rankers
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -80,7 +80,7 @@ summary = pd.read_csv(paths["summary"])
 targets = sorted(per_target["target"].unique())
 methods = list(dict.fromkeys(per_target["method"]))
 regimes = sorted(per_target["regime"].unique())
-targets_by_regime = {r: sorted(per_target.loc[per_target["regime"] == r, "target"].unique()) for r in cfg.regimes}
+targets_by_regime = sa.evaluated_targets(per_target, cfg.regimes)
 for r, ts in targets_by_regime.items():
     print(f"{r}: {len(ts)} of {len(cfg.targets)} targets evaluated: {ts}")
 print("methods:", methods)
@@ -89,30 +89,29 @@ print("methods:", methods)
 # ## One target in detail
 #
 # What a ranking looks like next to the measured gains: dots are the method's scores (best at the top),
-# bars what transfer from that source really gave.
+# bars what transfer from that source really gave. `study.selection_rankers` builds every method's ranker
+# from the study's embeddings and records; `selection_analysis.example_ranking` ranks the target's sources
+# with one of them (TextEmb when the method has no ranker here) next to the measured gains.
 
 # %%
-regime = regimes[0]
 evaluated = results[results["target"].isin(targets)]
 rankers = selection_rankers(plan, evaluated)
-target = example_target or targets[0]
-method = example_method if example_method in rankers[regime] else "TextEmb"
-gains = sm.mean_transfer(evaluated)
-truth = gains[(gains["regime"] == regime) & (gains["target"] == target)].set_index("source")["rel_gain"]
-ranking = rankers[regime][method].rank(target, sorted(truth.index))
-fig = plots.source_ranking(ranking, target=target, truth=truth.to_dict(), top_k=None,
+example = sa.example_ranking(evaluated, rankers, regimes[0], example_target or targets[0], example_method)
+fig = plots.source_ranking(example.ranking, target=example.target, truth=example.truth.to_dict(), top_k=None,
                            score_label="ranking score (cosine or fusion)",
-                           title=f"{regime}, target {target}: sources ranked by {method} vs measured gain")
+                           title=f"{example.regime}, target {example.target}: sources ranked by {example.method} "
+                                 "vs measured gain")
 plots.save_figure(fig, "selection_example_ranking", out_dir)
 fig
 
 # %% [markdown]
 # ## The paper's tables: ρ and NDCG per method, target class and candidate set
 #
-# Means over targets (seed-averaged ground truth). `all` is the mean over every target.
+# Means over targets (seed-averaged ground truth). `all` is the mean over every target
+# (`selection_analysis.metric_tables`: `selection_metrics.selection_table` per metric).
 
 # %%
-tables = {m: sm.selection_table(summary, m) for m in metrics if m in set(summary["metric"])}
+tables = sa.metric_tables(summary, metrics)
 for m, table in tables.items():
     print(f"--- {m} ---")
     display(table.round(3))
@@ -140,11 +139,11 @@ for regime in regimes:
 # method beat the baseline, and how far the mean difference could move if the targets had come out
 # differently: a 95% percentile-bootstrap interval over targets. An interval that contains 0 means these
 # targets do not separate the two methods; `p_wilcoxon` is the two-sided signed-rank test of the same
-# differences.
+# differences (`selection_analysis.headline_comparisons`: `selection_metrics.paired_comparison` of the
+# headline methods, over all targets).
 
 # %%
-paired = sm.paired_comparison(per_target, baselines=("Random", "DataSize"), metrics=("rho", "ndcg", "regret@1"))
-view = paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
+view = sa.headline_comparisons(per_target, baselines=("Random", "DataSize"), metrics=("rho", "ndcg", "regret@1"))
 display(view.drop(columns=["target_class"]).round(3).reset_index(drop=True))
 separated = view[(view["ci_low"] > 0) | (view["ci_high"] < 0)]
 print(f"{len(separated)} of {len(view)} comparisons have an interval that excludes 0")
@@ -160,16 +159,14 @@ print(f"{len(separated)} of {len(view)} comparisons have an interval that exclud
 # repeats the evaluation without the targets below `report.min_spread_in_se` standard errors (default 2;
 # `summary_separable.csv`, and a table in `selection_tables.md`), judging each candidate set apart: a target
 # whose 11 sources spread widely may still have its 3 in-class sources within noise of each other.
+# `selection_analysis.inseparable_by_candidate_set` counts them (what the sensitivity table leaves out).
 
 # %%
 spread = pd.read_csv(paths["target_spread"])
 display(spread.round(3))
-bounded = spread[spread["se_bound"].notna()]
-_, noisy = sm.drop_inseparable(per_target, spread, min_spread_in_se(cfg))  # what the sensitivity table leaves out
-for cset, rows in bounded.groupby("candidate_set", sort=False):
-    close = noisy[noisy["candidate_set"] == cset]
-    print(f"{cset}: {len(close)} of {len(rows)} targets with a standard-error bound have their candidate sources "
-          f"within {min_spread_in_se(cfg):g} standard errors of each other: {list(close['target'])}")
+for row in sa.inseparable_by_candidate_set(per_target, spread, min_spread_in_se(cfg)).itertuples():
+    print(f"{row.candidate_set}: {row.n_close} of {row.n_bounded} targets with a standard-error bound have their "
+          f"candidate sources within {min_spread_in_se(cfg):g} standard errors of each other: {row.close_targets}")
 
 # %% [markdown]
 # ## The paper's claims, tested
@@ -199,57 +196,36 @@ with pd.option_context("display.max_colwidth", None):
 # signal? Reading the best row off this table is a choice made on the very targets it is then scored on,
 # so its numbers flatter it. The row "TaskEmb (one component, chosen leave-one-target-out)" makes that
 # choice honestly: for each target, the component with the best mean over the *other* targets (each
-# metric chooses for itself), scored on the held-out target. The second table counts its choices.
+# metric chooses for itself), scored on the held-out target. The second table counts its choices
+# (`selection_analysis.component_table` and `loto_choice_counts`).
 
 # %%
-components = summary[summary["method"].str.startswith("TaskEmb") & (summary["target_class"] == "all")
-                     & summary["metric"].isin(list(tables))]
-comp_table = (components.pivot_table(index="method", columns=["regime", "candidate_set", "metric"], values="value")
-              .reindex(columns=list(tables), level="metric"))
-display(comp_table.round(3))
-choices = pd.read_csv(paths["loto_choices"])
-choices = choices[choices["seed"].isna() & choices["metric"].isin(list(tables))]
-display(choices.groupby(["regime", "candidate_set", "metric"])["chosen"].value_counts().rename("targets")
-        .reset_index())
+display(sa.component_table(summary, list(tables)).round(3))
+display(sa.loto_choice_counts(pd.read_csv(paths["loto_choices"]), list(tables)))
 
 # %% [markdown]
 # ## Random: exact expectation versus simulation
 #
 # Random is scored exactly (every candidate tied; the tie rules give the expectation). A simulation
-# with many random orders must agree within its standard error — a check of the metric code.
+# with many random orders must agree within its standard error — a check of the metric code
+# (`selection_metrics.evaluate_random_sampled` simulates, `selection_analysis.random_check` sets the two side by side).
 
 # %%
 sampled = sm.evaluate_random_sampled(evaluated, n_draws=random_draws, seed=0)
-exact = per_target[(per_target["method"] == "Random") & per_target["seed"].isna()]
-check = exact.merge(sampled, on=["regime", "candidate_set", "target"], suffixes=("_exact", "_sampled"))
+check = sa.random_check(per_target, sampled)
 display(check[["regime", "candidate_set", "target", "rho_exact", "rho_sampled", "rho_se",
                "ndcg_exact", "ndcg_sampled", "ndcg_se"]].round(3))
 
+# %% [markdown]
+# The key numbers of this run (`key_numbers.evaluate_source_selection`: the claims, the tables' cells, the
+# per-target scores, the checks and the example) go to `06_evaluate_source_selection_key_numbers.json`.
+
 # %%
-cells = summary[summary["metric"].isin(list(tables))]
-numbers = {
-    "study": cfg.name,
-    "regimes": regimes,
-    "targets": targets,
-    "targets_by_regime": targets_by_regime,
-    "claims": claims.to_dict(orient="records"),
-    "transfer_summary": transfer_summary.to_dict(orient="records"),
-    "methods": methods,
-    "metrics": list(tables),
-    "summary": {f"{r.method}|{r.regime}|{r.candidate_set}|{r.target_class}|{r.metric}": r.value
-                for r in cells.itertuples(index=False)},
-    "per_target": {f"{r.method}|{r.regime}|{r.candidate_set}|{r.target}": {m: getattr(r, m.replace("@", "_at_"), None)
-                   for m in ("rho", "ndcg", "n_candidates")}
-                   for r in per_target[per_target["seed"].isna()].rename(columns=lambda c: c.replace("@", "_at_"))
-                   .itertuples(index=False)},
-    "random_check": check[["regime", "candidate_set", "target", "rho_exact", "rho_sampled", "rho_se"]].to_dict(orient="records"),
-    "paired": view.to_dict(orient="records"),
-    "target_spread": spread.to_dict(orient="records"),
-    "example": {"regime": regime, "target": target, "method": method,
-                "ranking": ranking[["source", "score", "rank"]].to_dict(orient="records"),
-                "rel_gain": truth.to_dict()},
-    "figures": ["selection_example_ranking.png"] + figure_names,
-}
+numbers = key_numbers.evaluate_source_selection(
+    cfg, regimes=regimes, targets=targets, targets_by_regime=targets_by_regime, claims=claims,
+    transfer_summary=transfer_summary, methods=methods, metrics=list(tables), summary=summary,
+    per_target=per_target, random_check=check, paired=view, spread=spread, example=example,
+    figures=["selection_example_ranking.png"] + figure_names)
 print(save_key_numbers(numbers, out_dir, "06_evaluate_source_selection"))
 
 # %% [markdown]

@@ -1,0 +1,140 @@
+"""taskemb_analysis: the component views of notebook 5 on hand-made TaskEmb vectors (checked against numpy
+and scipy directly), reading the committed offline library, and one tiny computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from tasktransfer_utils import taskemb_analysis as ta
+from tasktransfer_utils.embedding_store import EmbeddingLibrary, TaskEmbedding, encoder_id
+from tasktransfer_utils.paths import RESULTS_DIR, default_encoder
+
+TASKS = ["SST-2", "MRPC", "POS-PTB", "NER"]  # CR, CR, SL, SL
+L0, L1, M0 = "encoder.layer.0.layer_output", "encoder.layer.1.layer_output", "encoder.layer.0.multihead_output"
+
+
+def _emb(task, component, vector, **meta):
+    return TaskEmbedding(np.asarray(vector, dtype=np.float64),
+                         {"task": task, "method": "TaskEmb", "component": component, **meta})
+
+
+@pytest.fixture
+def taskemb():
+    rng = np.random.default_rng(0)
+    out = {}
+    for est in ("paper", "empirical"):
+        for task in TASKS:
+            comps = {c: _emb(task, c, rng.normal(size=6), estimator=est) for c in (L0, L1, M0)}
+            if task in ("SST-2", "MRPC"):
+                comps["cls_output"] = _emb(task, "cls_output", rng.normal(size=6), estimator=est)
+            out[task, est] = comps
+    out["NER", "paper"][L1] = _emb("NER", L1, np.full(6, 1e-12), estimator="paper", noise_only=True,
+                                   noise_reasons=["rule"], relative_norm=1e-11, noise_rule="a test rule")
+    return out
+
+
+def test_noise_and_shared_components(taskemb):
+    assert ta.noise_components(taskemb) == [L1]
+    notes = ta.noise_notes(taskemb)
+    assert len(notes) == 1 and notes[0].startswith(f"left out: NER {L1} (paper): rule, norm 1.0e-11")
+    # cls_output is missing for the SL tasks, L1 is noise in one of them
+    assert ta.shared_components(taskemb) == sorted([L0, M0])
+
+
+def test_choose_map_component():
+    assert ta.choose_map_component([L0, M0], []) == L0  # the only layer output
+    assert ta.choose_map_component([L0, L1, M0], []) == L1  # the deepest layer output
+    assert ta.choose_map_component([M0, "cls_output"], []) == M0  # no layer output: the deepest component
+    assert ta.choose_map_component([L0, M0], [L1], M0) == M0
+    with pytest.raises(ValueError, match="rounding noise"):
+        ta.choose_map_component([L0, M0], [L1], L1)
+
+
+def test_estimators_with_every_task(taskemb):
+    assert ta.estimators_with_every_task(taskemb, TASKS, ["empirical", "paper"]) == ["empirical", "paper"]
+    del taskemb["MRPC", "empirical"]
+    assert ta.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"]) == ["paper"]
+    del taskemb["SST-2", "paper"]
+    with pytest.raises(FileNotFoundError, match="no estimator has a stored TaskEmb for every task in here"):
+        ta.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"], where="here")
+
+
+def test_component_table(taskemb):
+    table = ta.component_table(taskemb["SST-2", "paper"])
+    assert list(table["component"]) == [L0, L1, M0, "cls_output"]
+    assert list(table["dim"]) == [6] * 4
+    for row in table.itertuples():
+        v = taskemb["SST-2", "paper"][row.component].vector.astype(np.float64)
+        assert row.norm == pytest.approx(np.sqrt((v * v).sum()), rel=1e-6)
+    assert list(table["layer"].iloc[:3]) == [0, 1, 0] and table["kind"].iloc[2] == "multihead_output"
+
+
+def _cos(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return a @ b / np.sqrt((a @ a) * (b @ b))
+
+
+def test_similarity_by_estimator(taskemb):
+    sims = ta.similarity_by_estimator(taskemb, TASKS, ["paper", "empirical"], L0)
+    for est in ("paper", "empirical"):
+        for a in TASKS:
+            for b in TASKS:
+                assert sims[est].loc[a, b] == pytest.approx(_cos(taskemb[a, est][L0].vector, taskemb[b, est][L0].vector),
+                                                            abs=1e-6)
+
+
+def test_per_component_table_against_a_naive_loop(taskemb):
+    table = ta.per_component_table(taskemb, TASKS, ["paper", "empirical"], [L0, M0]).set_index("component")
+    classes = {"SST-2": "CR", "MRPC": "CR", "POS-PTB": "SL", "NER": "SL"}
+    for comp in (L0, M0):
+        pairs = {}
+        for est in ("paper", "empirical"):
+            vec = {t: taskemb[t, est][comp].vector for t in TASKS}
+            nearest = {t: max((s for s in TASKS if s != t), key=lambda s: _cos(vec[t], vec[s])) for t in TASKS}
+            share = np.mean([classes[t] == classes[nearest[t]] for t in TASKS])
+            assert table.loc[comp, f"nearest in-class ({est})"] == pytest.approx(share)
+            pairs[est] = [_cos(vec[a], vec[b]) for a in TASKS for b in TASKS if a != b]
+        rho = spearmanr(pairs["paper"], pairs["empirical"]).statistic
+        assert table.loc[comp, "spearman(paper, empirical)"] == pytest.approx(rho, abs=1e-9)
+    one = ta.per_component_table(taskemb, TASKS, ["paper"], [L0])
+    assert not any(c.startswith("spearman") for c in one.columns)
+
+
+def test_load_reads_the_offline_library():
+    library = EmbeddingLibrary(RESULTS_DIR / "offline_study" / "embeddings")
+    taskemb, missing = ta.load_or_compute_taskemb(
+        ["SST-2", "SQuAD-1"], ["paper", "empirical"], library, encoder=default_encoder(), regime="LIMITED",
+        labels="gold", seed=0, qa_loss="masked", recompute=False, components=[], runs_dir="unused")
+    assert missing == [("SST-2", "empirical"), ("SQuAD-1", "empirical")]  # the study stores only "paper"
+    assert sorted(taskemb) == [("SQuAD-1", "paper"), ("SST-2", "paper")]
+    by_hand = library.load(task="SST-2", method="TaskEmb", encoder_id=encoder_id(default_encoder()),
+                           estimator="paper", regime="LIMITED", seed=0)
+    assert sorted(taskemb["SST-2", "paper"]) == sorted(e.component for e in by_hand)
+    for e in by_hand:
+        assert np.array_equal(taskemb["SST-2", "paper"][e.component].vector, e.vector)
+    # the study's QA embeddings were made with the masked loss: none for "authors"
+    _, missing = ta.load_or_compute_taskemb(
+        ["SQuAD-1"], ["paper"], library, encoder=default_encoder(), regime="LIMITED", labels="gold", seed=0,
+        qa_loss="authors", recompute=False, components=[], runs_dir="unused")
+    assert missing == [("SQuAD-1", "paper")]
+
+
+def test_compute_fine_tunes_and_adds_to_the_library(tmp_path, tiny_encoder_dir):
+    library = EmbeddingLibrary(tmp_path / "embeddings")
+    logged = []
+    taskemb, missing = ta.load_or_compute_taskemb(
+        ["MRPC"], ["paper"], library, encoder=tiny_encoder_dir, regime="LIMITED", labels="gold", seed=0,
+        qa_loss="authors", recompute=True, components=["encoder.layer.*.layer_output"], runs_dir=tmp_path / "runs",
+        max_train_examples=32, max_eval_examples=8, num_epochs=1, max_examples=8, log=logged.append)
+    assert missing == [] and len(logged) == 1 and logged[0].startswith("MRPC       paper     fine-tuned score")
+    comps = taskemb["MRPC", "paper"]
+    assert sorted(comps) == ["cls_output", L0, L1]  # the pattern's two layers plus [CLS] for a CR task
+    assert (tmp_path / "runs" / "MRPC.LIMITED.seed0" / "result.json").is_file()
+    stored = {e.component: e for e in library.load(task="MRPC", method="TaskEmb")}
+    assert sorted(stored) == sorted(comps)
+    assert all(np.array_equal(stored[c].vector, comps[c].vector) for c in comps)
+    assert comps[L0].meta["num_examples"] == 8
+    assert isinstance(ta.component_table(comps), pd.DataFrame)
