@@ -38,12 +38,12 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
+from tasktransfer_utils import data_overview, key_numbers, plots
 from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, resolve_data_dir
-from tasktransfer_utils.regimes import TRANSFER_REGIMES, Regime, apply_regime
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_suite, list_tasks
+from tasktransfer_utils.regimes import TRANSFER_REGIMES
+from tasktransfer_utils.tasks import SUITES, TaskClass, get_suite
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 print("data directory:", resolve_data_dir(data_dir))
@@ -55,12 +55,10 @@ print("figures and key numbers go to:", out_dir)
 # Eleven per class. The `metrics` column is what a run reports; a run's single **score** is the mean of
 # its metrics (e.g. MRPC: (accuracy + F1) / 2). `local` says whether the offline data bundle holds the
 # task; every task with a `hub` entry loads from the Hugging Face hub when you have internet
-# (`load_task(name, source="hub")`).
+# (`load_task(name, source="hub")`). The table is `data_overview.paper_tasks_table`.
 
 # %%
-paper = pd.DataFrame([{"task": t.name, "class": t.task_class.value, "metrics": ", ".join(t.metrics),
-                       "pair input": t.is_pair, "local": t.has_local, "hub": t.has_hub,
-                       "description": t.description} for t in list_tasks(paper_only=True)])
+paper = data_overview.paper_tasks_table()
 with pd.option_context("display.max_colwidth", 70, "display.max_rows", 40):
     display(paper)
 print(paper.groupby("class").size().to_dict(), f"- {int(paper['local'].sum())} of {len(paper)} readable offline")
@@ -71,15 +69,12 @@ print(paper.groupby("class").size().to_dict(), f"- {int(paper['local'].sum())} o
 # The tasks the offline study uses, loaded from raw files in their standard formats (GLUE TSV, SQuAD /
 # MRQA JSON, CoNLL columns, CoNLL-U, the NLTK Penn Treebank sample). Where the bundle has only one
 # labelled split, the loader holds out a seeded validation split (see `provenance`).
+# `data_overview.task_sizes_table` counts each loaded task's rows.
 
 # %%
 suite_tasks = get_suite(suite)
 data = {t.name: load_task(t, data_dir=data_dir, seed=seed) for t in suite_tasks}
-sizes = pd.DataFrame([{"task": name, "task_class": d.spec.task_class.value, "paper task": d.spec.paper_task,
-                       "train_examples": len(d.train), "validation_examples": len(d.validation),
-                       "labels": len(d.label_names) if d.label_names else None,
-                       "derived validation": bool(d.provenance.get("derived_split"))}
-                      for name, d in data.items()]).astype({"labels": "Int64"})
+sizes = data_overview.task_sizes_table(data)
 display(sizes)
 
 # %%
@@ -113,46 +108,27 @@ for cls in TaskClass:
 # `apply_regime` returns the training set unchanged for FULL and a seeded sample of 1,000 examples
 # without replacement for LIMITED (all examples when the set is smaller). The same seed gives the same
 # sample; another seed gives another one. The paper repeats LIMITED experiments over many random
-# restarts because such a sample can change results noticeably.
+# restarts because such a sample can change results noticeably. `data_overview.limited_sample_check` draws
+# the samples (seed twice, seed + 1 once) and compares their rows; `label_shares` gives each sample's labels.
 
 # %%
-train = data[regime_task].train if regime_task in data else load_task(regime_task, data_dir=data_dir).train
-full = apply_regime(train, Regime.FULL, seed)
-limited = apply_regime(train, Regime.LIMITED, seed, n=limited_size)
-again = apply_regime(train, Regime.LIMITED, seed, n=limited_size)
-other = apply_regime(train, Regime.LIMITED, seed + 1, n=limited_size)
-key = "text_a" if "text_a" in train.column_names else ("question" if "question" in train.column_names else "tokens")
-limited_rows, again_rows, other_rows = ([str(x) for x in ds[key]] for ds in (limited, again, other))
-same_seed_identical = limited_rows == again_rows
-overlap = len(set(limited_rows) & set(other_rows)) / max(len(limited_rows), 1)
-print(f"{regime_task}: FULL = {len(full):,} examples, LIMITED = {len(limited):,}")
-print(f"same seed, same sample: {same_seed_identical}; share of seed {seed}'s sample also in seed {seed + 1}'s: {overlap:.1%}")
+regime_data = data[regime_task] if regime_task in data else load_task(regime_task, data_dir=data_dir)
+check = data_overview.limited_sample_check(regime_task, regime_data.train, seed, limited_size)
+print(f"{regime_task}: FULL = {len(check.full):,} examples, LIMITED = {len(check.limited):,}")
+print(f"same seed, same sample: {check.same_seed_identical}; share of seed {seed}'s sample also in seed {seed + 1}'s: "
+      f"{check.overlap_with_next_seed:.1%}")
 print("transfer regimes:", [r.name for r in TRANSFER_REGIMES])
-if "label" in train.column_names and data[regime_task].label_names:
-    dist = pd.DataFrame({"FULL": pd.Series(full["label"]).value_counts(normalize=True),
-                         f"LIMITED (seed {seed})": pd.Series(limited["label"]).value_counts(normalize=True),
-                         f"LIMITED (seed {seed + 1})": pd.Series(other["label"]).value_counts(normalize=True)})
-    dist.index = [data[regime_task].label_names[i] for i in dist.index]
+dist = check.label_shares(regime_data.label_names)
+if dist is not None:
     display(dist.round(3))
 
 # %% [markdown]
 # ## Key numbers
 #
-# Written next to the figures; the notebook tests read them.
+# Written next to the figures (`key_numbers.explore_tasks`); the notebook tests read them.
 
 # %%
-numbers = {
-    "n_paper_tasks": len(paper),
-    "paper_tasks_per_class": paper.groupby("class").size().to_dict(),
-    "n_paper_tasks_local": int(paper["local"].sum()),
-    "suite": suite,
-    "suite_tasks": list(data),
-    "train_examples": dict(zip(sizes["task"], sizes["train_examples"])),
-    "validation_examples": dict(zip(sizes["task"], sizes["validation_examples"])),
-    "limited": {"task": regime_task, "seed": seed, "full_size": len(full), "limited_size": len(limited),
-                "same_seed_identical": same_seed_identical, "overlap_with_next_seed": overlap},
-    "figures": ["tab1_task_sizes.png"],
-}
+numbers = key_numbers.explore_tasks(paper=paper, suite=suite, sizes=sizes, limited=check, figures=["tab1_task_sizes.png"])
 print(save_key_numbers(numbers, out_dir, "01_explore_tasks"))
 
 # %% [markdown]

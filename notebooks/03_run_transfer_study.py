@@ -40,7 +40,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
+from tasktransfer_utils import key_numbers, plots
+from tasktransfer_utils import transfer_analysis as ta
 from tasktransfer_utils.engines import make_engine
 from tasktransfer_utils.loaders import task_size
 from tasktransfer_utils.notebook_runner import save_key_numbers
@@ -104,19 +105,15 @@ display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, Tru
 # candidates; where the regime has TaskEmb embeddings of every source and target). The paper finds that
 # most targets have some source that helps, that the spread is wide (the choice of source matters), and
 # that gains are largest when the target has little data. One figure per regime; the paper's is FULL→LIMITED.
+# `study.selection_rankers` builds the study's rankers; `transfer_analysis.taskemb_choices` asks TaskEmb's for
+# each target's first choice among its measured sources.
 
 # %%
 slug = {r: r.replace("→", "-") for r in regimes}
 rankers = selection_rankers(plan_ref(cfg).load(), results[results["regime"].isin(regimes)])
-taskemb_choice = {}
-for regime in regimes:
-    ranker = rankers.get(regime, {}).get("TaskEmb")
-    if ranker is None:
-        print(f"{regime}: no TaskEmb ranker (embeddings missing), no choice marked")
-        continue
-    for target, grp in gains[gains["regime"] == regime].groupby("target"):
-        ranking = ranker.rank(target, sorted(grp["source"]))
-        taskemb_choice[(regime, target)] = ranking.sort_values("rank").iloc[0]["source"]
+taskemb_choice, no_taskemb = ta.taskemb_choices(gains, rankers, regimes)
+for regime in no_taskemb:
+    print(f"{regime}: no TaskEmb ranker (embeddings missing), no choice marked")
 fig2_names = []
 for regime in regimes:
     fig = plots.target_score_violins(results, regime=regime, choices=taskemb_choice, choice_label="TaskEmb's choice")
@@ -130,7 +127,7 @@ for regime in regimes:
 # The paper's headline is that transfer helps most when the target is small, and that a source trained on
 # more data helps more. Here each target's mean and best relative gain over its sources, in each regime,
 # over only the (source, target) pairs measured in both regimes (the number in brackets), so that a regime
-# still being computed is compared on the same pairs.
+# still being computed is compared on the same pairs (`transfer_analysis.paired_regime_gains`).
 
 # %%
 pair_regimes = [r for r in ("LIMITED→LIMITED", "FULL→LIMITED") if r in regimes]
@@ -140,7 +137,7 @@ if len(pair_regimes) == 2:
     plots.save_figure(fig, "regime_gains_LIMITED-LIMITED_vs_FULL-LIMITED", out_dir)
     side_by_side = ["regime_gains_LIMITED-LIMITED_vs_FULL-LIMITED.png"]
     display(fig)
-    wide = gains.pivot_table(index=["source", "target"], columns="regime", values="rel_gain").dropna()
+    wide = ta.paired_regime_gains(gains)
     print(f"{len(wide)} pairs in both regimes; FULL→LIMITED − LIMITED→LIMITED relative gain, mean over them: "
           f"{(wide['FULL→LIMITED'] - wide['LIMITED→LIMITED']).mean():+.2%}")
 else:
@@ -175,13 +172,13 @@ for regime in regimes:
 #
 # How much would an oracle that always picks the best source gain, and how often is that source of the
 # target's own class? These are the numbers source selection (notebook 6) tries to approach.
+# `transfer_analysis.best_sources` picks each target's best source; `helpful_share` gives the share of pairs
+# that help, in and out of class.
 
 # %%
-best = gains.loc[gains.groupby(["regime", "target"])["rel_gain"].idxmax()]
-best = best.assign(in_class=best["source_class"] == best["target_class"])
+best = ta.best_sources(gains)
 display(best[["regime", "target", "target_class", "source", "source_class", "in_class", "baseline_score", "score", "rel_gain"]].round(4))
-helps = gains.assign(helps=gains["rel_gain"] > 0, in_class=gains["source_class"] == gains["target_class"])
-share = helps.groupby(["regime", "target_class", "in_class"])["helps"].mean().unstack("in_class")
+share = ta.helpful_share(gains).unstack("in_class")
 display(share.rename(columns={True: "in-class pairs that help", False: "out-of-class pairs that help"}).round(3))
 
 # %% [markdown]
@@ -200,31 +197,16 @@ for regime in regimes:
     plots.save_figure(fig, f"gain_vs_source_size_{slug[regime]}", out_dir)
     display(fig)
 
+# %% [markdown]
+# The key numbers of this run (`key_numbers.run_transfer_study`: run counts, baselines, every pair's gain, the
+# best sources, shares of helpful pairs, TaskEmb's choices, source sizes) go to `03_run_transfer_study_key_numbers.json`.
+
 # %%
-numbers = {
-    "study": cfg.name,
-    "config": cfg.config_path.name,  # the file name only: no machine path in the committed numbers
-    "regimes": regimes,
-    "tasks": cfg.tasks,
-    "n_runs": len(results),
-    "n_baselines": int(results["source"].isna().sum()),
-    "n_transfers": int(results["source"].notna().sum()),
-    "baseline_score": {r: gains[gains["regime"] == r].groupby("target")["baseline_score"].first().to_dict() for r in regimes},
-    "rel_gain": {r: {f"{s}->{t}": v for s, t, v in gains.loc[gains["regime"] == r, ["source", "target", "rel_gain"]]
-                     .itertuples(index=False)} for r in regimes},
-    "best_source": {r: best[best["regime"] == r].set_index("target")[["source", "rel_gain", "in_class"]].to_dict(orient="index")
-                    for r in regimes},
-    "share_positive": {r: float((gains.loc[gains["regime"] == r, "rel_gain"] > 0).mean()) for r in regimes},
-    "mean_rel_gain": {r: float(gains.loc[gains["regime"] == r, "rel_gain"].mean()) for r in regimes},
-    "complete_targets": complete,
-    "taskemb_choice": {f"{r}|{t}": s for (r, t), s in taskemb_choice.items()},
-    "share_positive_by_class": {r: {f"{tc}/{'in' if ic else 'out'}": v for (tc, ic), v in
-                                    helps[helps["regime"] == r].groupby(["target_class", "in_class"])["helps"].mean().items()}
-                                for r in regimes},
-    "source_sizes": sizes,
-    "figures": fig2_names + side_by_side + [f"{kind}_{slug[r]}.png" for r in regimes for kind in
-                                            ("transfer_gains", "in_vs_out_of_class", "class_transfer", "gain_vs_source_size")],
-}
+numbers = key_numbers.run_transfer_study(
+    cfg, results=results, gains=gains, regimes=regimes, complete_targets=complete, taskemb_choice=taskemb_choice,
+    source_sizes=sizes,
+    figures=fig2_names + side_by_side + [f"{kind}_{slug[r]}.png" for r in regimes for kind in
+                                         ("transfer_gains", "in_vs_out_of_class", "class_transfer", "gain_vs_source_size")])
 print(save_key_numbers(numbers, out_dir, "03_run_transfer_study"))
 
 # %% [markdown]

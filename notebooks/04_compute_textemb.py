@@ -38,18 +38,15 @@ output_dir = None          # figures and key numbers; None: figures/
 # %%
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import plots
+from tasktransfer_utils import embedding_analysis as ea
+from tasktransfer_utils import key_numbers, plots
 from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
-from tasktransfer_utils.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, RESULTS_DIR, default_encoder
-from tasktransfer_utils.selection import CosineRanker
 from tasktransfer_utils.similarity import cosine_similarity_matrix
 from tasktransfer_utils.tasks import SUITES, get_task
-from tasktransfer_utils.textemb import compute_textemb
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
@@ -61,22 +58,13 @@ print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime};
 # ## Compute or load
 #
 # One forward pass per example over the training set; on a CPU MiniLM embeds roughly a few hundred
-# short sentences per second (QA windows of 384 word pieces are slower).
+# short sentences per second (QA windows of 384 word pieces are slower). `embedding_analysis.load_or_compute_textemb`
+# reads each task's TextEmb of this encoder, regime, seed and row cap from the library, or computes it
+# (`textemb.compute_textemb`) and adds it there.
 
 # %%
-embeddings = {}
-for name in task_names:
-    stored = library.load(task=name, method="TextEmb", encoder_id=encoder_id(encoder), regime=regime, seed=seed,
-                          max_examples=lambda stored_cap: stored_cap == max_examples)
-    if stored and not recompute:
-        embeddings[name] = stored[0]
-        how = "loaded"
-    else:
-        embeddings[name] = compute_textemb(load_task(name, data_dir=data_dir), encoder=encoder, regime=regime,
-                                           seed=seed, max_examples=max_examples)
-        library.add([embeddings[name]])
-        how = f"computed in {embeddings[name].meta['wall_time_s']:.1f} s"
-    print(f"{name:10s} {how:22s} dim={embeddings[name].vector.shape[0]}  examples={embeddings[name].meta['num_examples']}")
+embeddings = ea.load_or_compute_textemb(task_names, library, encoder=encoder, regime=regime, seed=seed,
+                                        max_examples=max_examples, recompute=recompute, data_dir=data_dir)
 
 # %% [markdown]
 # ## Similarity between tasks
@@ -110,34 +98,21 @@ fig
 #
 # For each task, the three most similar other tasks — what TextEmb would recommend as source tasks.
 # The share of tasks whose nearest neighbour is of the same class summarises how much TextEmb knows
-# about task type.
+# about task type (`embedding_analysis.nearest_sources`: cosine ranking of the other tasks).
 
 # %%
-ranker = CosineRanker({n: e.vector for n, e in embeddings.items()}, method="TextEmb")
-nearest = []
-for name in task_names:
-    ranking = ranker.rank(name, [t for t in task_names if t != name]).head(3)
-    nearest.append({"target": name, "class": get_task(name).task_class.value,
-                    **{f"#{i + 1}": f"{s} ({c:.3f})" for i, (s, c) in enumerate(zip(ranking["source"], ranking["score"]))},
-                    "nearest in-class": get_task(ranking["source"].iloc[0]).task_class == get_task(name).task_class})
-nearest = pd.DataFrame(nearest)
+nearest = ea.nearest_sources({n: embeddings[n].vector for n in task_names}, k=3)
 display(nearest)
 print(f"nearest neighbour of the same class for {nearest['nearest in-class'].mean():.0%} of tasks")
 
+# %% [markdown]
+# The key numbers of this run (`key_numbers.compute_textemb`: settings, dimensions, similarities, nearest
+# sources) go to `04_compute_textemb_key_numbers.json`.
+
 # %%
-numbers = {
-    "encoder": encoder,
-    "encoder_id": encoder_id(encoder),
-    "regime": regime,
-    "tasks": task_names,
-    "dim": int(next(iter(embeddings.values())).vector.shape[0]),
-    "num_examples": {n: e.meta["num_examples"] for n, e in embeddings.items()},
-    "similarity": {a: {b: float(similarity.loc[a, b]) for b in task_names} for a in task_names},
-    "nearest": dict(zip(nearest["target"], nearest["#1"].str.split(" ").str[0])),
-    "nearest_in_class_share": float(nearest["nearest in-class"].mean()),
-    "embeddings_dir": str(library.root),
-    "figures": ["textemb_similarity.png", "fig3a_textemb_task_space.png"],
-}
+numbers = key_numbers.compute_textemb(embeddings, encoder=encoder, regime=regime, similarity=similarity,
+                                      nearest=nearest, embeddings_dir=library.root,
+                                      figures=["textemb_similarity.png", "fig3a_textemb_task_space.png"])
 print(save_key_numbers(numbers, out_dir, "04_compute_textemb"))
 
 # %% [markdown]

@@ -72,7 +72,7 @@ from pathlib import Path
 from IPython.display import display
 
 from tasktransfer_utils import key_numbers, plots
-from tasktransfer_utils import taskemb_analysis as ta
+from tasktransfer_utils import embedding_analysis as ea
 from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
@@ -92,21 +92,21 @@ print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime},
 # On a CPU the `"paper"` estimator costs about one backward pass per batch; `"empirical"` needs
 # per-example gradients and is several times slower.
 #
-# * `taskemb_analysis.load_or_compute_taskemb`: per task and estimator, the stored TaskEmb of this encoder,
+# * `embedding_analysis.load_or_compute_taskemb`: per task and estimator, the stored TaskEmb of this encoder,
 #   regime, seed, label source (and QA loss), or with `recompute` a fine-tune (`training.fine_tune`) and
 #   `taskemb.compute_taskemb`, added to the library;
-# * `taskemb_analysis.estimators_with_every_task`: the estimators stored or computed for every task.
+# * `embedding_analysis.estimators_with_every_task`: the estimators stored or computed for every task.
 
 # %%
 qa_loss = qa_loss or ("authors" if recompute else "masked")
-taskemb, missing = ta.load_or_compute_taskemb(   # (task, estimator) -> {component: TaskEmbedding}
+taskemb, missing = ea.load_or_compute_taskemb(   # (task, estimator) -> {component: TaskEmbedding}
     task_names, estimators, library, encoder=encoder, regime=regime, labels=labels, seed=seed, qa_loss=qa_loss,
     recompute=recompute, components=components, runs_dir=runs_dir, data_dir=data_dir,
     max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, num_epochs=num_epochs,
     max_examples=max_examples)
 if missing:
     print(f"not stored in {library.root} (set recompute = True to compute them): {missing}")
-estimators = ta.estimators_with_every_task(taskemb, task_names, estimators, where=library.root)
+estimators = ea.estimators_with_every_task(taskemb, task_names, estimators, where=library.root)
 print("estimators with every task:", estimators)
 
 # %% [markdown]
@@ -114,29 +114,29 @@ print("estimators with every task:", estimators)
 #
 # Each component is a separate embedding: one vector per activation site (hidden size) or per weight
 # matrix (its number of entries). Rounding noise in any task (zero in exact arithmetic) is no coordinate of
-# the task space: `taskemb_analysis.noise_components` lists those components, `shared_components` keeps the
+# the task space: `embedding_analysis.noise_components` lists those components, `shared_components` keeps the
 # others every task has, and `choose_map_component` picks the deepest layer output among them unless
 # `map_component` is set.
 
 # %%
 first = taskemb[task_names[0], estimators[0]]
-display(ta.component_table(first))
-noise = ta.noise_components(taskemb)
-for note in ta.noise_notes(taskemb):
+display(ea.component_table(first))
+noise = ea.noise_components(taskemb)
+for note in ea.noise_notes(taskemb):
     print(note)
-shared = ta.shared_components(taskemb)
-map_component = ta.choose_map_component(shared, noise, map_component)
+shared = ea.shared_components(taskemb)
+map_component = ea.choose_map_component(shared, noise, map_component)
 print(f"{len(shared)} components shared by every task and not noise; heatmap and map use {map_component}")
 
 # %% [markdown]
 # ## Similarity and the task space (Figure 3b)
 #
 # In the paper TaskEmb separates the three classes more cleanly than TextEmb: what a task asks of the
-# encoder is closer to its type than the text it is written in. `taskemb_analysis.similarity_by_estimator`:
+# encoder is closer to its type than the text it is written in. `embedding_analysis.similarity_by_estimator`:
 # the cosine-similarity matrix of the map component, per estimator.
 
 # %%
-similarity = ta.similarity_by_estimator(taskemb, task_names, estimators, map_component)
+similarity = ea.similarity_by_estimator(taskemb, task_names, estimators, map_component)
 est0 = estimators[0]
 fig = plots.similarity_heatmap(similarity[est0], title=f"TaskEmb [{map_component}] cosine similarity ({est0} estimator)")
 plots.save_figure(fig, "taskemb_similarity", out_dir)
@@ -155,10 +155,10 @@ fig
 #
 # For every shared component and estimator: the share of tasks whose most similar other task is of the
 # same class, and (with two estimators) Spearman's correlation between the two estimators' similarities
-# over all task pairs (`taskemb_analysis.per_component_table`).
+# over all task pairs (`embedding_analysis.per_component_table`).
 
 # %%
-per_component = ta.per_component_table(taskemb, task_names, estimators, shared)
+per_component = ea.per_component_table(taskemb, task_names, estimators, shared)
 display(per_component.round(3))
 
 # %%

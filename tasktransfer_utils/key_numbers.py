@@ -3,10 +3,15 @@
 
 One function per notebook whose dictionary is built from computed objects:
 
+- :func:`explore_tasks` (notebook 1): the paper's tasks, the suite's sizes, the LIMITED sample check;
 - :func:`finetune_and_transfer` (notebook 2): one target's runs (a :class:`study_runs.TransferRuns`);
+- :func:`run_transfer_study` (notebook 3): the study's gains, best sources and shares of helpful pairs;
+- :func:`compute_textemb` (notebook 4): TextEmb per task, their similarities and nearest tasks;
 - :func:`compute_taskemb` (notebook 5): TaskEmb per task and estimator, their similarities and the
   per-component comparison;
 - :func:`evaluate_source_selection` (notebook 6): the study's evaluation tables.
+
+Notebooks 7 and 8 save values they hold directly (a ranking, run times) and build their dictionaries in place.
 
 Every value is plain JSON (str, int, float, bool, None, list, dict); the key order is the file's.
 """
@@ -115,5 +120,85 @@ def evaluate_source_selection(cfg, *, regimes: Sequence[str], targets: Sequence[
         "example": {"regime": example.regime, "target": example.target, "method": example.method,
                     "ranking": example.ranking[["source", "score", "rank"]].to_dict(orient="records"),
                     "rel_gain": example.truth.to_dict()},
+        "figures": list(figures),
+    }
+
+
+def run_transfer_study(cfg, *, results: pd.DataFrame, gains: pd.DataFrame, regimes: Sequence[str],
+                       complete_targets: Mapping[str, Sequence[str]], taskemb_choice: Mapping[tuple[str, str], str],
+                       source_sizes: Mapping[str, int], figures: Sequence[str]) -> dict[str, Any]:
+    """Notebook 3: the study (``cfg``, a ``StudyConfig``: its name and config file name, never a path), the
+    run counts of the results table, and per regime of ``regimes`` each target's baseline score, every pair's
+    relative gain (``"<source>-><target>"``), each target's best source
+    (:func:`transfer_analysis.best_sources`), the share of helpful pairs overall and per ``<target
+    class>/<in|out>`` (:func:`transfer_analysis.helpful_share`), and the mean relative gain; plus the
+    complete targets, TaskEmb's choices (``"<regime>|<target>"``) and the sources' training-set sizes."""
+    from .transfer_analysis import best_sources, helpful_share
+
+    best = best_sources(gains)
+    share = helpful_share(gains)
+    in_regime = {r: gains[gains["regime"] == r] for r in regimes}
+    return {
+        "study": cfg.name,
+        "config": cfg.config_path.name,  # the file name only: no machine path in the committed numbers
+        "regimes": list(regimes),
+        "tasks": cfg.tasks,
+        "n_runs": len(results),
+        "n_baselines": int(results["source"].isna().sum()),
+        "n_transfers": int(results["source"].notna().sum()),
+        "baseline_score": {r: g.groupby("target")["baseline_score"].first().to_dict() for r, g in in_regime.items()},
+        "rel_gain": {r: {f"{s}->{t}": v for s, t, v in g[["source", "target", "rel_gain"]].itertuples(index=False)}
+                     for r, g in in_regime.items()},
+        "best_source": {r: best[best["regime"] == r].set_index("target")[["source", "rel_gain", "in_class"]]
+                        .to_dict(orient="index") for r in regimes},
+        "share_positive": {r: float((g["rel_gain"] > 0).mean()) for r, g in in_regime.items()},
+        "mean_rel_gain": {r: float(g["rel_gain"].mean()) for r, g in in_regime.items()},
+        "complete_targets": complete_targets,
+        "taskemb_choice": {f"{r}|{t}": s for (r, t), s in taskemb_choice.items()},
+        "share_positive_by_class": {r: {f"{tc}/{'in' if ic else 'out'}": v
+                                        for (tc, ic), v in share.xs(r, level="regime").items()} for r in regimes},
+        "source_sizes": dict(source_sizes),
+        "figures": list(figures),
+    }
+
+
+def compute_textemb(embeddings, *, encoder: str, regime: str, similarity: pd.DataFrame, nearest: pd.DataFrame,
+                    embeddings_dir, figures: Sequence[str]) -> dict[str, Any]:
+    """Notebook 4: the settings, the tasks (``embeddings``: task → TextEmb, in order), the dimension, each
+    task's row count, the similarity of every task pair (nested ``{a: {b: cosine}}``), each task's nearest
+    other task (the ``#1`` column of :func:`embedding_analysis.nearest_sources`) and the share of tasks whose
+    nearest task shares its class."""
+    from .embedding_store import encoder_id
+
+    tasks = list(embeddings)
+    return {
+        "encoder": encoder,
+        "encoder_id": encoder_id(encoder),
+        "regime": regime,
+        "tasks": tasks,
+        "dim": int(next(iter(embeddings.values())).vector.shape[0]),
+        "num_examples": {n: e.meta["num_examples"] for n, e in embeddings.items()},
+        "similarity": {a: {b: float(similarity.loc[a, b]) for b in tasks} for a in tasks},
+        "nearest": dict(zip(nearest["target"], nearest["#1"].str.split(" ").str[0])),
+        "nearest_in_class_share": float(nearest["nearest in-class"].mean()),
+        "embeddings_dir": str(embeddings_dir),
+        "figures": list(figures),
+    }
+
+
+def explore_tasks(*, paper: pd.DataFrame, suite: str, sizes: pd.DataFrame, limited, figures: Sequence[str]) -> dict[str, Any]:
+    """Notebook 1: the paper's task count, per class and readable offline (``paper``:
+    :func:`data_overview.paper_tasks_table`), the suite's tasks with their training and validation sizes
+    (``sizes``: :func:`data_overview.task_sizes_table`) and the LIMITED sample check (``limited``: a
+    :class:`data_overview.LimitedSampleCheck`)."""
+    return {
+        "n_paper_tasks": len(paper),
+        "paper_tasks_per_class": paper.groupby("class").size().to_dict(),
+        "n_paper_tasks_local": int(paper["local"].sum()),
+        "suite": suite,
+        "suite_tasks": list(sizes["task"]),
+        "train_examples": dict(zip(sizes["task"], sizes["train_examples"])),
+        "validation_examples": dict(zip(sizes["task"], sizes["validation_examples"])),
+        "limited": limited.key_numbers(),
         "figures": list(figures),
     }

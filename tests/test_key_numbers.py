@@ -12,7 +12,7 @@ import pytest
 
 from tasktransfer_utils import key_numbers
 from tasktransfer_utils import selection_analysis as sa
-from tasktransfer_utils import taskemb_analysis as ta
+from tasktransfer_utils import embedding_analysis as ea
 from tasktransfer_utils.embedding_store import EmbeddingLibrary
 from tasktransfer_utils.notebook_runner import _jsonable, portable_paths
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, RESULTS_DIR, default_encoder
@@ -55,14 +55,14 @@ def test_compute_taskemb_from_the_offline_library():
     library = EmbeddingLibrary(RESULTS_DIR / "offline_study" / "embeddings")
     tasks = list(SUITES["offline-small"])
     encoder = default_encoder()
-    taskemb, _ = ta.load_or_compute_taskemb(tasks, ["paper", "empirical"], library, encoder=encoder, regime="LIMITED",
+    taskemb, _ = ea.load_or_compute_taskemb(tasks, ["paper", "empirical"], library, encoder=encoder, regime="LIMITED",
                                             labels="gold", seed=0, qa_loss="masked", recompute=False, components=[],
                                             runs_dir="unused")
-    estimators = ta.estimators_with_every_task(taskemb, tasks, ["paper", "empirical"])
-    noise, shared = ta.noise_components(taskemb), ta.shared_components(taskemb)
-    component = ta.choose_map_component(shared, noise)
-    similarity = ta.similarity_by_estimator(taskemb, tasks, estimators, component)
-    per_component = ta.per_component_table(taskemb, tasks, estimators, shared)
+    estimators = ea.estimators_with_every_task(taskemb, tasks, ["paper", "empirical"])
+    noise, shared = ea.noise_components(taskemb), ea.shared_components(taskemb)
+    component = ea.choose_map_component(shared, noise)
+    similarity = ea.similarity_by_estimator(taskemb, tasks, estimators, component)
+    per_component = ea.per_component_table(taskemb, tasks, estimators, shared)
     numbers = key_numbers.compute_taskemb(
         taskemb, encoder=encoder, regime="LIMITED", labels="gold", qa_loss="masked", estimators=estimators,
         task_names=tasks, map_component=component, shared=shared, noise=noise, similarity=similarity,
@@ -113,3 +113,71 @@ def test_evaluate_source_selection_from_the_committed_tables():
     pt = per_target[per_target["seed"].isna() & (per_target["method"] == "TextEmb")
                     & (per_target["regime"] == regimes[0]) & (per_target["candidate_set"] == "all-class")]
     assert saved["summary"][f"TextEmb|{regimes[0]}|all-class|all|rho"] == pytest.approx(pt["rho"].mean(), rel=1e-5)
+
+
+def test_run_transfer_study_from_the_committed_results():
+    """Notebook 3's numbers from the committed transfer results, TaskEmb's choices and the source sizes taken
+    from the committed file (they need the embeddings and the data; checked by the notebook's own test)."""
+    from tasktransfer_utils import transfer_analysis
+    from tasktransfer_utils.selection_metrics import mean_transfer
+    from tasktransfer_utils.study import complete_targets_by_regime
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    committed = _committed("03_run_transfer_study")
+    results = pd.read_csv(cfg.results_dir / "transfer_results.csv")
+    gains = mean_transfer(results)
+    regimes = list(dict.fromkeys(gains["regime"]))
+    choice = {tuple(k.split("|")): v for k, v in committed["taskemb_choice"].items()}
+    numbers = key_numbers.run_transfer_study(cfg, results=results, gains=gains, regimes=regimes,
+                                             complete_targets=complete_targets_by_regime(cfg, results),
+                                             taskemb_choice=choice, source_sizes=committed["source_sizes"],
+                                             figures=committed["figures"])
+    assert _as_saved(numbers) == committed
+    # by hand: the share of helpful pairs and each target's best source, one regime
+    regime = regimes[0]
+    g = gains[gains["regime"] == regime]
+    assert numbers["share_positive"][regime] == pytest.approx(sum(v > 0 for v in g["rel_gain"]) / len(g))
+    for target, grp in g.groupby("target"):
+        top = grp.sort_values("rel_gain", ascending=False).iloc[0]
+        assert numbers["best_source"][regime][target]["source"] == top["source"]
+    assert transfer_analysis.best_sources(gains)["in_class"].dtype == bool
+
+
+def test_compute_textemb_from_the_offline_library():
+    from tasktransfer_utils import embedding_analysis as ea
+    from tasktransfer_utils.similarity import cosine_similarity_matrix
+
+    library = EmbeddingLibrary(RESULTS_DIR / "offline_study" / "embeddings")
+    tasks = list(SUITES["offline-small"])
+    encoder = default_encoder()
+    embeddings = ea.load_or_compute_textemb(tasks, library, encoder=encoder, regime="LIMITED", seed=0,
+                                            max_examples=None, recompute=False, log=lambda line: None)
+    similarity = cosine_similarity_matrix(list(embeddings.values()))
+    nearest = ea.nearest_sources({n: embeddings[n].vector for n in tasks}, k=3)
+    numbers = key_numbers.compute_textemb(embeddings, encoder=encoder, regime="LIMITED", similarity=similarity,
+                                          nearest=nearest, embeddings_dir=library.root,
+                                          figures=["textemb_similarity.png", "fig3a_textemb_task_space.png"])
+    assert _as_saved(numbers) == _committed("04_compute_textemb")
+    for t in tasks:  # the nearest task is the argmax of the similarity row, by hand
+        row = {b: numbers["similarity"][t][b] for b in tasks if b != t}
+        assert numbers["nearest"][t] == max(row, key=row.get)
+
+
+def test_explore_tasks_numbers(data_dir):
+    from tasktransfer_utils import data_overview
+    from tasktransfer_utils.loaders import load_task
+
+    data = {n: load_task(n, seed=0) for n in ("RTE", "MRPC")}
+    sizes = data_overview.task_sizes_table(data)
+    check = data_overview.limited_sample_check("RTE", data["RTE"].train, 0, 100)
+    numbers = key_numbers.explore_tasks(paper=data_overview.paper_tasks_table(), suite="mine", sizes=sizes,
+                                        limited=check, figures=["f.png"])
+    assert numbers["n_paper_tasks"] == 33 and numbers["paper_tasks_per_class"] == {"CR": 11, "QA": 11, "SL": 11}
+    assert numbers["suite_tasks"] == ["RTE", "MRPC"] and numbers["suite"] == "mine"
+    assert numbers["train_examples"] == {n: len(d.train) for n, d in data.items()}
+    assert numbers["validation_examples"] == {n: len(d.validation) for n, d in data.items()}
+    assert numbers["limited"] == {"task": "RTE", "seed": 0, "full_size": len(data["RTE"].train), "limited_size": 100,
+                                  "same_seed_identical": True, "overlap_with_next_seed": check.overlap_with_next_seed}
+    committed = _committed("01_explore_tasks")
+    assert numbers["n_paper_tasks_local"] == committed["n_paper_tasks_local"]
+    assert numbers["train_examples"]["RTE"] == committed["train_examples"]["RTE"]

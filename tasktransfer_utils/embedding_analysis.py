@@ -1,12 +1,14 @@
-"""TaskEmb of a set of tasks, read from an embedding library or computed, and compared component by
-component (notebook 5).
+"""Task embeddings of a set of tasks, read from an embedding library or computed, and compared
+(notebooks 4 and 5).
 
-A TaskEmb (``taskemb.compute_taskemb``) is one embedding per *component* (an activation site or weight
-matrix) of the model fine-tuned on a task. Here ``taskemb`` is a mapping ``(task, estimator) ->
-{component: TaskEmbedding}``:
+TextEmb (``textemb.compute_textemb``) is one vector per task. A TaskEmb (``taskemb.compute_taskemb``) is one
+embedding per *component* (an activation site or weight matrix) of the model fine-tuned on a task; here
+``taskemb`` is a mapping ``(task, estimator) -> {component: TaskEmbedding}``.
 
-- :func:`load_or_compute_taskemb`: the mapping for every task and estimator, read from the library or (with
-  ``recompute``) fine-tuned with :func:`training.fine_tune` and computed;
+- :func:`load_or_compute_textemb`: each task's TextEmb, read from the library or computed;
+- :func:`nearest_sources`: per task, its most similar other tasks and whether the nearest shares its class;
+- :func:`load_or_compute_taskemb`: the TaskEmb mapping for every task and estimator, read from the library or
+  (with ``recompute``) fine-tuned with :func:`training.fine_tune` and computed;
 - :func:`estimators_with_every_task`: the estimators the mapping holds for every task;
 - :func:`component_table`: one task's components with their layer, kind, dimension and norm;
 - :func:`noise_components`, :func:`noise_notes`: the components flagged as rounding noise in any task;
@@ -30,6 +32,50 @@ from .embedding_store import TaskEmbedding, encoder_id, is_noise_only
 from .taskemb import parse_component
 
 TaskEmbMap = Mapping[tuple[str, str], Mapping[str, TaskEmbedding]]
+
+
+def load_or_compute_textemb(task_names: Sequence[str], library, *, encoder: str, regime: str, seed: int,
+                            max_examples: int | None, recompute: bool, data_dir: str | os.PathLike | None = None,
+                            log: Callable[[str], Any] = print) -> dict[str, TaskEmbedding]:
+    """Each task's TextEmb: the one ``library`` (an ``EmbeddingLibrary``) holds for this encoder, regime, seed
+    and row cap ``max_examples``, or (none stored, or ``recompute``) :func:`textemb.compute_textemb` of the
+    task's data, added to the library. Logs one line per task: loaded or computed, dimension, rows."""
+    from .loaders import load_task
+    from .textemb import compute_textemb
+
+    embeddings = {}
+    for name in task_names:
+        stored = library.load(task=name, method="TextEmb", encoder_id=encoder_id(encoder), regime=regime, seed=seed,
+                              max_examples=lambda stored_cap: stored_cap == max_examples)
+        if stored and not recompute:
+            embeddings[name] = stored[0]
+            how = "loaded"
+        else:
+            embeddings[name] = compute_textemb(load_task(name, data_dir=data_dir), encoder=encoder, regime=regime,
+                                               seed=seed, max_examples=max_examples)
+            library.add([embeddings[name]])
+            how = f"computed in {embeddings[name].meta['wall_time_s']:.1f} s"
+        log(f"{name:10s} {how:22s} dim={embeddings[name].vector.shape[0]}  "
+            f"examples={embeddings[name].meta['num_examples']}")
+    return embeddings
+
+
+def nearest_sources(vectors: Mapping[str, np.ndarray], k: int = 3, method: str = "TextEmb") -> pd.DataFrame:
+    """Per task of ``vectors`` (in their order), its ``k`` most similar other tasks by cosine
+    (:class:`selection.CosineRanker`): columns ``target``, ``class``, ``#1`` ... ``#k`` (``"<task> (<cosine>)"``)
+    and ``nearest in-class`` (the first shares the target's class)."""
+    from .selection import CosineRanker
+    from .tasks import get_task
+
+    names = list(vectors)
+    ranker = CosineRanker(dict(vectors), method=method)
+    rows = []
+    for name in names:
+        ranking = ranker.rank(name, [t for t in names if t != name]).head(k)
+        rows.append({"target": name, "class": get_task(name).task_class.value,
+                     **{f"#{i + 1}": f"{s} ({c:.3f})" for i, (s, c) in enumerate(zip(ranking["source"], ranking["score"]))},
+                     "nearest in-class": get_task(ranking["source"].iloc[0]).task_class == get_task(name).task_class})
+    return pd.DataFrame(rows)
 
 
 def load_or_compute_taskemb(task_names: Sequence[str], estimators: Sequence[str], library, *, encoder: str,

@@ -1,4 +1,4 @@
-"""taskemb_analysis: the component views of notebook 5 on hand-made TaskEmb vectors (checked against numpy
+"""embedding_analysis: the TaskEmb component views of notebook 5 on hand-made vectors (checked against numpy
 and scipy directly), reading the committed offline library, and one tiny computation."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from tasktransfer_utils import taskemb_analysis as ta
+from tasktransfer_utils import embedding_analysis as ea
 from tasktransfer_utils.embedding_store import EmbeddingLibrary, TaskEmbedding, encoder_id
 from tasktransfer_utils.paths import RESULTS_DIR, default_encoder
 
@@ -37,33 +37,33 @@ def taskemb():
 
 
 def test_noise_and_shared_components(taskemb):
-    assert ta.noise_components(taskemb) == [L1]
-    notes = ta.noise_notes(taskemb)
+    assert ea.noise_components(taskemb) == [L1]
+    notes = ea.noise_notes(taskemb)
     assert len(notes) == 1 and notes[0].startswith(f"left out: NER {L1} (paper): rule, norm 1.0e-11")
     # cls_output is missing for the SL tasks, L1 is noise in one of them
-    assert ta.shared_components(taskemb) == sorted([L0, M0])
+    assert ea.shared_components(taskemb) == sorted([L0, M0])
 
 
 def test_choose_map_component():
-    assert ta.choose_map_component([L0, M0], []) == L0  # the only layer output
-    assert ta.choose_map_component([L0, L1, M0], []) == L1  # the deepest layer output
-    assert ta.choose_map_component([M0, "cls_output"], []) == M0  # no layer output: the deepest component
-    assert ta.choose_map_component([L0, M0], [L1], M0) == M0
+    assert ea.choose_map_component([L0, M0], []) == L0  # the only layer output
+    assert ea.choose_map_component([L0, L1, M0], []) == L1  # the deepest layer output
+    assert ea.choose_map_component([M0, "cls_output"], []) == M0  # no layer output: the deepest component
+    assert ea.choose_map_component([L0, M0], [L1], M0) == M0
     with pytest.raises(ValueError, match="rounding noise"):
-        ta.choose_map_component([L0, M0], [L1], L1)
+        ea.choose_map_component([L0, M0], [L1], L1)
 
 
 def test_estimators_with_every_task(taskemb):
-    assert ta.estimators_with_every_task(taskemb, TASKS, ["empirical", "paper"]) == ["empirical", "paper"]
+    assert ea.estimators_with_every_task(taskemb, TASKS, ["empirical", "paper"]) == ["empirical", "paper"]
     del taskemb["MRPC", "empirical"]
-    assert ta.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"]) == ["paper"]
+    assert ea.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"]) == ["paper"]
     del taskemb["SST-2", "paper"]
     with pytest.raises(FileNotFoundError, match="no estimator has a stored TaskEmb for every task in here"):
-        ta.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"], where="here")
+        ea.estimators_with_every_task(taskemb, TASKS, ["paper", "empirical"], where="here")
 
 
 def test_component_table(taskemb):
-    table = ta.component_table(taskemb["SST-2", "paper"])
+    table = ea.component_table(taskemb["SST-2", "paper"])
     assert list(table["component"]) == [L0, L1, M0, "cls_output"]
     assert list(table["dim"]) == [6] * 4
     for row in table.itertuples():
@@ -78,7 +78,7 @@ def _cos(a, b):
 
 
 def test_similarity_by_estimator(taskemb):
-    sims = ta.similarity_by_estimator(taskemb, TASKS, ["paper", "empirical"], L0)
+    sims = ea.similarity_by_estimator(taskemb, TASKS, ["paper", "empirical"], L0)
     for est in ("paper", "empirical"):
         for a in TASKS:
             for b in TASKS:
@@ -87,7 +87,7 @@ def test_similarity_by_estimator(taskemb):
 
 
 def test_per_component_table_against_a_naive_loop(taskemb):
-    table = ta.per_component_table(taskemb, TASKS, ["paper", "empirical"], [L0, M0]).set_index("component")
+    table = ea.per_component_table(taskemb, TASKS, ["paper", "empirical"], [L0, M0]).set_index("component")
     classes = {"SST-2": "CR", "MRPC": "CR", "POS-PTB": "SL", "NER": "SL"}
     for comp in (L0, M0):
         pairs = {}
@@ -99,13 +99,13 @@ def test_per_component_table_against_a_naive_loop(taskemb):
             pairs[est] = [_cos(vec[a], vec[b]) for a in TASKS for b in TASKS if a != b]
         rho = spearmanr(pairs["paper"], pairs["empirical"]).statistic
         assert table.loc[comp, "spearman(paper, empirical)"] == pytest.approx(rho, abs=1e-9)
-    one = ta.per_component_table(taskemb, TASKS, ["paper"], [L0])
+    one = ea.per_component_table(taskemb, TASKS, ["paper"], [L0])
     assert not any(c.startswith("spearman") for c in one.columns)
 
 
 def test_load_reads_the_offline_library():
     library = EmbeddingLibrary(RESULTS_DIR / "offline_study" / "embeddings")
-    taskemb, missing = ta.load_or_compute_taskemb(
+    taskemb, missing = ea.load_or_compute_taskemb(
         ["SST-2", "SQuAD-1"], ["paper", "empirical"], library, encoder=default_encoder(), regime="LIMITED",
         labels="gold", seed=0, qa_loss="masked", recompute=False, components=[], runs_dir="unused")
     assert missing == [("SST-2", "empirical"), ("SQuAD-1", "empirical")]  # the study stores only "paper"
@@ -116,7 +116,7 @@ def test_load_reads_the_offline_library():
     for e in by_hand:
         assert np.array_equal(taskemb["SST-2", "paper"][e.component].vector, e.vector)
     # the study's QA embeddings were made with the masked loss: none for "authors"
-    _, missing = ta.load_or_compute_taskemb(
+    _, missing = ea.load_or_compute_taskemb(
         ["SQuAD-1"], ["paper"], library, encoder=default_encoder(), regime="LIMITED", labels="gold", seed=0,
         qa_loss="authors", recompute=False, components=[], runs_dir="unused")
     assert missing == [("SQuAD-1", "paper")]
@@ -125,7 +125,7 @@ def test_load_reads_the_offline_library():
 def test_compute_fine_tunes_and_adds_to_the_library(tmp_path, tiny_encoder_dir):
     library = EmbeddingLibrary(tmp_path / "embeddings")
     logged = []
-    taskemb, missing = ta.load_or_compute_taskemb(
+    taskemb, missing = ea.load_or_compute_taskemb(
         ["MRPC"], ["paper"], library, encoder=tiny_encoder_dir, regime="LIMITED", labels="gold", seed=0,
         qa_loss="authors", recompute=True, components=["encoder.layer.*.layer_output"], runs_dir=tmp_path / "runs",
         max_train_examples=32, max_eval_examples=8, num_epochs=1, max_examples=8, log=logged.append)
@@ -137,4 +137,35 @@ def test_compute_fine_tunes_and_adds_to_the_library(tmp_path, tiny_encoder_dir):
     assert sorted(stored) == sorted(comps)
     assert all(np.array_equal(stored[c].vector, comps[c].vector) for c in comps)
     assert comps[L0].meta["num_examples"] == 8
-    assert isinstance(ta.component_table(comps), pd.DataFrame)
+    assert isinstance(ea.component_table(comps), pd.DataFrame)
+
+
+def test_nearest_sources_against_a_naive_loop():
+    rng = np.random.default_rng(1)
+    vectors = {t: rng.normal(size=5) for t in TASKS}
+    table = ea.nearest_sources(vectors, k=2)
+    classes = {"SST-2": "CR", "MRPC": "CR", "POS-PTB": "SL", "NER": "SL"}
+    assert list(table["target"]) == TASKS and list(table["class"]) == [classes[t] for t in TASKS]
+    for row in table.itertuples(index=False):
+        t = row[0]
+        order = sorted((s for s in TASKS if s != t), key=lambda s: -_cos(vectors[t], vectors[s]))
+        assert row[2] == f"{order[0]} ({_cos(vectors[t], vectors[order[0]]):.3f})"
+        assert row[3] == f"{order[1]} ({_cos(vectors[t], vectors[order[1]]):.3f})"
+        assert row[4] == (classes[order[0]] == classes[t])
+    assert list(table.columns) == ["target", "class", "#1", "#2", "nearest in-class"]
+
+
+def test_textemb_is_computed_once_then_read(tmp_path, tiny_encoder_dir):
+    library = EmbeddingLibrary(tmp_path / "embeddings")
+    kw = dict(encoder=tiny_encoder_dir, regime="LIMITED", seed=0, max_examples=8)
+    logged = []
+    first = ea.load_or_compute_textemb(["RTE", "POS-PTB"], library, recompute=False, log=logged.append, **kw)
+    assert [line.split()[1] for line in logged] == ["computed", "computed"]
+    assert all(e.meta["num_examples"] == 8 and e.vector.shape == (32,) for e in first.values())
+    logged.clear()
+    again = ea.load_or_compute_textemb(["RTE", "POS-PTB"], library, recompute=False, log=logged.append, **kw)
+    assert [line.split()[1] for line in logged] == ["loaded", "loaded"]
+    assert all(np.array_equal(first[t].vector, again[t].vector) for t in first)
+    logged.clear()  # another row cap is another embedding
+    ea.load_or_compute_textemb(["RTE"], library, recompute=False, log=logged.append, **{**kw, "max_examples": 4})
+    assert logged[0].split()[1] == "computed"
