@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError
+
 FORMAT = "tasktransfer-embeddings/1"
 # Fields that must agree before two task embeddings may be compared.
 COMPARABILITY_FIELDS = ("encoder_id", "method", "component", "estimator", "label_source")
@@ -166,6 +168,31 @@ def base_meta(**fields: Any) -> dict:
     meta["versions"] = library_versions()
     meta["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return _jsonable(meta)
+
+
+def taskemb_variant(e: TaskEmbedding) -> tuple:
+    """A TaskEmb's variant: (estimator, label source, QA loss); the QA loss only for QA tasks (a stored QA
+    TaskEmb without the field was made with ``LEGACY_QA_LOSS``), None for the others."""
+    qa = (e.meta.get("qa_loss") or LEGACY_QA_LOSS) if e.meta.get("task_class") == "QA" else None
+    return e.meta.get("estimator"), e.meta.get("label_source"), qa
+
+
+def ranked_variant(embs: list[TaskEmbedding], path: str | os.PathLike) -> list[TaskEmbedding]:
+    """A library's embeddings with one TaskEmb variant: a study computes every variant its config lists
+    (e.g. both Fisher estimators) and ranks with the first; a study's ``embeddings`` folder is read with
+    that one (``study.json`` beside it). Another folder must hold one variant. TextEmbs are all kept."""
+    path = Path(path)
+    variants = {taskemb_variant(e) for e in embs if e.meta.get("method") == "TaskEmb"}
+    described = path.parent / "study.json"
+    if path.name == "embeddings" and described.is_file():
+        first = (json.loads(described.read_text()).get("taskemb") or [{}])[0]
+        main = (first.get("estimator", "paper"), first.get("labels", "gold"), first.get("qa_loss", LEGACY_QA_LOSS))
+        keep = lambda v: v[:2] == main[:2] and v[2] in (None, main[2])  # noqa: E731
+        return [e for e in embs if e.meta.get("method") != "TaskEmb" or keep(taskemb_variant(e))]
+    if len({v[:2] for v in variants}) > 1 or len({v[2] for v in variants} - {None}) > 1:
+        raise UsageError(f"embedding library {path} mixes TaskEmb variants (estimator, labels, QA loss) "
+                         f"{sorted(variants, key=str)}; expected one (keep one variant's files in the folder)")
+    return embs
 
 
 # ----------------------------------------------------------------------------------------- comparison

@@ -504,7 +504,7 @@ def read_target_file(
 
 
 def _as_embeddings(library: Any) -> list:
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary, load_embeddings
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary, load_embeddings, ranked_variant
 
     if isinstance(library, (str, os.PathLike)):
         p = Path(library)
@@ -519,7 +519,7 @@ def _as_embeddings(library: Any) -> list:
         embs = library.load()
         if not embs:
             raise MissingFileError(f"embedding library {library.root} holds no embeddings")
-        return embs
+        return ranked_variant(embs, library.root)
     return list(library)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from .embedding_store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
-                              read_header)
+                              ranked_variant, read_header)
 from .errors import UsageError
 from .paths import CONFIGS_DIR, RESULTS_DIR
 
@@ -71,7 +71,8 @@ def _load_one(path: Path) -> list[TaskEmbedding]:
     if not path.is_dir():
         raise LibraryError(f"embedding library {path} does not exist; expected a folder of .safetensors embedding "
                            "files (tasktransfer library add/build) or one such file")
-    return EmbeddingLibrary(path).load()
+    return ranked_variant(EmbeddingLibrary(path).load(), path)
+
 
 
 def measured_sources(library: str | os.PathLike) -> set[str]:

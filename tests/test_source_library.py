@@ -243,3 +243,37 @@ def test_rank_uses_both_default_libraries(tmp_path, capsys):
     assert set(table.loc[table["transfers"] == EMBEDDINGS_ONLY, "source"]) == {
         "CoLA", "QNLI", "WNLI", "MR", "SUBJ", "TREC", "PPAttach", "RTE-PASCAL", "NPS-Chat-DA", "POS-EWT", "GParent",
         "GGParent", "POS-MASC", "POS-Brown", "NER-ES", "NER-NL"}
+
+
+def _variant_embs(task, task_class, estimator, qa_loss=None, dim=4):
+    from tasktransfer_utils.embedding_store import TaskEmbedding
+
+    meta = {"task": task, "task_class": task_class, "method": "TaskEmb", "component": "cls_output",
+            "estimator": estimator, "label_source": "gold", "encoder_id": "enc", "regime": "LIMITED", "seed": 0}
+    if qa_loss:
+        meta["qa_loss"] = qa_loss
+    return [TaskEmbedding(np.arange(1, dim + 1, dtype=np.float32), meta)]
+
+
+def test_a_study_library_is_read_with_the_study_s_first_taskemb_variant(tmp_path):
+    import json
+
+    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.errors import UsageError
+    from tasktransfer_utils.source_library import load_libraries
+
+    study = tmp_path / "study" / "embeddings"
+    lib = EmbeddingLibrary(study)
+    for task, cls in (("RTE", "CR"), ("SQuAD-1", "QA")):
+        lib.add(_variant_embs(task, cls, "paper"))
+        lib.add(_variant_embs(task, cls, "empirical"))
+    lib.add(_variant_embs("SQuAD-1", "QA", "paper", qa_loss="authors"))
+    (study.parent / "study.json").write_text(json.dumps(
+        {"taskemb": [{"estimator": "paper", "labels": "gold", "qa_loss": "masked"}, {"estimator": "empirical"}]}))
+    kept = load_libraries([study])
+    # one TaskEmb per task: the paper's estimator, and for the QA task the masked loss (field absent)
+    assert sorted((e.task, e.meta["estimator"], e.meta.get("qa_loss")) for e in kept) == [
+        ("RTE", "paper", None), ("SQuAD-1", "paper", None)]
+    (study.parent / "study.json").unlink()  # a plain folder must hold one variant
+    with pytest.raises(UsageError, match="mixes TaskEmb variants"):
+        load_libraries([study])
