@@ -279,10 +279,16 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     for i, v in enumerate(taskemb):
         v = dict(v or {})
         bad = set(v) - {"estimator", "labels", "components", "batch_size", "max_examples", "num_label_samples",
-                        "qa_loss"}
+                        "qa_loss", "regimes", "classes"}
         if bad:
             raise _err(where, f"embeddings.taskemb[{i}]", "fields among estimator, labels, components, "
-                       "batch_size, max_examples, num_label_samples, qa_loss", sorted(bad))
+                       "batch_size, max_examples, num_label_samples, qa_loss, regimes, classes", sorted(bad))
+        for key, allowed in (("regimes", ("FULL", "LIMITED")), ("classes", CLASS_ORDER)):
+            if key in v:
+                if (not isinstance(v[key], list) or not v[key] or any(x not in allowed for x in v[key])
+                        or len(set(v[key])) != len(v[key])):
+                    raise _err(where, f"embeddings.taskemb[{i}].{key}",
+                               f"a non-empty list of distinct values among {list(allowed)}", v[key])
         v.setdefault("estimator", "paper")
         v.setdefault("labels", "gold")
         v.setdefault("qa_loss", "authors")
@@ -469,6 +475,8 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
                                 {**common, "settings": cfg.settings_overrides(cls), **cap, **cfg.textemb},
                                 group=cls, cost=0.1 * _cost(cls, regime)))
         for v in cfg.taskemb:
+            if regime not in v.get("regimes", (regime,)) or cls not in v.get("classes", (cls,)):
+                continue  # a variant scoped to some regimes or classes
             v = _taskemb_job_fields(v, cls)
             taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"]), "taskemb",
                                 {**common, **cap, **v}, deps=(fid,), group=cls,
@@ -509,7 +517,7 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
 def _taskemb_job_fields(variant: Mapping, task_class: str) -> dict:
     """A TaskEmb variant's fields as one task's job params: ``qa_loss`` only on QA jobs, and there only when
     it is not the masked loss, which a missing field means (records made before the option existed)."""
-    v = dict(variant)
+    v = {k: x for k, x in variant.items() if k not in ("regimes", "classes")}  # scope, not a computation setting
     qa_loss = v.pop("qa_loss", LEGACY_QA_LOSS)
     if task_class == "QA" and qa_loss != LEGACY_QA_LOSS:
         v["qa_loss"] = qa_loss
@@ -721,6 +729,8 @@ def _first_difference(recorded: Any, rebuilt: Any, where: str, rtol: float) -> s
         for k in sorted(set(recorded) | set(rebuilt)):
             if k in REBUILD_IGNORED_FIELDS:
                 continue
+            if k not in recorded and rebuilt[k] is None:
+                continue  # a result field added after the record was made, at its default
             if k not in recorded or k not in rebuilt:
                 return f"{where}.{k} is {'absent' if k not in rebuilt else repr(rebuilt[k])}, recorded " \
                        f"{'absent' if k not in recorded else repr(recorded[k])}"
@@ -782,6 +792,9 @@ def rebuild_models(cfg: StudyConfig, tasks: Sequence[str] = (), regime: str | No
                                f"({len(jobs)} fine-tune job(s) selected, none recorded in "
                                f"{_shown(plan.records_dir)}); run `tasktransfer study run "
                                f"{_shown(cfg.config_path)}` first")
+    from .engines import _set_torch_threads
+
+    _set_torch_threads(cfg.engine.get("torch_threads"))  # train as the study's workers do
     status: dict[str, str] = {}
     for n, job in enumerate(recorded, 1):
         record = records[job.id]

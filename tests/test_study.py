@@ -57,7 +57,12 @@ def test_offline_study_config_and_job_graph():
     n = len(cfg.tasks)
     # every task fine-tuned LIMITED (source of LIMITED→LIMITED, baseline of both regimes) and FULL (source of
     # FULL→LIMITED), each embedded; every ordered pair transferred in both regimes
-    assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n and kinds.count("taskemb") == 2 * n
+    assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n
+    # the paper's estimator for every fine-tune, the empirical one (scoped to LIMITED) for the LIMITED ones
+    taskembs = [j.id for j in jobs if j.kind == "taskemb"]
+    assert len(taskembs) == 3 * n
+    assert sorted(i for i in taskembs if i.endswith("empirical-gold")) == sorted(
+        f"taskemb__{t}__LIMITED__s0__empirical-gold" for t in cfg.tasks)
     assert kinds.count("transfer") == 2 * n * (n - 1) == 264 and kinds.count("logme") == 264
     assert kinds.count("restart") == 2 * n and set(kinds[-2 * n:]) == {"restart"}  # noise floor: 2 seeds, last
     # order: fine-tunes (LIMITED, then FULL; CR, SL, QA), embeddings, then transfers grouped by regime and target
@@ -193,6 +198,8 @@ def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
     ({"settings": {"QA": {"max_seq_len": 256}}}, "settings.QA"),
     ({"embeddings": {"taskemb": [{"estimator": "fisher"}]}}, "estimator"),
     ({"embeddings": {"taskemb": [{"qa_loss": "padded"}]}}, "embeddings.taskemb[0].qa_loss"),
+    ({"embeddings": {"taskemb": [{"regimes": ["HALF"]}]}}, "embeddings.taskemb[0].regimes"),
+    ({"embeddings": {"taskemb": [{"classes": []}]}}, "embeddings.taskemb[0].classes"),
     ({"limited_size": 5000}, "limited_size"),
     ({"suite": "offline"}, "exactly one of"),
     ({"report": {"min_spread_in_se": -1}}, "report.min_spread_in_se"),
@@ -802,4 +809,6 @@ def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
     assert _first_difference(rec, {**same, "loss_curve": [{"loss": 2.0}]}, "r", 1.0) == \
         "r.loss_curve has 1 entries, recorded 2"
     assert _first_difference(rec, {**same, "extra": 1}, "r", 0.0) == "r.extra is 1, recorded absent"
+    # a field added to results after the record was made, at its default (None), is not a difference
+    assert _first_difference(rec, {**same, "sample_seed": None}, "r", 0.0) is None
     assert _first_difference({"a": "x"}, {"a": "y"}, "r", 1.0) == "r.a is 'y', recorded 'x'"
