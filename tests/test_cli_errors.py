@@ -407,6 +407,19 @@ def test_subprocess_unknown_task_and_debug_traceback(tmp_path):
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "UsageError" in debug.stderr
 
 
+def test_a_closed_pipe_stops_quietly():
+    """`tasktransfer study run CONFIG --dry-run | head -1`: the listing stops without a traceback (the paper-scale
+    study lists 9,522 jobs, far more than a pipe holds, so the writer meets the closed pipe)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tasktransfer_utils.cli", "study", "run",
+                             str(REPO / "configs" / "paper_study.yaml"), "--dry-run"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and first.startswith(b"finetune__")
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
 # --------------------------------------------------------------------------------------------- help is light
 def test_parsing_imports_no_heavy_library():
     """Structural: building every parser and printing --help imports none of torch, transformers, datasets,
