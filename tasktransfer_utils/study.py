@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES
+from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES, taskemb_variant
 from .errors import MissingFileError, UserInputError, suggest
 from .runner import (Job, Plan, PlanRef, atomic_write_text, canonical_json, load_results, progress,
                      quiet_library_output, select_jobs, with_dependencies)
@@ -300,9 +300,17 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
             raise _err(where, f"embeddings.taskemb[{i}].labels", "'gold' or 'sampled'", v["labels"])
         v.setdefault("components", list(DEFAULT_TASKEMB_COMPONENTS))
         variants.append(v)
-    keys = [(v["estimator"], v["labels"]) for v in variants]
-    if len(set(keys)) != len(keys):
-        raise _err(where, "embeddings.taskemb", "distinct (estimator, labels) variants", keys)
+    seen: dict[tuple, int] = {}
+    for i, v in enumerate(variants):
+        key = (v["estimator"], v["labels"])
+        if key in seen:  # another QA loss of the same estimator and labels: for QA tasks only, and a distinct loss
+            first = variants[seen[key]]
+            if v.get("classes") != ["QA"] or v["qa_loss"] == first["qa_loss"]:
+                raise _err(where, f"embeddings.taskemb[{i}]", f"a variant distinct from embeddings.taskemb[{seen[key]}] "
+                           f"({key[0]}, {key[1]}): another qa_loss with classes: [QA]",
+                           {k: v.get(k) for k in ("estimator", "labels", "qa_loss", "classes")})
+        else:
+            seen[key] = i
 
     logme = raw.get("logme")
     if logme is not None:
@@ -391,8 +399,11 @@ def textemb_id(task: str, regime: str, seed: int) -> str:
     return f"textemb__{task}__{regime}__s{seed}"
 
 
-def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str) -> str:
-    return f"taskemb__{task}__{regime}__s{seed}__{estimator}-{labels}"
+def taskemb_id(task: str, regime: str, seed: int, estimator: str, labels: str, qa_loss: str | None = None) -> str:
+    """A TaskEmb job's id; a QA loss other than the masked one (which the first records were made with, and
+    whose ids carry no loss) is part of it, as of the embedding file names."""
+    loss = f"-qa-{qa_loss}" if qa_loss not in (None, LEGACY_QA_LOSS) else ""
+    return f"taskemb__{task}__{regime}__s{seed}__{estimator}-{labels}{loss}"
 
 
 def transfer_id(source: str, target: str, regime_name: str, seed: int) -> str:
@@ -478,7 +489,7 @@ def build_jobs(cfg: StudyConfig) -> list[Job]:
             if regime not in v.get("regimes", (regime,)) or cls not in v.get("classes", (cls,)):
                 continue  # a variant scoped to some regimes or classes
             v = _taskemb_job_fields(v, cls)
-            taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"]), "taskemb",
+            taskembs.append(Job(taskemb_id(task, regime, seed, v["estimator"], v["labels"], v.get("qa_loss")), "taskemb",
                                 {**common, **cap, **v}, deps=(fid,), group=cls,
                                 cost=(0.5 if v["estimator"] == "paper" else 3.0) * _cost(cls, regime)))
     for seed in cfg.seeds:
@@ -1196,16 +1207,14 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
         targets = sorted(set(results.loc[results["regime"] == regime, "target"]))
         src_embs = [e for e in all_embs if e.meta.get("regime") == src_side and e.meta.get("task") in sources]
         tgt_embs = [e for e in all_embs if e.meta.get("regime") == tgt_side and e.meta.get("task") in targets]
-        variants = sorted({(e.meta.get("estimator"), e.meta.get("label_source")) for e in src_embs
-                           if e.meta.get("method") == "TaskEmb"})
         covered = set(sources) | set(targets)
+        task_embs = [e for e in src_embs + tgt_embs if e.meta.get("method") == "TaskEmb"]
+        variants = _taskemb_variants(task_embs, cfg.get("taskemb") or [])
 
-        def shared_components(estimator, labels):
+        def shared_components(variant):
             per_task: dict[str, set] = {}
-            for e in src_embs + tgt_embs:
-                if e.meta.get("method") == "TaskEmb" and (e.meta.get("estimator"), e.meta.get("label_source")) == (
-                        estimator, labels):
-                    per_task.setdefault(e.meta["task"], set()).add(e.meta["component"])
+            for e in _of_variant(task_embs, variant):
+                per_task.setdefault(e.meta["task"], set()).add(e.meta["component"])
             if set(per_task) != covered:
                 return []
             return sorted(set.intersection(*per_task.values()))
@@ -1215,15 +1224,14 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
             r = embedding_rankers([e for e in src_embs if e.meta.get("method") == "TextEmb"],
                                   [e for e in tgt_embs if e.meta.get("method") == "TextEmb"])
             rankers.update(r)
-        for estimator, labels in variants:
-            comps = shared_components(estimator, labels)
+        for variant, suffix in variants:
+            comps = shared_components(variant)
             if not comps:
                 continue
-            suffix = "" if (estimator, labels) == ("paper", "gold") else f" ({estimator}, {labels})"
             r = embedding_rankers(
-                [e for e in src_embs if e.meta.get("method") in ("TaskEmb", "TextEmb")],
-                [e for e in tgt_embs if e.meta.get("method") in ("TaskEmb", "TextEmb")],
-                components=comps, estimator=[estimator, None], label_source=[labels, None])
+                [e for e in src_embs if e.meta.get("method") == "TextEmb"] + _of_variant(src_embs, variant),
+                [e for e in tgt_embs if e.meta.get("method") == "TextEmb"] + _of_variant(tgt_embs, variant),
+                components=comps)
             for name, ranker in r.items():
                 if name == "TextEmb":
                     continue
@@ -1249,6 +1257,36 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
             rankers["LogME"] = LogMERanker.from_scores(logme_scores)
         rankers["Random"] = RandomRanker(expected=True)
         out[regime] = rankers
+    return out
+
+
+def _of_variant(embs: Sequence, variant: tuple) -> list:
+    """The TaskEmbs of one variant (estimator, labels, QA loss); a QA task's only with the variant's QA loss."""
+    return [e for e in embs if e.meta.get("method") == "TaskEmb" and taskemb_variant(e)[:2] == variant[:2]
+            and taskemb_variant(e)[2] in (None, variant[2])]
+
+
+def _taskemb_variants(task_embs: Sequence, configured: Sequence[Mapping]) -> list[tuple[tuple, str]]:
+    """The TaskEmb variants (estimator, labels, QA loss) among stored TaskEmbs, each with the suffix of its
+    rankers' names: none for the paper's estimator with gold labels and the study's QA loss for it (the
+    first configured variant of that estimator and labels), " (estimator, labels)" for another estimator or
+    label source, and ", <loss> QA loss" added for another QA loss."""
+    main_loss = {}
+    for v in configured:
+        main_loss.setdefault((v.get("estimator", "paper"), v.get("labels", "gold")), v.get("qa_loss", LEGACY_QA_LOSS))
+    found: dict[tuple, set] = {}
+    for e in task_embs:
+        est, labels, qa = taskemb_variant(e)
+        found.setdefault((est, labels), set()).add(qa)
+    out = []
+    for (est, labels), losses in sorted(found.items()):
+        main = main_loss.get((est, labels), LEGACY_QA_LOSS)
+        qa_losses = sorted(losses - {None}) or [main]
+        for qa in sorted(qa_losses, key=lambda q: (q != main, q)):
+            parts = [] if (est, labels) == ("paper", "gold") else [est, labels]
+            if qa != main:
+                parts.append(f"{qa} QA loss")
+            out.append(((est, labels, qa), f" ({', '.join(parts)})" if parts else ""))
     return out
 
 

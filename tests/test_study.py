@@ -58,9 +58,10 @@ def test_offline_study_config_and_job_graph():
     # every task fine-tuned LIMITED (source of LIMITED→LIMITED, baseline of both regimes) and FULL (source of
     # FULL→LIMITED), each embedded; every ordered pair transferred in both regimes
     assert kinds.count("finetune") == 2 * n and kinds.count("textemb") == 2 * n
-    # the paper's estimator for every fine-tune, the empirical one (scoped to LIMITED) for the LIMITED ones
+    # the paper's estimator for every fine-tune, the empirical one (scoped to LIMITED) for the LIMITED ones,
+    # the authors' QA loss for the 4 LIMITED QA tasks
     taskembs = [j.id for j in jobs if j.kind == "taskemb"]
-    assert len(taskembs) == 3 * n
+    assert len(taskembs) == 3 * n + 4
     assert sorted(i for i in taskembs if i.endswith("empirical-gold")) == sorted(
         f"taskemb__{t}__LIMITED__s0__empirical-gold" for t in cfg.tasks)
     assert kinds.count("transfer") == 2 * n * (n - 1) == 264 and kinds.count("logme") == 264
@@ -130,7 +131,7 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     path = str(CONFIGS_DIR / "offline_study.yaml")
     assert main(["study", "run", path, "--target", "FAQ-TR", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "67 jobs selected of 624" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
+    assert f"67 jobs selected of {len(plan.jobs)}" in out and "transfer__LIMITED-LIMITED__SST-2__FAQ-TR__s0" in out
     assert main(["study", "run", path, "--only", "nothing*", "--dry-run"]) == 2
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
@@ -812,3 +813,50 @@ def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
     # a field added to results after the record was made, at its default (None), is not a difference
     assert _first_difference(rec, {**same, "sample_seed": None}, "r", 0.0) is None
     assert _first_difference({"a": "x"}, {"a": "y"}, "r", 1.0) == "r.a is 'y', recorded 'x'"
+
+
+def test_taskemb_variants_scoped_to_regimes_and_classes_and_a_second_qa_loss(tmp_path):
+    """The offline study's three TaskEmb variants: the paper's estimator (masked QA loss) everywhere, the
+    empirical estimator for the LIMITED tasks, the authors' QA loss for the LIMITED QA tasks; a second QA
+    loss of one estimator is only valid for QA tasks; the report names each variant's rankers."""
+    import numpy as np
+
+    from tasktransfer_utils.embedding_store import TaskEmbedding
+    from tasktransfer_utils.study import _of_variant, _taskemb_variants, taskemb_id
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    ids = {j.id for j in build_jobs(cfg) if j.kind == "taskemb"}
+    assert "taskemb__SQuAD-1__LIMITED__s0__paper-gold-qa-authors" in ids
+    assert "taskemb__RTE__LIMITED__s0__paper-gold-qa-authors" not in ids  # classes: [QA]
+    assert "taskemb__SQuAD-1__FULL__s0__paper-gold-qa-authors" not in ids  # regimes: [LIMITED]
+    assert "taskemb__SQuAD-1__FULL__s0__empirical-gold" not in ids and "taskemb__RTE__LIMITED__s0__empirical-gold" in ids
+    assert len(ids) == 12 * 2 + 12 + 4
+    assert taskemb_id("A", "LIMITED", 0, "paper", "gold", "masked") == taskemb_id("A", "LIMITED", 0, "paper", "gold")
+    base = {"name": "t", "tasks": {"CR": ["RTE"], "QA": ["SQuAD-1"]}}
+    for second, ok in (({"qa_loss": "authors", "classes": ["QA"]}, True), ({"qa_loss": "authors"}, False),
+                       ({"qa_loss": "masked", "classes": ["QA"]}, False)):
+        raw = {**base, "embeddings": {"taskemb": [{"qa_loss": "masked"}, second]}}
+        if ok:
+            jobs = [j.id for j in build_jobs(study_config_from_dict(raw, base_dir=tmp_path)) if j.kind == "taskemb"]
+            assert sorted(jobs) == ["taskemb__RTE__LIMITED__s0__paper-gold", "taskemb__SQuAD-1__LIMITED__s0__paper-gold",
+                                    "taskemb__SQuAD-1__LIMITED__s0__paper-gold-qa-authors"]
+        else:
+            with pytest.raises(StudyConfigError, match=r"embeddings\.taskemb\[1\]"):
+                study_config_from_dict(raw, base_dir=tmp_path)
+
+    def emb(task, cls, estimator, qa_loss=None):
+        meta = {"task": task, "task_class": cls, "method": "TaskEmb", "component": "c", "estimator": estimator,
+                "label_source": "gold", **({"qa_loss": qa_loss} if qa_loss else {})}
+        return TaskEmbedding(np.ones(2, dtype=np.float32), meta)
+
+    embs = [emb("RTE", "CR", "paper"), emb("SQuAD-1", "QA", "paper"), emb("SQuAD-1", "QA", "paper", "authors"),
+            emb("RTE", "CR", "empirical"), emb("SQuAD-1", "QA", "empirical")]
+    variants = _taskemb_variants(embs, cfg.taskemb)
+    assert variants == [(("empirical", "gold", "masked"), " (empirical, gold)"),
+                        (("paper", "gold", "masked"), ""), (("paper", "gold", "authors"), " (authors QA loss)")]
+    held = lambda v: sorted((e.task, e.meta["estimator"], e.meta.get("qa_loss")) for e in _of_variant(embs, v))  # noqa: E731
+    assert held(("paper", "gold", "authors")) == [("RTE", "paper", None), ("SQuAD-1", "paper", "authors")]
+    assert held(("paper", "gold", "masked")) == [("RTE", "paper", None), ("SQuAD-1", "paper", None)]
+    # a study whose only QA loss is the authors' (a new study's default) names it plainly
+    assert _taskemb_variants([emb("SQuAD-1", "QA", "paper", "authors")], [{"qa_loss": "authors"}]) == [
+        (("paper", "gold", "authors"), "")]
