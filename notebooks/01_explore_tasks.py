@@ -39,11 +39,11 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.data.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, resolve_data_dir
-from tasktransfer_utils.regimes import TRANSFER_REGIMES, Regime, apply_regime
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_suite, list_tasks
+from tasktransfer_utils.data.regimes import TRANSFER_REGIMES, Regime, apply_regime
+from tasktransfer_utils.data.tasks import SUITES, TaskClass, get_suite, list_tasks
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 print("data directory:", resolve_data_dir(data_dir))

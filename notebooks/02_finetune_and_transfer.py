@@ -48,17 +48,18 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import encoder_id
-from tasktransfer_utils.loaders import load_task
-from tasktransfer_utils.metrics import task_score
+from tasktransfer_utils.embeddings.store import encoder_id
+from tasktransfer_utils.data.loaders import load_task
+from tasktransfer_utils.training.metrics import task_score
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, REPO_ROOT, default_encoder
-from tasktransfer_utils.regimes import Regime, apply_regime, get_transfer_regime
-from tasktransfer_utils.selection_metrics import mean_transfer
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.study import finetune_id, load_study_config, transfer_id
-from tasktransfer_utils.tasks import get_task
-from tasktransfer_utils.training import RunResult, fine_tune
+from tasktransfer_utils.data.regimes import Regime, apply_regime, get_transfer_regime
+from tasktransfer_utils.selection.evaluation import mean_transfer
+from tasktransfer_utils.training.settings import preset
+from tasktransfer_utils.study.jobs import finetune_id, transfer_id
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.data.tasks import get_task
+from tasktransfer_utils.training.fine_tuning import RunResult, fine_tune
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
@@ -133,7 +134,7 @@ for source, run in transfer_runs.items():
 # ## Did the source help?
 #
 # The results go into the project's tidy transfer-results table (one row per run; the baseline has no
-# source), and `selection_metrics.mean_transfer` computes the gains exactly as the study does.
+# source), and `selection.evaluation.mean_transfer` computes the gains exactly as the study does.
 
 # %%
 results = pd.DataFrame([{"source": None, "target": target, "regime": transfer_regime.name, "seed": seed, "score": alone.score}]

@@ -41,14 +41,16 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.engines import make_engine
-from tasktransfer_utils.loaders import task_size
+from tasktransfer_utils.study.engines import make_engine
+from tasktransfer_utils.data.loaders import task_size
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.selection_metrics import mean_transfer
-from tasktransfer_utils.runner import progress
-from tasktransfer_utils.study import (complete_targets_by_regime, load_study_config, plan_ref, selection_rankers,
-                                     write_tables)
+from tasktransfer_utils.selection.evaluation import mean_transfer
+from tasktransfer_utils.study.runner import progress
+from tasktransfer_utils.study.report import complete_targets_by_regime, selection_rankers
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.plan import plan_ref
+from tasktransfer_utils.study.tables import write_tables
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -81,7 +83,7 @@ print(f"{len(results)} runs: {results['source'].isna().sum()} baselines, {result
 # %% [markdown]
 # ## Gains
 #
-# `selection_metrics.mean_transfer` averages each pair over seeds and computes the paper's relative
+# `selection.evaluation.mean_transfer` averages each pair over seeds and computes the paper's relative
 # gain against the mean no-transfer score of the target.
 
 # %%

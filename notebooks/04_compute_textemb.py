@@ -42,14 +42,14 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
-from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.data.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, RESULTS_DIR, default_encoder
-from tasktransfer_utils.selection import CosineRanker
-from tasktransfer_utils.similarity import cosine_similarity_matrix
-from tasktransfer_utils.tasks import SUITES, get_task
-from tasktransfer_utils.textemb import compute_textemb
+from tasktransfer_utils.selection.rankers import CosineRanker
+from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
+from tasktransfer_utils.data.tasks import SUITES, get_task
+from tasktransfer_utils.embeddings.textemb import compute_textemb
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")

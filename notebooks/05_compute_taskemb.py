@@ -74,17 +74,17 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id, is_noise_only
-from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, encoder_id, is_noise_only
+from tasktransfer_utils.data.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
-from tasktransfer_utils.regimes import Regime, apply_regime
-from tasktransfer_utils.selection import CosineRanker
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.similarity import cosine_similarity_matrix
-from tasktransfer_utils.taskemb import compute_taskemb, parse_component
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_task
-from tasktransfer_utils.training import fine_tune
+from tasktransfer_utils.data.regimes import Regime, apply_regime
+from tasktransfer_utils.selection.rankers import CosineRanker
+from tasktransfer_utils.training.settings import preset
+from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
+from tasktransfer_utils.embeddings.taskemb import compute_taskemb, parse_component
+from tasktransfer_utils.data.tasks import SUITES, TaskClass, get_task
+from tasktransfer_utils.training.fine_tuning import fine_tune
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"

@@ -16,7 +16,7 @@
 #   (1 = the best source is always ranked first; lower is better);
 # * **NDCG** — the whole ranking against the measured results (higher is better). Here relevance is
 #   min-max scaled per target: the best source has relevance 1 and the worst 0, so negative gains need
-#   no special case (see `selection_metrics`);
+#   no special case (see `selection.evaluation`);
 # * **regret@k** — how far (in %) the best of the top-k sources falls below the truly best source;
 # * Spearman / Kendall correlations between predicted and measured orders.
 #
@@ -50,12 +50,13 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils import selection_metrics as sm
-from tasktransfer_utils.engines import make_engine
+from tasktransfer_utils.selection import evaluation as sm
+from tasktransfer_utils.study.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.study import (HEADLINE_METHODS, load_study_config, min_spread_in_se, plan_ref, report,
-                                     selection_rankers)
+from tasktransfer_utils.study.report import HEADLINE_METHODS, min_spread_in_se, report, selection_rankers
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.plan import plan_ref
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
