@@ -17,7 +17,8 @@ The pipeline, one folder per stage; a stage imports only the stages above it (``
 import os as _os
 
 # cuBLAS is deterministic only with a fixed workspace, read when it first starts in a process: set it before
-# anything touches CUDA, so that fine-tuning on a GPU (training.fine_tuning.deterministic_cuda) reproduces a run exactly.
+# anything touches CUDA, so that fine-tuning on a GPU (training.fine_tuning.deterministic_cuda) reproduces a run
+# exactly.
 _os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from datasets import DatasetDict
 
 from tasktransfer_utils.paths import CONFIGS_DIR
 from tasktransfer_utils.study.runner import load_results, progress, run_worker
-from tasktransfer_utils.study.config import StudyConfigError, load_study_config, study_config_from_dict
+from tasktransfer_utils.study.config import (DEFAULT_TASKEMB_COMPONENTS, StudyConfigError, load_study_config,
+                                             study_config_from_dict)
 from tasktransfer_utils.study.jobs import build_jobs, finetune_id, transfer_id
 from tasktransfer_utils.study.plan import plan_for, plan_ref, select_study_jobs
 from tasktransfer_utils.study.report import report
@@ -197,6 +198,38 @@ def test_config_errors_name_the_field(tmp_path, patch, message):
     with pytest.raises(StudyConfigError) as err:
         load_study_config(path)
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"embeddings": {"taskemb": [{"labels": "gold"}, {"estimatr": "paper"}]}},
+     "field 'embeddings.taskemb[1]': unknown field(s) ['estimatr'] (did you mean estimator?); known: ['batch_size', "),
+    ({"data": {"sourc": "hub"}}, "field 'data': unknown field(s) ['sourc'] (did you mean source?)"),
+    ({"settings": {"Q": {}}}, "field 'settings': unknown field(s) ['Q'] (did you mean QA?); known: ['CR', 'QA', 'SL', 'all']"),
+    ({"seeds": [0, "1"]}, "field 'seeds[1]': expected an integer, got '1'"),
+    ({"embeddings": {"textemb": {"batch_size": 0}}}, "field 'embeddings.textemb.batch_size': expected an integer >= 1, got 0"),
+    ({"outputs": {"keep_models": "none"}}, "field 'outputs.keep_models': expected 'sources' or 'all', got 'none'"),
+    ({"report": {"relevance": "rank"}}, "field 'report.relevance': expected one of ('minmax', 'positive_gain', 'score')"),
+    ({"pairs": "some", "max_attempts": 0}, "field 'pairs': expected 'all' or 'in-class', got 'some' (+1 more)"),
+])
+def test_config_schema_errors_are_one_line_with_the_field_path(patch, message):
+    """The schema (study.config.StudyConfigFile) reports the first problem as one line: the file, the field path
+    with list indices, what was expected and what was found, close names for a typo, how many more problems."""
+    with pytest.raises(StudyConfigError) as err:
+        study_config_from_dict({"name": "bad", "tasks": ["RTE", "MRPC"], **patch}, where="bad.yaml")
+    assert str(err.value).startswith("bad.yaml: " + message) and "\n" not in str(err.value)
+
+
+def test_config_schema_defaults_are_the_study_defaults(tmp_path):
+    """What a config leaves out: one TextEmb and the paper's TaskEmb with every default filled in, as the job
+    params of the committed records have them; an empty embeddings section means no embedding jobs."""
+    cfg = study_config_from_dict({"name": "t", "tasks": ["RTE"], "seeds": 3, "regimes": "FULL->LIMITED"},
+                                 base_dir=tmp_path)
+    assert (cfg.seeds, cfg.regimes, cfg.textemb, cfg.logme, cfg.limited_size) == ([3], ["FULL→LIMITED"], {}, None, 1000)
+    assert cfg.taskemb == [{"estimator": "paper", "labels": "gold", "qa_loss": "authors",
+                            "components": list(DEFAULT_TASKEMB_COMPONENTS)}]
+    empty = study_config_from_dict({"name": "t", "tasks": ["RTE"], "embeddings": None, "logme": True})
+    assert (empty.textemb, empty.taskemb, empty.logme) == (None, [], {})
 
 
 # ------------------------------------------------------------------------------------ tiny real study
