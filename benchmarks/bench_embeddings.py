@@ -184,13 +184,13 @@ def main(argv=None) -> dict:
     from datasets import DatasetDict
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    from tasktransfer_utils.features import collator_for_class, model_inputs, tokenize_for_class
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.training.features import collator_for_class, model_inputs, tokenize_for_class
+    from tasktransfer_utils.data.loaders import load_task
     from tasktransfer_utils.paths import default_encoder
-    from tasktransfer_utils.regimes import Regime, apply_regime
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.taskemb import fisher_from_batches
-    from tasktransfer_utils.textemb import compute_textemb, length_sorted_batches, textemb_from_batches
+    from tasktransfer_utils.data.regimes import Regime, apply_regime
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.embeddings.taskemb import fisher_from_batches
+    from tasktransfer_utils.embeddings.textemb import compute_textemb, length_sorted_batches, textemb_from_batches
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="SST-2", help="a CR classification task (default SST-2)")

@@ -1,4 +1,4 @@
-"""What reproducible GPU fine-tuning costs: ``training.fine_tune`` as shipped (``deterministic_cuda``:
+"""What reproducible GPU fine-tuning costs: ``training.fine_tuning.fine_tune`` as shipped (``deterministic_cuda``:
 deterministic algorithms, "math" attention) against the same runs with torch's defaults (fused attention
 kernels, atomic-add reductions; ``$TASKTRANSFER_CUDA_DETERMINISTIC=0``), side by side on one GPU, arms
 alternated.
@@ -40,23 +40,23 @@ def run(task: str, arm: str, encoder: str, root: Path, tag: str) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from tasktransfer_utils import training
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.settings import class_name, preset
+    from tasktransfer_utils.training import fine_tuning
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.training.settings import class_name, preset
 
     td = load_task(task)
     cls = class_name(td.spec.task_class)
     settings = preset(cls, num_epochs=1, max_eval_examples=200)
-    previous = os.environ.get(training.CUDA_DETERMINISTIC_ENV)
-    os.environ[training.CUDA_DETERMINISTIC_ENV] = "1" if arm == ARMS[0] else "0"
+    previous = os.environ.get(fine_tuning.CUDA_DETERMINISTIC_ENV)
+    os.environ[fine_tuning.CUDA_DETERMINISTIC_ENV] = "1" if arm == ARMS[0] else "0"
     torch.cuda.reset_peak_memory_stats()
     try:
-        r = training.fine_tune(td, root / tag, encoder=encoder, regime="LIMITED", seed=0, settings=settings)
+        r = fine_tuning.fine_tune(td, root / tag, encoder=encoder, regime="LIMITED", seed=0, settings=settings)
     finally:
         if previous is None:
-            os.environ.pop(training.CUDA_DETERMINISTIC_ENV)
+            os.environ.pop(fine_tuning.CUDA_DETERMINISTIC_ENV)
         else:
-            os.environ[training.CUDA_DETERMINISTIC_ENV] = previous
+            os.environ[fine_tuning.CUDA_DETERMINISTIC_ENV] = previous
     weights = load_file(f"{r.model_dir}/model.safetensors")
     return {"task": task, "class": cls, "arm": arm, "train_examples_per_s": r.train_examples_per_s,
             "train_time_s": r.train_time_s, "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,

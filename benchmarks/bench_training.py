@@ -1,7 +1,7 @@
 """Training throughput: dynamic padding + length grouping vs padding every batch to the class's max length
 (as the authors' code did), measured side by side on the same examples, encoder and settings.
 
-Each configuration runs ``training.fine_tune`` (1 epoch, the class preset otherwise) in a fresh
+Each configuration runs ``training.fine_tuning.fine_tune`` (1 epoch, the class preset otherwise) in a fresh
 subprocess, so that its peak resident memory (``resource.getrusage``, ru_maxrss) is its own. Reported:
 training examples/second (optimisation only, evaluation excluded; also per process-CPU second, steadier
 than wall time on a machine shared with other jobs), the dynamic/max-length ratio, and peak
@@ -63,9 +63,9 @@ def run_one(task: str, n: int, group: bool, pad: bool, encoder: str | None, seed
     import torch
     from datasets import DatasetDict
 
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.training import fine_tune
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.training.fine_tuning import fine_tune
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,10 +1,10 @@
-"""Speed of the paired comparison's Wilcoxon p-values: ``selection_metrics.wilcoxon_p`` (the exact
+"""Speed of the paired comparison's Wilcoxon p-values: ``selection.evaluation.wilcoxon_p`` (the exact
 permutation null enumerated as one matrix product) vs ``scipy.stats.wilcoxon(d, zero_method="zsplit")``
 (the same exact test, the statistic evaluated once per sign pattern), side by side in one run.
 
 The inputs are the paired differences a study report actually tests: every (method, baseline, candidate
 set, target class, metric) of the committed offline study's ``per_target.csv`` (or ``--per-target FILE``),
-from ``selection_metrics.paired_differences`` as ``paired_comparison`` uses them. The two are timed in
+from ``selection.evaluation.paired_differences`` as ``paired_comparison`` uses them. The two are timed in
 lock-step, call by call, alternating which goes first; every p-value is checked equal.
 
     .venv/bin/python benchmarks/bench_wilcoxon.py
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tasktransfer_utils import selection_metrics as sm
+from tasktransfer_utils.selection import evaluation as sm
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "results" / "offline_study" / "evaluation" / "per_target.csv"

@@ -38,12 +38,13 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tasktransfer_utils import data_overview, key_numbers, plots
-from tasktransfer_utils.loaders import load_task
+from tasktransfer_utils import key_numbers, plots
+from tasktransfer_utils.data import overview as data_overview
+from tasktransfer_utils.data.loaders import load_task
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, resolve_data_dir
-from tasktransfer_utils.regimes import TRANSFER_REGIMES
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_suite
+from tasktransfer_utils.data.regimes import TRANSFER_REGIMES
+from tasktransfer_utils.data.tasks import SUITES, TaskClass, get_suite
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 print("data directory:", resolve_data_dir(data_dir))
@@ -55,7 +56,7 @@ print("figures and key numbers go to:", out_dir)
 # Eleven per class. The `metrics` column is what a run reports; a run's single **score** is the mean of
 # its metrics (e.g. MRPC: (accuracy + F1) / 2). `local` says whether the offline data bundle holds the
 # task; every task with a `hub` entry loads from the Hugging Face hub when you have internet
-# (`load_task(name, source="hub")`). The table is `data_overview.paper_tasks_table`.
+# (`load_task(name, source="hub")`). The table is `data.overview.paper_tasks_table`.
 
 # %%
 paper = data_overview.paper_tasks_table()
@@ -69,7 +70,7 @@ print(paper.groupby("class").size().to_dict(), f"- {int(paper['local'].sum())} o
 # The tasks the offline study uses, loaded from raw files in their standard formats (GLUE TSV, SQuAD /
 # MRQA JSON, CoNLL columns, CoNLL-U, the NLTK Penn Treebank sample). Where the bundle has only one
 # labelled split, the loader holds out a seeded validation split (see `provenance`).
-# `data_overview.task_sizes_table` counts each loaded task's rows.
+# `data.overview.task_sizes_table` counts each loaded task's rows.
 
 # %%
 suite_tasks = get_suite(suite)
@@ -108,7 +109,7 @@ for cls in TaskClass:
 # `apply_regime` returns the training set unchanged for FULL and a seeded sample of 1,000 examples
 # without replacement for LIMITED (all examples when the set is smaller). The same seed gives the same
 # sample; another seed gives another one. The paper repeats LIMITED experiments over many random
-# restarts because such a sample can change results noticeably. `data_overview.limited_sample_check` draws
+# restarts because such a sample can change results noticeably. `data.overview.limited_sample_check` draws
 # the samples (seed twice, seed + 1 once) and compares their rows; `label_shares` gives each sample's labels.
 
 # %%

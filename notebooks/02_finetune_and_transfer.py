@@ -48,10 +48,10 @@ from IPython.display import display
 from tasktransfer_utils import key_numbers, plots
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, REPO_ROOT, default_encoder
-from tasktransfer_utils.regimes import get_transfer_regime
-from tasktransfer_utils.study import load_study_config
-from tasktransfer_utils.study_runs import read_stored_runs, transfer_job_ids, transfer_runs
-from tasktransfer_utils.tasks import get_task
+from tasktransfer_utils.data.regimes import get_transfer_regime
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.transfer_runs import read_stored_runs, transfer_job_ids, transfer_runs
+from tasktransfer_utils.data.tasks import get_task
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
@@ -69,8 +69,8 @@ print("encoder:", encoder, "| regime:", transfer_regime.name)
 # result: per-epoch dev metrics, the training-loss curve, the final score. A record counts only if it
 # was made with the same encoder.
 #
-# * `study_runs.transfer_job_ids`: the study's job ids of the five runs (target alone, each source, each transfer);
-# * `study_runs.read_stored_runs`: the records among them that exist and were made with this encoder.
+# * `study.transfer_runs.transfer_job_ids`: the study's job ids of the five runs (target alone, each source, each transfer);
+# * `study.transfer_runs.read_stored_runs`: the records among them that exist and were made with this encoder.
 
 # %%
 study = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -89,7 +89,7 @@ print(f"{len(stored)} of {len(job_ids)} runs read from {records_dir}; the others
 # The source run is an ordinary fine-tuning run in the source regime; the transfer run starts from its
 # encoder weights (`init_from=`): its head is dropped and the target's head freshly initialised.
 #
-# `study_runs.transfer_runs` keeps the stored runs and fine-tunes the others with `training.fine_tune` (class
+# `study.transfer_runs.transfer_runs` keeps the stored runs and fine-tunes the others with `training.fine_tuning.fine_tune` (class
 # presets, resumable run folders under `work_dir`); a transfer that is not stored trains its source first.
 
 # %%
@@ -105,7 +105,7 @@ for source, run in runs.transfers.items():
 # ## Did the source help?
 #
 # The results go into the project's tidy transfer-results table (one row per run; the baseline has no
-# source; `runs.results_table()`), and `runs.gains()` computes the gains with `selection_metrics.mean_transfer`,
+# source; `runs.results_table()`), and `runs.gains()` computes the gains with `selection.evaluation.mean_transfer`,
 # exactly as the study does.
 
 # %%

@@ -41,15 +41,17 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import key_numbers, plots
-from tasktransfer_utils import transfer_analysis as ta
-from tasktransfer_utils.engines import make_engine
-from tasktransfer_utils.loaders import task_size
+from tasktransfer_utils.study import transfer_analysis as ta
+from tasktransfer_utils.study.engines import make_engine
+from tasktransfer_utils.data.loaders import task_size
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.selection_metrics import mean_transfer
-from tasktransfer_utils.runner import progress
-from tasktransfer_utils.study import (complete_targets_by_regime, load_study_config, plan_ref, selection_rankers,
-                                     write_tables)
+from tasktransfer_utils.selection.evaluation import mean_transfer
+from tasktransfer_utils.study.runner import progress
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.plan import plan_ref
+from tasktransfer_utils.study.report import complete_targets_by_regime, selection_rankers
+from tasktransfer_utils.study.tables import write_tables
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -82,7 +84,7 @@ print(f"{len(results)} runs: {results['source'].isna().sum()} baselines, {result
 # %% [markdown]
 # ## Gains
 #
-# `selection_metrics.mean_transfer` averages each pair over seeds and computes the paper's relative
+# `selection.evaluation.mean_transfer` averages each pair over seeds and computes the paper's relative
 # gain against the mean no-transfer score of the target.
 
 # %%
@@ -105,7 +107,7 @@ display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, Tru
 # candidates; where the regime has TaskEmb embeddings of every source and target). The paper finds that
 # most targets have some source that helps, that the spread is wide (the choice of source matters), and
 # that gains are largest when the target has little data. One figure per regime; the paper's is FULL→LIMITED.
-# `study.selection_rankers` builds the study's rankers; `transfer_analysis.taskemb_choices` asks TaskEmb's for
+# `study.report.selection_rankers` builds the study's rankers; `study.transfer_analysis.taskemb_choices` asks TaskEmb's for
 # each target's first choice among its measured sources.
 
 # %%
@@ -127,7 +129,7 @@ for regime in regimes:
 # The paper's headline is that transfer helps most when the target is small, and that a source trained on
 # more data helps more. Here each target's mean and best relative gain over its sources, in each regime,
 # over only the (source, target) pairs measured in both regimes (the number in brackets), so that a regime
-# still being computed is compared on the same pairs (`transfer_analysis.paired_regime_gains`).
+# still being computed is compared on the same pairs (`study.transfer_analysis.paired_regime_gains`).
 
 # %%
 pair_regimes = [r for r in ("LIMITED→LIMITED", "FULL→LIMITED") if r in regimes]
@@ -172,7 +174,7 @@ for regime in regimes:
 #
 # How much would an oracle that always picks the best source gain, and how often is that source of the
 # target's own class? These are the numbers source selection (notebook 6) tries to approach.
-# `transfer_analysis.best_sources` picks each target's best source; `helpful_share` gives the share of pairs
+# `study.transfer_analysis.best_sources` picks each target's best source; `helpful_share` gives the share of pairs
 # that help, in and out of class.
 
 # %%

@@ -40,13 +40,13 @@ from pathlib import Path
 
 from IPython.display import display
 
-from tasktransfer_utils import embedding_analysis as ea
+from tasktransfer_utils.selection import embedding_analysis as ea
 from tasktransfer_utils import key_numbers, plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, encoder_id
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, RESULTS_DIR, default_encoder
-from tasktransfer_utils.similarity import cosine_similarity_matrix
-from tasktransfer_utils.tasks import SUITES, get_task
+from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
+from tasktransfer_utils.data.tasks import SUITES, get_task
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
@@ -58,9 +58,9 @@ print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime};
 # ## Compute or load
 #
 # One forward pass per example over the training set; on a CPU MiniLM embeds roughly a few hundred
-# short sentences per second (QA windows of 384 word pieces are slower). `embedding_analysis.load_or_compute_textemb`
+# short sentences per second (QA windows of 384 word pieces are slower). `selection.embedding_analysis.load_or_compute_textemb`
 # reads each task's TextEmb of this encoder, regime, seed and row cap from the library, or computes it
-# (`textemb.compute_textemb`) and adds it there.
+# (`embeddings.textemb.compute_textemb`) and adds it there.
 
 # %%
 embeddings = ea.load_or_compute_textemb(task_names, library, encoder=encoder, regime=regime, seed=seed,
@@ -98,7 +98,7 @@ fig
 #
 # For each task, the three most similar other tasks — what TextEmb would recommend as source tasks.
 # The share of tasks whose nearest neighbour is of the same class summarises how much TextEmb knows
-# about task type (`embedding_analysis.nearest_sources`: cosine ranking of the other tasks).
+# about task type (`selection.embedding_analysis.nearest_sources`: cosine ranking of the other tasks).
 
 # %%
 nearest = ea.nearest_sources({n: embeddings[n].vector for n in task_names}, k=3)

@@ -72,11 +72,11 @@ from pathlib import Path
 from IPython.display import display
 
 from tasktransfer_utils import key_numbers, plots
-from tasktransfer_utils import embedding_analysis as ea
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, encoder_id
+from tasktransfer_utils.selection import embedding_analysis as ea
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, encoder_id
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
-from tasktransfer_utils.tasks import SUITES, get_task
+from tasktransfer_utils.data.tasks import SUITES, get_task
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 runs_dir = Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks"
@@ -92,10 +92,10 @@ print(f"encoder {encoder_id(encoder)}, {len(task_names)} tasks, regime {regime},
 # On a CPU the `"paper"` estimator costs about one backward pass per batch; `"empirical"` needs
 # per-example gradients and is several times slower.
 #
-# * `embedding_analysis.load_or_compute_taskemb`: per task and estimator, the stored TaskEmb of this encoder,
-#   regime, seed, label source (and QA loss), or with `recompute` a fine-tune (`training.fine_tune`) and
-#   `taskemb.compute_taskemb`, added to the library;
-# * `embedding_analysis.estimators_with_every_task`: the estimators stored or computed for every task.
+# * `selection.embedding_analysis.load_or_compute_taskemb`: per task and estimator, the stored TaskEmb of this encoder,
+#   regime, seed, label source (and QA loss), or with `recompute` a fine-tune (`training.fine_tuning.fine_tune`) and
+#   `embeddings.taskemb.compute_taskemb`, added to the library;
+# * `selection.embedding_analysis.estimators_with_every_task`: the estimators stored or computed for every task.
 
 # %%
 qa_loss = qa_loss or ("authors" if recompute else "masked")
@@ -114,7 +114,7 @@ print("estimators with every task:", estimators)
 #
 # Each component is a separate embedding: one vector per activation site (hidden size) or per weight
 # matrix (its number of entries). Rounding noise in any task (zero in exact arithmetic) is no coordinate of
-# the task space: `embedding_analysis.noise_components` lists those components, `shared_components` keeps the
+# the task space: `selection.embedding_analysis.noise_components` lists those components, `shared_components` keeps the
 # others every task has, and `choose_map_component` picks the deepest layer output among them unless
 # `map_component` is set.
 
@@ -132,7 +132,7 @@ print(f"{len(shared)} components shared by every task and not noise; heatmap and
 # ## Similarity and the task space (Figure 3b)
 #
 # In the paper TaskEmb separates the three classes more cleanly than TextEmb: what a task asks of the
-# encoder is closer to its type than the text it is written in. `embedding_analysis.similarity_by_estimator`:
+# encoder is closer to its type than the text it is written in. `selection.embedding_analysis.similarity_by_estimator`:
 # the cosine-similarity matrix of the map component, per estimator.
 
 # %%
@@ -155,7 +155,7 @@ fig
 #
 # For every shared component and estimator: the share of tasks whose most similar other task is of the
 # same class, and (with two estimators) Spearman's correlation between the two estimators' similarities
-# over all task pairs (`embedding_analysis.per_component_table`).
+# over all task pairs (`selection.embedding_analysis.per_component_table`).
 
 # %%
 per_component = ea.per_component_table(taskemb, task_names, estimators, shared)

@@ -50,12 +50,14 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import key_numbers, plots
-from tasktransfer_utils import selection_analysis as sa
-from tasktransfer_utils import selection_metrics as sm
-from tasktransfer_utils.engines import make_engine
+from tasktransfer_utils.study import selection_analysis as sa
+from tasktransfer_utils.selection import evaluation as sm
+from tasktransfer_utils.study.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
-from tasktransfer_utils.study import load_study_config, min_spread_in_se, plan_ref, report, selection_rankers
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.plan import plan_ref
+from tasktransfer_utils.study.report import min_spread_in_se, report, selection_rankers
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -66,7 +68,7 @@ if recompute:
 # %% [markdown]
 # ## Evaluate every method on every finished target
 #
-# `study.report` writes the results tables and the evaluation (`evaluation/per_target.csv`,
+# `study.report.report` writes the results tables and the evaluation (`evaluation/per_target.csv`,
 # `summary.csv`, one table per metric) — the same as `tasktransfer study report`.
 
 # %%
@@ -89,8 +91,8 @@ print("methods:", methods)
 # ## One target in detail
 #
 # What a ranking looks like next to the measured gains: dots are the method's scores (best at the top),
-# bars what transfer from that source really gave. `study.selection_rankers` builds every method's ranker
-# from the study's embeddings and records; `selection_analysis.example_ranking` ranks the target's sources
+# bars what transfer from that source really gave. `study.report.selection_rankers` builds every method's ranker
+# from the study's embeddings and records; `study.selection_analysis.example_ranking` ranks the target's sources
 # with one of them (TextEmb when the method has no ranker here) next to the measured gains.
 
 # %%
@@ -108,7 +110,7 @@ fig
 # ## The paper's tables: ρ and NDCG per method, target class and candidate set
 #
 # Means over targets (seed-averaged ground truth). `all` is the mean over every target
-# (`selection_analysis.metric_tables`: `selection_metrics.selection_table` per metric).
+# (`study.selection_analysis.metric_tables`: `selection.evaluation.selection_table` per metric).
 
 # %%
 tables = sa.metric_tables(summary, metrics)
@@ -139,7 +141,7 @@ for regime in regimes:
 # method beat the baseline, and how far the mean difference could move if the targets had come out
 # differently: a 95% percentile-bootstrap interval over targets. An interval that contains 0 means these
 # targets do not separate the two methods; `p_wilcoxon` is the two-sided signed-rank test of the same
-# differences (`selection_analysis.headline_comparisons`: `selection_metrics.paired_comparison` of the
+# differences (`study.selection_analysis.headline_comparisons`: `selection.evaluation.paired_comparison` of the
 # headline methods, over all targets).
 
 # %%
@@ -159,7 +161,7 @@ print(f"{len(separated)} of {len(view)} comparisons have an interval that exclud
 # repeats the evaluation without the targets below `report.min_spread_in_se` standard errors (default 2;
 # `summary_separable.csv`, and a table in `selection_tables.md`), judging each candidate set apart: a target
 # whose 11 sources spread widely may still have its 3 in-class sources within noise of each other.
-# `selection_analysis.inseparable_by_candidate_set` counts them (what the sensitivity table leaves out).
+# `study.selection_analysis.inseparable_by_candidate_set` counts them (what the sensitivity table leaves out).
 
 # %%
 spread = pd.read_csv(paths["target_spread"])
@@ -171,14 +173,14 @@ for row in sa.inseparable_by_candidate_set(per_target, spread, min_spread_in_se(
 # %% [markdown]
 # ## The paper's claims, tested
 #
-# The report (`study.report`, `claims.py`) checks each claim of the paper's summary per regime, on the
+# The report (`study.report.report`, `study/claims.py`) checks each claim of the paper's summary per regime, on the
 # evaluated targets: (a) positive transfer occurs in many settings; (b) gains are possible even when the
 # source is small; (c) out-of-class transfer often succeeds; (d) in low-data regimes, source–target
 # similarity matters more than source size; (e) TaskEmb beats DataSize and CurveGrad across settings. Each
 # row gives the statistic, its interval and a verdict by a fixed rule: "reproduced" when the interval lies
 # on the claimed side, "not reproduced" when it lies on the other, "inconclusive: <why>" otherwise. A gain
 # counts as real only beyond two standard-error bounds of one evaluation (targets scored by a mean of
-# per-example values; see `claims.py` for every rule).
+# per-example values; see `study/claims.py` for every rule).
 
 # %%
 claims = pd.read_csv(paths["claims"])
@@ -197,7 +199,7 @@ with pd.option_context("display.max_colwidth", None):
 # so its numbers flatter it. The row "TaskEmb (one component, chosen leave-one-target-out)" makes that
 # choice honestly: for each target, the component with the best mean over the *other* targets (each
 # metric chooses for itself), scored on the held-out target. The second table counts its choices
-# (`selection_analysis.component_table` and `loto_choice_counts`).
+# (`study.selection_analysis.component_table` and `loto_choice_counts`).
 
 # %%
 display(sa.component_table(summary, list(tables)).round(3))
@@ -208,7 +210,7 @@ display(sa.loto_choice_counts(pd.read_csv(paths["loto_choices"]), list(tables)))
 #
 # Random is scored exactly (every candidate tied; the tie rules give the expectation). A simulation
 # with many random orders must agree within its standard error — a check of the metric code
-# (`selection_metrics.evaluate_random_sampled` simulates, `selection_analysis.random_check` sets the two side by side).
+# (`selection.evaluation.evaluate_random_sampled` simulates, `study.selection_analysis.random_check` sets the two side by side).
 
 # %%
 sampled = sm.evaluate_random_sampled(evaluated, n_draws=random_draws, seed=0)

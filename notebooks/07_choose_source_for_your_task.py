@@ -57,10 +57,10 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embedding_store import EmbeddingLibrary
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, resolve_data_dir
-from tasktransfer_utils.practitioner import format_ranking, rank_sources, read_target_file
+from tasktransfer_utils.practitioner.rank import format_ranking, rank_sources, read_target_file
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")

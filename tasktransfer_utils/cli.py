@@ -17,19 +17,18 @@ import importlib
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
-from .errors import MissingFileError, UsageError, UserInputError, suggest
+from .errors import UserInputError, suggest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEBUG_ENV = "TASKTRANSFER_DEBUG"
-RANK_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME")  # = practitioner.METHODS
-RANK_FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")  # = practitioner.FORMATS
-DEFAULT_MAX_EXAMPLES = 1000  # = practitioner.DEFAULT_MAX_EXAMPLES
+RANK_METHODS = ("TextEmb", "TaskEmb", "TextEmb+TaskEmb", "LogME")  # = practitioner.rank.METHODS
+RANK_FORMATS = ("csv", "tsv", "jsonl", "conll", "conllu", "squad")  # = practitioner.rank.FORMATS
+DEFAULT_MAX_EXAMPLES = 1000  # = practitioner.rank.DEFAULT_MAX_EXAMPLES
 REGIMES = ("FULL", "LIMITED")
-REBUILD_RTOL = 1e-4  # = study.REBUILD_RTOL
+REBUILD_RTOL = 1e-4  # = study.source_models.REBUILD_RTOL
 
 
 class _ArgumentError(Exception):
@@ -90,7 +89,7 @@ def float_range(lo: float, hi: float | None = None, *, lo_open: bool = True, hi_
 
 def task_name(text: str) -> str:
     """An argparse type: a registered task name (case, '-' and '_' ignored), returned as registered."""
-    from .tasks import get_task
+    from .data.tasks import get_task
 
     try:
         return get_task(text).name
@@ -104,7 +103,7 @@ def task_names(text: str) -> list[str]:
 
 
 def _short_unknown_task(name: str) -> str:
-    from .tasks import list_tasks
+    from .data.tasks import list_tasks
 
     known = [t.name for t in list_tasks()]
     hint = suggest(name, known)
@@ -120,79 +119,6 @@ def device_name(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- checks used by commands
-def check_encoder(value: str | None, flag: str = "--encoder") -> str | None:
-    """``value`` if it names a usable encoder: a transformers model folder, or a hub id (when offline, one in
-    the local hub cache). Otherwise a UsageError naming ``flag``."""
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"{flag} {value}: the folder has no config.json; expected a transformers model folder "
-                             "(config.json, weights, tokenizer files)")
-        return str(path)
-    hub_like = re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", value) is not None and ".." not in value
-    offline = any(os.environ.get(v, "") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE",
-                                                                                       "TRANSFORMERS_OFFLINE"))
-    if path.exists():
-        raise UsageError(f"{flag} {value}: not a folder; expected a transformers model folder or a hub id")
-    if not hub_like:
-        raise UsageError(f"{flag} {value}: no such encoder folder or hub id; expected a transformers model folder "
-                         "(config.json, weights, tokenizer files) or a hub id such as bert-base-uncased")
-    if offline:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(value, "config.json"), str):
-            raise UsageError(f"{flag} {value}: no such encoder folder or hub id in the local hub cache (offline: "
-                             "$HF_HUB_OFFLINE is set); expected a transformers model folder or a cached hub id")
-    return value
-
-
-def check_data_dir(data_dir: str | None) -> Path:
-    """The local data directory (``--data-dir``, else ``$TASKTRANSFER_DATA_DIR``, else the default), or a
-    MissingFileError when it does not exist or is empty."""
-    from .paths import resolve_data_dir
-
-    root = resolve_data_dir(data_dir)
-    if not any(root.iterdir()):
-        raise MissingFileError(f"--data-dir {root}: the folder is empty; expected the raw task files laid out "
-                               "as shared/data/MANIFEST.md (e.g. glue/SST-2/train.tsv)")
-    return root
-
-
-def load_task_data(task: str, source: str = "local", data_dir: str | None = None, seed: int = 0):
-    """``loaders.load_task`` for a command: what keeps a task from loading is a UserInputError naming the
-    flags (``--source``, ``--data-dir``), including a hub that cannot be reached."""
-    from .tasks import get_task
-
-    spec = get_task(task)
-    if source == "local":
-        if spec.local is None:
-            raise UsageError(f"task {spec.name} has no local data files ({spec.notes or 'none registered'}); "
-                             + ("it loads from the hub only: pass --source hub (needs internet)" if spec.hub
-                                else "it cannot be loaded here"))
-        check_data_dir(data_dir)
-    elif spec.hub is None:
-        raise UsageError(f"--source hub: task {spec.name} has no hub copy; expected --source local with its files "
-                         "in --data-dir")
-    from .loaders import load_task
-
-    try:
-        return load_task(spec, data_dir=data_dir, source=source, seed=seed)
-    except UserInputError:
-        raise
-    except OSError as err:  # ConnectionError, the hub's and datasets' not-found errors, an offline hub
-        if source != "hub":
-            raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"--source hub: task {spec.name}: cannot load {spec.hub.dataset_id} from the hub "
-                         f"({type(err).__name__}: {first[:200]}); expected internet access (is $HF_HUB_OFFLINE set?) "
-                         "or --source local with the task's files in --data-dir") from err
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr (stdout is kept for results)."""
-    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------- parsers
@@ -287,11 +213,11 @@ def _add_rank_parser(subparsers) -> None:
     p.add_argument("--device", type=device_name, default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--output", default=None, help="also write the ranking to this .csv or .json file")
     p.add_argument("--verbose", action="store_true", help="show library progress bars and warnings")
-    p.set_defaults(run="tasktransfer_utils.practitioner:run_rank")
+    p.set_defaults(run="tasktransfer_utils.practitioner.commands:run_rank")
 
 
 def _add_tasks_parser(subparsers) -> None:
-    from .tasks import SUITES, TaskClass
+    from .data.tasks import SUITES, TaskClass
 
     p = subparsers.add_parser("tasks", help="list the registered tasks, suites and (with --sizes) split sizes",
                               description="List the registered tasks (the paper's 33 and the offline extras), "
@@ -300,7 +226,7 @@ def _add_tasks_parser(subparsers) -> None:
     p.add_argument("--class", dest="task_class", choices=[c.value for c in TaskClass], help="only this class")
     p.add_argument("--sizes", action="store_true", help="load local tasks and print their split sizes")
     p.add_argument("--data-dir", default=None, help="local data directory (default: $TASKTRANSFER_DATA_DIR)")
-    p.set_defaults(run="tasktransfer_utils.tasks:_run_tasks_command")
+    p.set_defaults(run="tasktransfer_utils.data.commands:_run_tasks_command")
 
 
 def _add_task_run_arguments(p, default_regime: str) -> None:
@@ -331,7 +257,7 @@ def _add_finetune_parser(subparsers) -> None:
     p.add_argument("--epochs", type=float_range(0, 1000), default=None, help="epochs, > 0 (default: the class preset)")
     p.add_argument("--lr", type=float_range(0, 1), default=None, help="learning rate in (0, 1] (default: the class preset)")
     p.add_argument("--batch-size", type=int_range(1, 65536), default=None)
-    p.set_defaults(run="tasktransfer_utils.training:_cmd_finetune")
+    p.set_defaults(run="tasktransfer_utils.training.fine_tuning:_cmd_finetune")
 
 
 def _add_baselines_parser(subparsers) -> None:
@@ -344,7 +270,7 @@ def _add_baselines_parser(subparsers) -> None:
     _add_task_run_arguments(p, default_regime="LIMITED")
     p.add_argument("--max-seq-length", type=int_range(8, 8192), default=None, metavar="N",
                    help="tokens per sequence, 8..8192 and at most the encoder's (default: the class preset)")
-    p.set_defaults(run="tasktransfer_utils.training:_cmd_baselines")
+    p.set_defaults(run="tasktransfer_utils.training.fine_tuning:_cmd_baselines")
 
 
 def _add_study_parser(subparsers) -> None:
@@ -367,19 +293,19 @@ def _add_study_parser(subparsers) -> None:
                      help="run only what evaluating this target needs: its fine-tune, the transfers and "
                           "LogME jobs into it (and their source fine-tunes); repeatable")
     run.add_argument("--dry-run", action="store_true", help="list the jobs in order and exit")
-    run.set_defaults(run="tasktransfer_utils.study:_cmd_run")
+    run.set_defaults(run="tasktransfer_utils.study.commands:_cmd_run")
     st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left",
                         description="Done / running / failed / left jobs of a study and the estimated time left.")
     st.add_argument("config", help="study YAML")
     st.add_argument("--workers", type=int_range(1, 1024), default=None,
                     help="workers assumed for the ETA (default: the jobs running now, at least 1)")
-    st.set_defaults(run="tasktransfer_utils.study:_cmd_status")
+    st.set_defaults(run="tasktransfer_utils.study.commands:_cmd_status")
     rp = sub.add_parser("report", help="results tables and the source-selection evaluation of finished targets",
                         description="Results tables, the source-selection evaluation of the finished targets, "
                                     "and the figures.")
     rp.add_argument("config", help="study YAML")
     rp.add_argument("--no-figures", action="store_true", help="skip the figures")
-    rp.set_defaults(run="tasktransfer_utils.study:_cmd_report")
+    rp.set_defaults(run="tasktransfer_utils.study.commands:_cmd_report")
     rb = sub.add_parser("rebuild-models", help="fine-tune the recorded source models again (their weights are not "
                                                "committed) and check each against its record",
                         description="Fine-tune the recorded fine-tunes whose weights are missing again (same data, "
@@ -393,7 +319,7 @@ def _add_study_parser(subparsers) -> None:
     rb.add_argument("--rtol", type=float_range(0, 1, lo_open=False), default=REBUILD_RTOL,
                     help=f"relative difference from the record accepted in every number (default {REBUILD_RTOL:g}: "
                          "float32 rounding; 0: exactly equal)")
-    rb.set_defaults(run="tasktransfer_utils.study:_cmd_rebuild_models")
+    rb.set_defaults(run="tasktransfer_utils.study.commands:_cmd_rebuild_models")
     p.set_defaults(run=None, help_parser=p)
 
 
@@ -451,7 +377,7 @@ def _add_library_parser(subparsers) -> None:
     b.add_argument("--encoder", default=None, help="encoder path or hub id (default: the config's)")
     b.add_argument("--max-examples", type=int_range(1), default=None, metavar="N", help="embed at most N of the 1,000 rows (tests)")
     b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
-    b.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+    b.set_defaults(run="tasktransfer_utils.practitioner.library:_run_library")
 
     a = sub.add_parser("add", help="add your own candidate source (a file or a hub dataset) to a library folder")
     a.add_argument("library", help="library folder (created when missing)")
@@ -478,11 +404,11 @@ def _add_library_parser(subparsers) -> None:
     a.add_argument("--replace", action="store_true", help="replace a source of the same name")
     a.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     a.add_argument("--device", type=device_name, default=None)
-    a.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+    a.set_defaults(run="tasktransfer_utils.practitioner.library:_run_library")
 
     ls = sub.add_parser("list", help="the sources of libraries and whether their transfers were measured")
     ls.add_argument("libraries", nargs="*", help="library folders (default: the default libraries)")
-    ls.set_defaults(run="tasktransfer_utils.source_library:_run_library")
+    ls.set_defaults(run="tasktransfer_utils.practitioner.library:_run_library")
 
 
 def build_parser() -> argparse.ArgumentParser:

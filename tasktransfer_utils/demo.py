@@ -36,8 +36,9 @@ def check_stored_textemb(cfg: Any, task: str, *, jobs: dict | None = None,
     """Recompute ``task``'s TextEmb exactly as the study's ``textemb`` job did (same rows, regime sample,
     seed and settings) and compare it with the stored vector. Returns cosine similarity and max |difference|
     (float64). ``jobs``: the study's jobs by id (built from ``cfg`` when not given)."""
-    from .embedding_store import EmbeddingLibrary
-    from .study import build_jobs, textemb_for_job, textemb_id
+    from .embeddings.store import EmbeddingLibrary
+    from .study.jobs import build_jobs, textemb_id
+    from .study.job_functions import textemb_for_job
 
     library = EmbeddingLibrary(cfg.results_dir / "embeddings")
     regime = cfg.transfer_regimes()[0].source.value
@@ -63,7 +64,7 @@ def check_stored_textemb(cfg: Any, task: str, *, jobs: dict | None = None,
 
 def rank_user_file(cfg: Any, path: Path, *, log: Callable[[str], None] = print, top: int = 5):
     """Rank the study's stored sources for a raw data file with TextEmb (no labels needed)."""
-    from .practitioner import format_ranking, read_target_file, rank_sources
+    from .practitioner.rank import format_ranking, read_target_file, rank_sources
 
     target = read_target_file(path)
     library = cfg.results_dir / "embeddings"
@@ -93,8 +94,10 @@ def run_demo(config: str | Path = DEFAULT_CONFIG, *, user_file: str | Path | Non
              log: Callable[[str], None] = print) -> dict:
     """Run the demo's four steps on a study config (default: the committed offline study).
     ``check_tasks``: tasks whose stored TextEmb is recomputed (default: the first task of each class)."""
-    from .runner import progress
-    from .study import load_study_config, plan_for, report
+    from .study.runner import progress
+    from .study.config import load_study_config
+    from .study.plan import plan_for
+    from .study.report import report
 
     start = time.perf_counter()
     cfg = load_study_config(config)
@@ -138,7 +141,7 @@ def run_demo_command(args) -> int:
     """``tasktransfer demo`` (the parser is in ``cli``). The config, ``--check-tasks`` and the user file are
     checked before the first step, so that a typo is not found minutes in."""
     from .errors import MissingFileError, UsageError
-    from .study import load_study_config
+    from .study.config import load_study_config
 
     cfg = load_study_config(args.config)
     stray = [t for t in (args.check_tasks or []) if t not in cfg.tasks]

@@ -10,6 +10,7 @@ fault (file and line, field, flag or task) and what was expected.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -56,3 +57,8 @@ def decode_text(raw: bytes, where: str, encoding: str = "utf-8", *, empty_ok: bo
         raise UserInputError(f"{where} line {line}: byte {err.start} (0x{raw[err.start]:02x}) is not valid {encoding} "
                              f"text; expected a {encoding} file (convert it, e.g. iconv -f latin1 -t utf-8)") from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (stdout is kept for results)."""
+    print(message, file=sys.stderr, flush=True)

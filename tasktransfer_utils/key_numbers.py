@@ -4,7 +4,7 @@
 One function per notebook whose dictionary is built from computed objects:
 
 - :func:`explore_tasks` (notebook 1): the paper's tasks, the suite's sizes, the LIMITED sample check;
-- :func:`finetune_and_transfer` (notebook 2): one target's runs (a :class:`study_runs.TransferRuns`);
+- :func:`finetune_and_transfer` (notebook 2): one target's runs (a :class:`study.transfer_runs.TransferRuns`);
 - :func:`run_transfer_study` (notebook 3): the study's gains, best sources and shares of helpful pairs;
 - :func:`compute_textemb` (notebook 4): TextEmb per task, their similarities and nearest tasks;
 - :func:`compute_taskemb` (notebook 5): TaskEmb per task and estimator, their similarities and the
@@ -25,9 +25,9 @@ import pandas as pd
 
 def finetune_and_transfer(runs, *, encoder: str, figures: Sequence[str]) -> dict[str, Any]:
     """Notebook 2: the baseline score, each source's own score, transfer score and relative gain
-    (:meth:`study_runs.TransferRuns.gains`), training-set sizes, and per target-side run (keyed by its
+    (:meth:`study.transfer_runs.TransferRuns.gains`), training-set sizes, and per target-side run (keyed by its
     label) the number of epochs, the per-epoch dev scores and the wall time."""
-    from .metrics import task_score
+    from .training.metrics import task_score
 
     gains = runs.gains().set_index("source")
     label = runs.labels()
@@ -62,7 +62,7 @@ def compute_taskemb(taskemb, *, encoder: str, regime: str, labels: str, qa_loss:
     """Notebook 5: the settings, the first task's component dimensions (first estimator), the shared and
     noise-only components, per estimator the similarity of every task pair on ``map_component`` (nested
     ``{a: {b: cosine}}``), the per-component table as records, and each task's Fisher-pass row count."""
-    from .embedding_store import encoder_id
+    from .embeddings.store import encoder_id
 
     first = taskemb[task_names[0], estimators[0]]
     return {
@@ -96,7 +96,7 @@ def evaluate_source_selection(cfg, *, regimes: Sequence[str], targets: Sequence[
     and transfer summary as records, every summary cell of ``metrics`` keyed
     ``method|regime|candidate_set|target_class|metric``, the seed-averaged per-target ρ, NDCG and candidate
     count keyed ``method|regime|candidate_set|target``, the Random check, the paired comparisons, the target
-    spread, and the example ranking (a :class:`selection_analysis.ExampleRanking`)."""
+    spread, and the example ranking (a :class:`study.selection_analysis.ExampleRanking`)."""
     cells = summary[summary["metric"].isin(list(metrics))]
     seed_averaged = per_target[per_target["seed"].isna()].rename(columns=lambda c: c.replace("@", "_at_"))
     return {
@@ -130,10 +130,10 @@ def run_transfer_study(cfg, *, results: pd.DataFrame, gains: pd.DataFrame, regim
     """Notebook 3: the study (``cfg``, a ``StudyConfig``: its name and config file name, never a path), the
     run counts of the results table, and per regime of ``regimes`` each target's baseline score, every pair's
     relative gain (``"<source>-><target>"``), each target's best source
-    (:func:`transfer_analysis.best_sources`), the share of helpful pairs overall and per ``<target
-    class>/<in|out>`` (:func:`transfer_analysis.helpful_share`), and the mean relative gain; plus the
+    (:func:`study.transfer_analysis.best_sources`), the share of helpful pairs overall and per ``<target
+    class>/<in|out>`` (:func:`study.transfer_analysis.helpful_share`), and the mean relative gain; plus the
     complete targets, TaskEmb's choices (``"<regime>|<target>"``) and the sources' training-set sizes."""
-    from .transfer_analysis import best_sources, helpful_share
+    from .study.transfer_analysis import best_sources, helpful_share
 
     best = best_sources(gains)
     share = helpful_share(gains)
@@ -166,9 +166,9 @@ def compute_textemb(embeddings, *, encoder: str, regime: str, similarity: pd.Dat
                     embeddings_dir, figures: Sequence[str]) -> dict[str, Any]:
     """Notebook 4: the settings, the tasks (``embeddings``: task → TextEmb, in order), the dimension, each
     task's row count, the similarity of every task pair (nested ``{a: {b: cosine}}``), each task's nearest
-    other task (the ``#1`` column of :func:`embedding_analysis.nearest_sources`) and the share of tasks whose
+    other task (the ``#1`` column of :func:`selection.embedding_analysis.nearest_sources`) and the share of tasks whose
     nearest task shares its class."""
-    from .embedding_store import encoder_id
+    from .embeddings.store import encoder_id
 
     tasks = list(embeddings)
     return {
@@ -188,9 +188,9 @@ def compute_textemb(embeddings, *, encoder: str, regime: str, similarity: pd.Dat
 
 def explore_tasks(*, paper: pd.DataFrame, suite: str, sizes: pd.DataFrame, limited, figures: Sequence[str]) -> dict[str, Any]:
     """Notebook 1: the paper's task count, per class and readable offline (``paper``:
-    :func:`data_overview.paper_tasks_table`), the suite's tasks with their training and validation sizes
-    (``sizes``: :func:`data_overview.task_sizes_table`) and the LIMITED sample check (``limited``: a
-    :class:`data_overview.LimitedSampleCheck`)."""
+    :func:`data.overview.paper_tasks_table`), the suite's tasks with their training and validation sizes
+    (``sizes``: :func:`data.overview.task_sizes_table`) and the LIMITED sample check (``limited``: a
+    :class:`data.overview.LimitedSampleCheck`)."""
     return {
         "n_paper_tasks": len(paper),
         "paper_tasks_per_class": paper.groupby("class").size().to_dict(),

@@ -107,7 +107,7 @@ CI_STUDY = {
 
 def write_ci_study_config(out_dir: str | os.PathLike, encoder: str | None = None) -> Path:
     """Write ``<out_dir>/ci_study.yaml`` (``CI_STUDY`` with results and runs under ``out_dir``)."""
-    from .study import save_study_config
+    from .study.config import save_study_config
 
     out_dir = Path(out_dir)
     cfg = {**CI_STUDY, "encoder": encoder,
@@ -154,7 +154,7 @@ def portable_paths(value: Any) -> Any:
         return [portable_paths(v) for v in value]
     if not isinstance(value, str) or "\n" in value or not os.path.isabs(value):
         return value
-    from .embedding_store import _is_offline_package_folder, encoder_source
+    from .embeddings.store import _is_offline_package_folder, encoder_source
     from .paths import resolve_data_dir
 
     if _is_offline_package_folder(value):
@@ -302,7 +302,7 @@ def _path_replacements() -> list[tuple[str, str]]:
 
 @functools.lru_cache(maxsize=8)
 def _cached_path_replacements(data_dir_env: str | None, home: str) -> tuple[tuple[str, str], ...]:
-    from .embedding_store import encoder_source
+    from .embeddings.store import encoder_source
     from .paths import resolve_data_dir
 
     pairs: dict[str, str] = {}

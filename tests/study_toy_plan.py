@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from tasktransfer_utils.runner import Job, Plan
+from tasktransfer_utils.study.runner import Job, Plan
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 

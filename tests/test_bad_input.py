@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 
-from tasktransfer_utils.loaders import DataFormatError, MissingDataError, load_task
+from tasktransfer_utils.data.raw_examples import DataFormatError, MissingDataError
+from tasktransfer_utils.data.loaders import load_task
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import claims as cl
+from tasktransfer_utils.study import claims as cl
 
 R = "FULL→LIMITED"
 CLASSES = {"A1": "CR", "A2": "CR", "A3": "CR", "B1": "QA", "B2": "QA", "B3": "QA"}

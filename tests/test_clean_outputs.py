@@ -54,7 +54,7 @@ def test_the_pattern_catches_machine_paths():
 def test_embedding_metadata_names_the_encoder_not_its_folder(minilm_dir, tmp_path):
     from importlib.metadata import version
 
-    from tasktransfer_utils.embedding_store import (TaskEmbedding, base_meta, encoder_id, encoder_source,
+    from tasktransfer_utils.embeddings.store import (TaskEmbedding, base_meta, encoder_id, encoder_source,
                                                      load_embeddings, save_embeddings)
 
     meta = base_meta(task="SST-2", method="TextEmb", component="avg_sequence_output", encoder=str(minilm_dir))
@@ -69,12 +69,12 @@ def test_embedding_metadata_names_the_encoder_not_its_folder(minilm_dir, tmp_pat
 
 
 def test_old_embedding_files_are_rewritten_with_their_vectors_unchanged(minilm_dir, tmp_path):
-    """``make_encoder_portable`` (the command ``python -m tasktransfer_utils.embedding_store portable``)
+    """``make_encoder_portable`` (the command ``python -m tasktransfer_utils.embeddings.store portable``)
     changes only the ``encoder`` field of a file written with the encoder's folder; every stored array keeps
     its bytes."""
     from safetensors.numpy import load_file, save_file
 
-    from tasktransfer_utils.embedding_store import FORMAT, _main, make_encoder_portable, read_header
+    from tasktransfer_utils.embeddings.store import FORMAT, _main, make_encoder_portable, read_header
 
     rng = np.random.default_rng(0)
     tensors = {f"emb.{i:05d}": rng.normal(size=7).astype(np.float32) for i in range(3)}
@@ -99,8 +99,8 @@ def test_old_embedding_files_are_rewritten_with_their_vectors_unchanged(minilm_d
 
 def test_a_library_of_the_offline_encoder_ranks_without_naming_the_encoder(minilm_dir, tmp_path):
     """A library whose ``encoder`` is the package and its version resolves to the installed folder."""
-    from tasktransfer_utils.embedding_store import TaskEmbedding, base_meta
-    from tasktransfer_utils.practitioner import _resolve_encoder
+    from tasktransfer_utils.embeddings.store import TaskEmbedding, base_meta
+    from tasktransfer_utils.practitioner.rank import _resolve_encoder
 
     embs = [TaskEmbedding(np.ones(3, dtype=np.float32), base_meta(task=t, method="TextEmb", encoder=str(minilm_dir)))
             for t in ("A", "B")]

@@ -376,7 +376,7 @@ def test_debug_switch_shows_the_traceback(files, monkeypatch):
 
 
 def test_a_bug_is_not_reported_as_bad_input(monkeypatch, files):
-    import tasktransfer_utils.practitioner as pr
+    import tasktransfer_utils.practitioner.commands as pr
 
     def broken(args):
         raise RuntimeError("a bug")
@@ -451,8 +451,9 @@ def test_every_command_has_help(capsys, argv):
 
 def test_the_parsers_constants_are_the_libraries():
     """cli.py restates a few constants so that parsing imports nothing heavy; they must stay the same."""
-    from tasktransfer_utils import practitioner, study
+    from tasktransfer_utils.practitioner.rank import rank
+    from tasktransfer_utils.study import source_models
 
-    assert cli.RANK_METHODS == practitioner.METHODS and cli.RANK_FORMATS == practitioner.FORMATS
-    assert cli.DEFAULT_MAX_EXAMPLES == practitioner.DEFAULT_MAX_EXAMPLES
-    assert cli.REBUILD_RTOL == study.REBUILD_RTOL
+    assert cli.RANK_METHODS == rank.METHODS and cli.RANK_FORMATS == rank.FORMATS
+    assert cli.DEFAULT_MAX_EXAMPLES == rank.DEFAULT_MAX_EXAMPLES
+    assert cli.REBUILD_RTOL == source_models.REBUILD_RTOL

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 
 from tasktransfer_utils import cli
-from tasktransfer_utils.embedding_store import EmbeddingLibrary
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary
 
 SOURCES = ("WNLI", "RTE", "SQuAD-2", "Chunk")
 
 
 @pytest.fixture(scope="module")
 def library_dir(tmp_path_factory, data_dir, tiny_encoder_dir):
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     lib = EmbeddingLibrary(tmp_path_factory.mktemp("cli_library"))
     for task in SOURCES:
@@ -55,8 +55,8 @@ def test_rank_a_real_file_end_to_end(library_dir, data_dir, tiny_encoder_dir, tm
     assert sorted(table["source"]) == sorted(SOURCES) and table["rank"].tolist() == [1, 2, 3, 4]
     assert table["score"].is_monotonic_decreasing
     # the printed order is the cosine order of the target embedding computed directly
-    from tasktransfer_utils.practitioner import read_target_file
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.practitioner.rank import read_target_file
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     target = read_target_file(data_dir / "conll2003/eng.testa")
     t = compute_textemb(target, encoder=tiny_encoder_dir, max_examples=16, device="cpu").vector.astype(float)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from tasktransfer_utils import data_overview
-from tasktransfer_utils.regimes import limited_indices
-from tasktransfer_utils.tasks import list_tasks
+from tasktransfer_utils.data import overview as data_overview
+from tasktransfer_utils.data.regimes import limited_indices
+from tasktransfer_utils.data.tasks import list_tasks
 
 
 def test_paper_tasks_table():
@@ -20,7 +20,7 @@ def test_paper_tasks_table():
 
 
 def test_task_sizes_table(data_dir):
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     data = {n: load_task(n, seed=0) for n in ("RTE", "POS-PTB")}
     sizes = data_overview.task_sizes_table(data).set_index("task")

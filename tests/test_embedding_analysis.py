@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from tasktransfer_utils import embedding_analysis as ea
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, TaskEmbedding, encoder_id
+from tasktransfer_utils.selection import embedding_analysis as ea
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, TaskEmbedding, encoder_id
 from tasktransfer_utils.paths import RESULTS_DIR, default_encoder
 
 TASKS = ["SST-2", "MRPC", "POS-PTB", "NER"]  # CR, CR, SL, SL

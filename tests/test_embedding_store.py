@@ -5,17 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasktransfer_utils.embedding_store import (
-    EmbeddingLibrary,
-    TaskEmbedding,
-    check_comparable,
-    encoder_id,
-    load_embeddings,
-    read_header,
-    save_embeddings,
-    select,
-    update_metadata,
-)
+from tasktransfer_utils.embeddings.store import (EmbeddingLibrary, TaskEmbedding, check_comparable, encoder_id,
+                                                 load_embeddings, read_header, save_embeddings, select,
+                                                 update_metadata)
 
 
 def emb(task, component="cls_output", method="TaskEmb", estimator="paper", encoder="/x/y/all-MiniLM-L6-v2",

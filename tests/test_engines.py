@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
-from tasktransfer_utils.engines import LocalEngine, SubmititEngine, make_engine
-from tasktransfer_utils.runner import PlanRef, load_results, run_worker, select_jobs
+from tasktransfer_utils.study.engines import LocalEngine, SubmititEngine, make_engine
+from tasktransfer_utils.study.runner import PlanRef, load_results, run_worker, select_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -150,8 +150,8 @@ def test_pool_workers_die_with_their_parent(tmp_path):
     import time
 
     root = tmp_path / "orphans"
-    code = ("from tasktransfer_utils.runner import PlanRef\n"
-            "from tasktransfer_utils.engines import LocalEngine\n"
+    code = ("from tasktransfer_utils.study.runner import PlanRef\n"
+            "from tasktransfer_utils.study.engines import LocalEngine\n"
             f"plan = PlanRef('study_toy_plan:toy_plan', ({str(root)!r}, 8, 3.0)).load()\n"
             "LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), stdout=subprocess.DEVNULL,
@@ -190,7 +190,7 @@ def test_die_with_parent(tmp_path, method):
     import time
 
     child = ("import time\n"
-             "from tasktransfer_utils.engines import die_with_parent\n"
+             "from tasktransfer_utils.study.engines import die_with_parent\n"
              "import os, sys\n"
              f"used = die_with_parent(os.getppid(), method={method!r}, poll_s=0.1)\n"
              "print(used, flush=True)\n"
@@ -211,7 +211,7 @@ def test_die_with_parent(tmp_path, method):
         time.sleep(0.05)
     assert not _alive(child_pid)
     with pytest.raises(ValueError, match="method"):
-        from tasktransfer_utils.engines import die_with_parent
+        from tasktransfer_utils.study.engines import die_with_parent
 
         die_with_parent(os.getppid(), method="signal")
 

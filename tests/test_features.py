@@ -5,10 +5,10 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from tasktransfer_utils.features import IGNORE_INDEX, collator_for_class, model_inputs, tokenize_for_class
-from tasktransfer_utils.loaders import load_task
-from tasktransfer_utils.metrics import normalize_answer
-from tasktransfer_utils.settings import preset
+from tasktransfer_utils.training.features import IGNORE_INDEX, collator_for_class, model_inputs, tokenize_for_class
+from tasktransfer_utils.data.loaders import load_task
+from tasktransfer_utils.training.metrics import normalize_answer
+from tasktransfer_utils.training.settings import preset
 
 
 @pytest.fixture(scope="module")

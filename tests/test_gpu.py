@@ -17,11 +17,11 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file
 
-from tasktransfer_utils.features import collator_for_class, tokenize_for_class
-from tasktransfer_utils.logme import encoder_features, logme_score
-from tasktransfer_utils.taskemb import compute_taskemb, load_finetuned
-from tasktransfer_utils.textemb import compute_textemb
-from tasktransfer_utils.training import evaluate_model, fine_tune, predict_logits
+from tasktransfer_utils.training.features import collator_for_class, tokenize_for_class
+from tasktransfer_utils.selection.logme import encoder_features, logme_score
+from tasktransfer_utils.embeddings.taskemb import compute_taskemb, load_finetuned
+from tasktransfer_utils.embeddings.textemb import compute_textemb
+from tasktransfer_utils.training.fine_tuning import evaluate_model, fine_tune, predict_logits
 
 from run_helpers import small, tiny_settings
 
@@ -76,7 +76,7 @@ def test_gpu_training_in_mixed_precision_learns_the_training_set(tmp_path, tiny_
 @pytest.mark.parametrize("cls", ["CR", "QA"])
 def test_gpu_fine_tuning_is_reproducible_bit_for_bit(gpu_runs, tmp_path, tiny_encoder_dir, data_dir, cls):
     """A rerun with the same seed (a study job rerun after a crash) gives the same losses, metrics and
-    weights as the first run (training.deterministic_cuda)."""
+    weights as the first run (training.fine_tuning.deterministic_cuda)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = fine_tune(small(TASKS[cls], data_dir, 48, 24), tmp_path / "again", encoder=tiny_encoder_dir,

@@ -8,8 +8,9 @@ import datasets
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-from tasktransfer_utils.loaders import DataFormatError, MissingDataError, clear_cache, load_task
-from tasktransfer_utils.tasks import CONLL2000_CHUNK_TAGS, CONLL2003_NER_TAGS, get_task
+from tasktransfer_utils.data.raw_examples import DataFormatError, MissingDataError
+from tasktransfer_utils.data.loaders import clear_cache, load_task
+from tasktransfer_utils.data.tasks import CONLL2000_CHUNK_TAGS, CONLL2003_NER_TAGS, get_task
 
 NLI3 = ["entailment", "neutral", "contradiction"]
 CONLL_POS = ['"', "''", "#", "$", "(", ")", ",", ".", ":", "``", "CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR",

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 
 from tasktransfer_utils import key_numbers
-from tasktransfer_utils import selection_analysis as sa
-from tasktransfer_utils import embedding_analysis as ea
-from tasktransfer_utils.embedding_store import EmbeddingLibrary
+from tasktransfer_utils.study import selection_analysis as sa
+from tasktransfer_utils.selection import embedding_analysis as ea
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary
 from tasktransfer_utils.notebook_runner import _jsonable, portable_paths
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR, RESULTS_DIR, default_encoder
-from tasktransfer_utils.regimes import get_transfer_regime
-from tasktransfer_utils.study import load_study_config
-from tasktransfer_utils.study_runs import read_stored_runs, transfer_job_ids, transfer_runs
-from tasktransfer_utils.tasks import SUITES
+from tasktransfer_utils.data.regimes import get_transfer_regime
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.transfer_runs import read_stored_runs, transfer_job_ids, transfer_runs
+from tasktransfer_utils.data.tasks import SUITES
 
 
 def _as_saved(numbers):
@@ -118,9 +118,9 @@ def test_evaluate_source_selection_from_the_committed_tables():
 def test_run_transfer_study_from_the_committed_results():
     """Notebook 3's numbers from the committed transfer results, TaskEmb's choices and the source sizes taken
     from the committed file (they need the embeddings and the data; checked by the notebook's own test)."""
-    from tasktransfer_utils import transfer_analysis
-    from tasktransfer_utils.selection_metrics import mean_transfer
-    from tasktransfer_utils.study import complete_targets_by_regime
+    from tasktransfer_utils.study import transfer_analysis
+    from tasktransfer_utils.selection.evaluation import mean_transfer
+    from tasktransfer_utils.study.report import complete_targets_by_regime
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     committed = _committed("03_run_transfer_study")
@@ -144,8 +144,8 @@ def test_run_transfer_study_from_the_committed_results():
 
 
 def test_compute_textemb_from_the_offline_library():
-    from tasktransfer_utils import embedding_analysis as ea
-    from tasktransfer_utils.similarity import cosine_similarity_matrix
+    from tasktransfer_utils.selection import embedding_analysis as ea
+    from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
 
     library = EmbeddingLibrary(RESULTS_DIR / "offline_study" / "embeddings")
     tasks = list(SUITES["offline-small"])
@@ -164,8 +164,8 @@ def test_compute_textemb_from_the_offline_library():
 
 
 def test_explore_tasks_numbers(data_dir):
-    from tasktransfer_utils import data_overview
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data import overview as data_overview
+    from tasktransfer_utils.data.loaders import load_task
 
     data = {n: load_task(n, seed=0) for n in ("RTE", "MRPC")}
     sizes = data_overview.task_sizes_table(data)

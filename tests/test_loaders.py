@@ -10,9 +10,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tasktransfer_utils.loaders import (BOOLQ_PREFIX, RawExample, TaskData, derive_validation, features_for,
-                                     load_task, split_groups, task_size)
-from tasktransfer_utils.tasks import SUITES, TaskClass, get_task
+from tasktransfer_utils.data.raw_examples import BOOLQ_PREFIX, RawExample
+from tasktransfer_utils.data.loaders import (TaskData, derive_validation, features_for, load_task, split_groups,
+                                             task_size)
+from tasktransfer_utils.data.tasks import SUITES, TaskClass, get_task
 
 # (train, validation, test) examples per task, seed 0. Where the validation split is derived the sum is the
 # manifest's count of the one local file (QNLI 5,463; SQuAD-1 10,507; SQuAD-2 6,078; BoolQ 3,270; PTB 3,914).
@@ -160,7 +161,7 @@ def test_split_groups_are_connected_components_of_shared_keys():
 def test_single_key_split_is_unchanged_by_component_grouping(data_dir):
     # the grouping by one key (contexts, files) is the old one, group for group: derive the split the
     # old way (groups in order of first appearance, a seeded permutation of them) and compare
-    from tasktransfer_utils.loaders import read_local_raw
+    from tasktransfer_utils.data.loaders import read_local_raw
     from tasktransfer_utils.paths import resolve_data_dir
     raw = read_local_raw(get_task("SQuAD-2"), resolve_data_dir(data_dir))[0]["train"]
     groups = list(dict.fromkeys(ex.group for ex in raw))
@@ -270,7 +271,7 @@ def _liu_reference(tree_str: str, levels: int):
 
 
 def test_ptb_ancestors_match_an_nltk_parented_tree_computation(data_dir):
-    from tasktransfer_utils.loaders import split_bracketed_trees
+    from tasktransfer_utils.data.loaders import split_bracketed_trees
 
     with zipfile.ZipFile(data_dir / "nltk/treebank.zip") as zf:
         texts = [zf.read(f"treebank/combined/wsj_{i:04d}.mrg").decode() for i in range(1, 200, 17)]
@@ -341,7 +342,8 @@ def test_returned_splits_are_not_the_cache(data_dir):
 
 
 def test_unanswerable_question_in_a_v1_task_is_a_data_error():
-    from tasktransfer_utils.loaders import DataFormatError, finalize_splits
+    from tasktransfer_utils.data.raw_examples import DataFormatError
+    from tasktransfer_utils.data.loaders import finalize_splits
 
     def q(i, texts):
         return RawExample(f"file line {i}", {"id": f"q{i}", "question": "Who?", "context": "Ann came.",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from tasktransfer_utils import logme
+from tasktransfer_utils.selection import logme
 
 
 def brute_force_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
@@ -112,7 +112,7 @@ def test_logme_ranker_orders_and_caches():
 
 @pytest.mark.parametrize("task", ["RTE", "STS-B", "POS-PTB", "SQuAD-2"])
 def test_encoder_features_on_real_data(task, data_dir, tiny_encoder_dir):
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     data = load_task(task, data_dir=data_dir)
     x, y, regression = logme.encoder_features(tiny_encoder_dir, data, max_examples=12, seed=0, device="cpu")
@@ -123,7 +123,7 @@ def test_encoder_features_on_real_data(task, data_dir, tiny_encoder_dir):
     if task == "STS-B":
         assert regression and y.dtype.kind == "f" and x.shape[0] == 12
     if task == "POS-PTB":
-        from tasktransfer_utils.textemb import training_rows
+        from tasktransfer_utils.embeddings.textemb import training_rows
 
         rows, _ = training_rows(data, "train", "FULL", 0, 12)
         n_words = sum(len(t) for t in rows["tokens"])
@@ -137,7 +137,7 @@ def test_encoder_features_on_real_data(task, data_dir, tiny_encoder_dir):
 
 
 def test_logme_ranker_from_model_dirs(data_dir, tiny_encoder_dir):
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     data = load_task("WNLI", data_dir=data_dir)
     ranker = logme.LogMERanker.from_model_dirs({"A": tiny_encoder_dir, "B": tiny_encoder_dir}, {"WNLI": data},
@@ -155,10 +155,10 @@ def test_encoder_features_match_one_example_at_a_time(task, data_dir, tiny_encod
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from tasktransfer_utils.features import collator_for_class, tokenize_for_class
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.textemb import training_rows
+    from tasktransfer_utils.training.features import collator_for_class, tokenize_for_class
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.embeddings.textemb import training_rows
 
     data = load_task(task, data_dir=data_dir)
     cls = data.spec.task_class.value

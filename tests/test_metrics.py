@@ -5,17 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from tasktransfer_utils.metrics import (
-    classification_metrics,
-    exact_score,
-    f1_score_tokens,
-    normalize_answer,
-    qa_metrics,
-    sequence_labeling_metrics,
-    squad_v1_scores,
-    squad_v2_scores,
-    task_score,
-)
+from tasktransfer_utils.training.metrics import (classification_metrics, exact_score, f1_score_tokens,
+                                                 normalize_answer, qa_metrics, sequence_labeling_metrics,
+                                                 squad_v1_scores, squad_v2_scores, task_score)
 
 
 def test_classification_metrics_match_naive_formulas():
@@ -108,7 +100,7 @@ def test_squad_v1_scores_hand_made():
 
 def test_v1_and_v2_rules_agree_on_answerable_questions_with_real_golds(data_dir):
     # SQuAD-1, BoolQ and FAQ-TR dev golds never normalise to "": there the two scripts give the same numbers
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     for task in ("SQuAD-1", "BoolQ", "FAQ-TR"):
         dev = load_task(task, data_dir=data_dir).splits["validation"]
@@ -136,8 +128,8 @@ def test_task_score_is_the_mean_of_the_task_metrics():
 
 
 def test_which_task_scores_are_per_example_means():
-    from tasktransfer_utils.metrics import score_is_per_example_mean
-    from tasktransfer_utils.tasks import get_task
+    from tasktransfer_utils.training.metrics import score_is_per_example_mean
+    from tasktransfer_utils.data.tasks import get_task
 
     got = {t: score_is_per_example_mean(get_task(t).metrics, get_task(t).task_class)
            for t in ("SST-2", "RTE", "MRPC", "STS-B", "SQuAD-1", "SQuAD-2", "POS-PTB", "NER")}

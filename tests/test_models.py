@@ -6,12 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from tasktransfer_utils.models import (
-    build_model,
-    encoder_state_dict,
-    load_state_dict,
-    resolve_model_dir,
-)
+from tasktransfer_utils.training.models import build_model, encoder_state_dict, load_state_dict, resolve_model_dir
 
 
 def perturbed_source(path, encoder_dir, task_class="CR", **kw):

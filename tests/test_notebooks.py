@@ -55,8 +55,8 @@ def test_every_notebook_is_covered_here():
 
 
 def test_01_explore_tasks(tmp_path):
-    from tasktransfer_utils.loaders import task_size
-    from tasktransfer_utils.tasks import SUITES
+    from tasktransfer_utils.data.loaders import task_size
+    from tasktransfer_utils.data.tasks import SUITES
 
     numbers, params = run_notebook("01_explore_tasks", tmp_path)
     assert numbers["n_paper_tasks"] == 33
@@ -73,8 +73,8 @@ def test_01_explore_tasks(tmp_path):
 
 
 def test_02_finetune_and_transfer(tmp_path, tiny_encoder_dir):
-    from tasktransfer_utils.selection_metrics import mean_transfer
-    from tasktransfer_utils.training import RunResult
+    from tasktransfer_utils.selection.evaluation import mean_transfer
+    from tasktransfer_utils.training.fine_tuning import RunResult
 
     numbers, params = run_notebook("02_finetune_and_transfer", tmp_path, encoder=tiny_encoder_dir)
     n_train = params["max_train_examples"]
@@ -111,8 +111,8 @@ def test_02_finetune_and_transfer(tmp_path, tiny_encoder_dir):
 def test_04_compute_textemb(tmp_path, tiny_encoder_dir):
     import numpy as np
 
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary
-    from tasktransfer_utils.similarity import cosine_similarity_matrix
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary
+    from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
 
     numbers, params = run_notebook("04_compute_textemb", tmp_path, encoder=tiny_encoder_dir)
     tasks = numbers["tasks"]
@@ -137,8 +137,8 @@ def test_04_compute_textemb(tmp_path, tiny_encoder_dir):
 def test_05_compute_taskemb(tmp_path, tiny_encoder_dir):
     import numpy as np
 
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary
-    from tasktransfer_utils.similarity import cosine_similarity_matrix
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary
+    from tasktransfer_utils.embeddings.similarity import cosine_similarity_matrix
 
     numbers, params = run_notebook("05_compute_taskemb", tmp_path, encoder=tiny_encoder_dir)
     tasks = numbers["tasks"]
@@ -163,10 +163,10 @@ def test_05_compute_taskemb(tmp_path, tiny_encoder_dir):
 
 
 def test_07_choose_source_for_your_task(tmp_path, tiny_encoder_dir, data_dir):
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.practitioner import rank_sources
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.practitioner.rank import rank_sources
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     library = EmbeddingLibrary(tmp_path / "embeddings")  # the source library the notebook reads
     for name in ("SST-2", "MRPC", "RTE", "SQuAD-1", "POS-PTB"):
@@ -197,8 +197,8 @@ def study_tmp(tmp_path_factory):
 def test_03_run_transfer_study(study_tmp, tiny_encoder_dir):
     import pandas as pd
 
-    from tasktransfer_utils.study import load_study_config
-    from tasktransfer_utils.selection_metrics import mean_transfer
+    from tasktransfer_utils.study.config import load_study_config
+    from tasktransfer_utils.selection.evaluation import mean_transfer
 
     numbers, params = run_notebook("03_run_transfer_study", study_tmp, encoder=tiny_encoder_dir)
     cfg = load_study_config(params["study_config"])
@@ -232,9 +232,11 @@ def test_03_run_transfer_study(study_tmp, tiny_encoder_dir):
 def test_06_evaluate_source_selection(study_tmp, tiny_encoder_dir):
     import pandas as pd
 
-    from tasktransfer_utils.selection_metrics import (LOTO_COMPONENT_METHOD, evaluate_rankers, leave_one_target_out,
-                                                      mean_transfer)
-    from tasktransfer_utils.study import load_study_config, plan_for, selection_rankers
+    from tasktransfer_utils.selection.evaluation import (LOTO_COMPONENT_METHOD, evaluate_rankers, leave_one_target_out,
+                                                         mean_transfer)
+    from tasktransfer_utils.study.config import load_study_config
+    from tasktransfer_utils.study.plan import plan_for
+    from tasktransfer_utils.study.report import selection_rankers
 
     numbers, params = run_notebook("06_evaluate_source_selection", study_tmp, encoder=tiny_encoder_dir)
     cfg = load_study_config(params["study_config"])

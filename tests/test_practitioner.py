@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import practitioner as pr
-from tasktransfer_utils.embedding_store import EmbeddingLibrary
+from tasktransfer_utils.practitioner import rank as pr
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary
 
 SOURCES = ("WNLI", "RTE", "STS-B", "Chunk")
 
@@ -17,8 +17,8 @@ SOURCES = ("WNLI", "RTE", "STS-B", "Chunk")
 @pytest.fixture(scope="module")
 def textemb_library(tmp_path_factory, data_dir, tiny_encoder_dir):
     """TextEmb of a few real source tasks (32 examples each) from the tiny encoder."""
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     lib = EmbeddingLibrary(tmp_path_factory.mktemp("library"))
     for task in SOURCES:
@@ -143,7 +143,7 @@ def test_read_conll_unlabelled_and_errors(tmp_path):
 
 
 def test_rank_sources_textemb_matches_cosine_by_hand(data_dir, textemb_library, tiny_encoder_dir):
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     target = pr.read_target_file(data_dir / "glue/RTE/dev.tsv")
     ranked = pr.rank_sources(target, textemb_library, max_examples=24)
@@ -184,11 +184,11 @@ def test_rank_sources_errors(data_dir, textemb_library, tmp_path):
 def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
     """Fine-tune the tiny encoder on two small sources and on the target; TaskEmb = RRF over the
     components every task shares (the classifier heads differ in shape and are left out)."""
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.regimes import apply_regime
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.taskemb import compute_taskemb
-    from tasktransfer_utils.training import fine_tune
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.data.regimes import apply_regime
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.embeddings.taskemb import compute_taskemb
+    from tasktransfer_utils.training.fine_tuning import fine_tune
 
     lib = EmbeddingLibrary(tmp_path / "lib")
     for task in ("WNLI", "Chunk"):
@@ -217,8 +217,8 @@ def test_a_library_with_two_regimes_ranks_with_one():
     the LIMITED embeddings of every source, never a mix."""
     import numpy as np
 
-    from tasktransfer_utils.embedding_store import TaskEmbedding
-    from tasktransfer_utils.practitioner import _regime_filter
+    from tasktransfer_utils.embeddings.store import TaskEmbedding
+    from tasktransfer_utils.practitioner.rank import _regime_filter
 
     def emb(task, regime):
         return TaskEmbedding(np.ones(3, dtype=np.float32), {"task": task, "method": "TextEmb", "regime": regime})

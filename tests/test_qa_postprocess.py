@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tasktransfer_utils.metrics import squad_v2_scores
-from tasktransfer_utils.qa_postprocess import postprocess_qa_predictions
+from tasktransfer_utils.training.metrics import squad_v2_scores
+from tasktransfer_utils.training.qa_postprocess import postprocess_qa_predictions
 
 CONTEXT = "Normans came from Normandy in northern France in the tenth century"
 WORDS = CONTEXT.split()
@@ -121,7 +121,7 @@ def test_mismatched_inputs_are_errors():
 
 
 def _scripted_logits(plan):
-    """A stand-in for ``training.predict_logits``: per window, CLS (the null answer) gets start = end =
+    """A stand-in for ``fine_tuning.predict_logits``: per window, CLS (the null answer) gets start = end =
     ``null``; the window that holds the first gold answer whole gets start = end = ``span`` on its first and
     last tokens; every other position -5. ``plan``: question id -> (null, span)."""
     def predict(model, features, collator, batch_size, device, mixed_precision):
@@ -148,8 +148,8 @@ def _evaluate(task, rows, plan, tokenizer, monkeypatch, data_dir):
 
     from datasets import DatasetDict
 
-    from tasktransfer_utils import training
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.training import fine_tuning
+    from tasktransfer_utils.data.loaders import load_task
 
     td = load_task(task, data_dir=data_dir)
     dev = td.splits["validation"].select(rows)
@@ -157,8 +157,8 @@ def _evaluate(task, rows, plan, tokenizer, monkeypatch, data_dir):
     predict = _scripted_logits(plan)
     predict.answers = {r["id"]: (r["answers"]["answer_start"][0], r["answers"]["answer_start"][0]
                                  + len(r["answers"]["text"][0])) if r["answers"]["text"] else None for r in dev}
-    monkeypatch.setattr(training, "predict_logits", predict)
-    return training.evaluate_model(None, tokenizer, td, dev, training.preset("QA", max_seq_length=384),
+    monkeypatch.setattr(fine_tuning, "predict_logits", predict)
+    return fine_tuning.evaluate_model(None, tokenizer, td, dev, fine_tuning.preset("QA", max_seq_length=384),
                                    device="cpu")
 
 
@@ -183,7 +183,7 @@ def _word_aligned(dev_rows, tokenizer, answerable, k):
 def test_an_all_answerable_squad2_sample_is_scored_with_v2_rules(tiny_encoder_dir, data_dir, monkeypatch):
     from transformers import AutoTokenizer
 
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     dev = load_task("SQuAD-2", data_dir=data_dir).splits["validation"]
@@ -208,7 +208,7 @@ def test_an_all_answerable_squad2_sample_is_scored_with_v2_rules(tiny_encoder_di
 def test_a_v1_task_never_abstains(tiny_encoder_dir, data_dir, monkeypatch):
     from transformers import AutoTokenizer
 
-    from tasktransfer_utils.loaders import load_task
+    from tasktransfer_utils.data.loaders import load_task
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     dev = load_task("SQuAD-1", data_dir=data_dir).splits["validation"]
@@ -219,7 +219,7 @@ def test_a_v1_task_never_abstains(tiny_encoder_dir, data_dir, monkeypatch):
 
 
 def test_the_squad_version_is_a_property_of_the_task():
-    from tasktransfer_utils.tasks import list_tasks
+    from tasktransfer_utils.data.tasks import list_tasks
 
     v2 = [t.name for t in list_tasks("QA") if t.version_2_with_negative]
     assert v2 == ["SQuAD-2", "DuoRC-p", "DuoRC-s"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from tasktransfer_utils.regimes import (FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_SIZE, LIMITED_TO_LIMITED,
-                                        TRANSFER_REGIMES, Regime, TransferRegime, apply_regime,
-                                        data_regime, get_transfer_regime, limited_indices)
+from tasktransfer_utils.data.regimes import (FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_SIZE, LIMITED_TO_LIMITED,
+                                             TRANSFER_REGIMES, Regime, TransferRegime, apply_regime, data_regime,
+                                             get_transfer_regime, limited_indices)
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,8 @@ from pathlib import Path
 import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
-from tasktransfer_utils.runner import (
-    Job,
-    Plan,
-    PlanRef,
-    ParamsMismatchError,
-    atomic_write_json,
-    load_results,
-    progress,
-    run_worker,
-    select_jobs,
-    with_dependencies,
-)
+from tasktransfer_utils.study.runner import (Job, Plan, PlanRef, ParamsMismatchError, atomic_write_json, load_results,
+                                             progress, run_worker, select_jobs, with_dependencies)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +30,7 @@ def _worker_cmd(root, **kw) -> list[str]:
     """A worker process that rebuilds the toy plan through a PlanRef and runs it."""
     args = (str(root),) + tuple(kw.get(k) for k in ("n", "sleep_s") if k in kw)
     code = (
-        "from tasktransfer_utils.runner import PlanRef, run_worker\n"
+        "from tasktransfer_utils.study.runner import PlanRef, run_worker\n"
         f"run_worker(PlanRef('study_toy_plan:toy_plan', {args!r}).load(), poll_s=0.05)\n"
     )
     return [sys.executable, "-c", code]
@@ -107,7 +97,7 @@ def test_atomic_write_never_leaves_a_partial_record(tmp_path):
     plan = toy_plan(tmp_path, n=2)
     code = (
         "import os, signal\n"
-        "import tasktransfer_utils.runner as r\n"
+        "import tasktransfer_utils.study.runner as r\n"
         "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"r.atomic_write_json({str(tmp_path / 'records' / 'gen-0.json')!r}, {{'job_id': 'gen-0', 'x': 'y' * 100000}})\n"
     )
@@ -216,7 +206,7 @@ def test_heartbeat_keeps_a_long_job_alive_and_a_broken_lock_discards_the_result(
     # another worker breaks the lock (e.g. this one was suspended): our result must not be stored
     path.unlink()
     thief = plan.store.try_claim("gen-0")
-    from tasktransfer_utils.runner import run_job
+    from tasktransfer_utils.study.runner import run_job
 
     assert run_job(plan, plan.by_id["gen-0"], claim) is False
     assert not plan.store.is_done("gen-0")
@@ -334,7 +324,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 def test_reading_a_plans_state_writes_nothing(tmp_path):
     """Building a plan and asking its progress, records, locks and failures creates no folder or file
     (what `study status` and `study run --dry-run` do); the first claim and record make them."""
-    from tasktransfer_utils.runner import check_records, dead_jobs
+    from tasktransfer_utils.study.runner import check_records, dead_jobs
 
     plan = toy_plan(tmp_path / "toy", n=3)
     before = _tree(tmp_path)

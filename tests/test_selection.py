@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import selection as sel
-from tasktransfer_utils.embedding_store import TaskEmbedding
-from tasktransfer_utils.regimes import FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_TO_LIMITED, Regime
+from tasktransfer_utils.selection import rankers as sel
+from tasktransfer_utils.embeddings.store import TaskEmbedding
+from tasktransfer_utils.data.regimes import FULL_TO_FULL, FULL_TO_LIMITED, LIMITED_TO_LIMITED, Regime
 
 
 def test_ranking_frame_ties_and_order():
@@ -128,7 +128,7 @@ def test_datasize_ranker():
 
 
 def test_datasize_from_real_data(data_dir):
-    from tasktransfer_utils.loaders import task_size
+    from tasktransfer_utils.data.loaders import task_size
 
     r = sel.DataSizeRanker.from_tasks(["RTE", "WNLI", "STS-B"], data_dir=data_dir)
     assert r.sizes == {"RTE": 2490, "WNLI": 635, "STS-B": 5749}
@@ -210,7 +210,7 @@ def test_curvegrad_ranker_by_hand():
 
 
 def test_curvegrad_from_run_results(tmp_path):
-    from tasktransfer_utils.training import RunResult
+    from tasktransfer_utils.training.fine_tuning import RunResult
 
     paths = []
     for task, slope in (("A", -0.2), ("B", -0.9)):

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import selection_analysis as sa
-from tasktransfer_utils import selection_metrics as sm
+from tasktransfer_utils.study import selection_analysis as sa
+from tasktransfer_utils.selection import evaluation as sm
 from tasktransfer_utils.paths import RESULTS_DIR
-from tasktransfer_utils.selection import CosineRanker
+from tasktransfer_utils.selection.rankers import CosineRanker
 
 STUDY = RESULTS_DIR / "offline_study"
 EVAL = STUDY / "evaluation"
@@ -56,7 +56,7 @@ def test_metric_tables(summary):
 
 
 def test_headline_comparisons(per_target):
-    from tasktransfer_utils.study import HEADLINE_METHODS
+    from tasktransfer_utils.study.report import HEADLINE_METHODS
 
     view = sa.headline_comparisons(per_target, metrics=("rho",))
     assert set(view["target_class"]) == {"all"} and set(view["method"]) <= set(HEADLINE_METHODS)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import selection_metrics as sm
-from tasktransfer_utils.selection import RandomRanker, Ranker
+from tasktransfer_utils.selection import evaluation as sm
+from tasktransfer_utils.selection.rankers import RandomRanker, Ranker
 
 
 class FixedRanker(Ranker):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasktransfer_utils.settings import FineTuneSettings, class_name, preset
+from tasktransfer_utils.training.settings import FineTuneSettings, class_name, preset
 
 
 def test_presets_match_the_authors_settings():

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
 
-from tasktransfer_utils.embedding_store import TaskEmbedding
-from tasktransfer_utils.similarity import cosine_similarity, cosine_similarity_matrix
+from tasktransfer_utils.embeddings.store import TaskEmbedding
+from tasktransfer_utils.embeddings.similarity import cosine_similarity, cosine_similarity_matrix
 
 
 def emb(task, vector, **meta):

@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
-from tasktransfer_utils.engines import SubmititEngine
-from tasktransfer_utils.runner import PlanRef, load_results, run_worker
+from tasktransfer_utils.study.engines import SubmititEngine
+from tasktransfer_utils.study.runner import PlanRef, load_results, run_worker
 
 pytestmark = pytest.mark.slurm
 
@@ -85,7 +85,9 @@ def test_tiny_study_through_slurm_cli(shared_tmp, tiny_encoder_dir):
     import yaml
 
     from tasktransfer_utils.cli import main
-    from tasktransfer_utils.study import load_study_config, plan_for, results_table
+    from tasktransfer_utils.study.config import load_study_config
+    from tasktransfer_utils.study.plan import plan_for
+    from tasktransfer_utils.study.tables import results_table
 
     def config(name):
         raw = {"name": "slurm_tiny", "tasks": {"CR": ["RTE"], "SL": ["Chunk"]}, "regimes": ["LIMITED→LIMITED"],

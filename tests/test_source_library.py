@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from tasktransfer_utils import cli
-from tasktransfer_utils.embedding_store import EmbeddingLibrary, read_header
-from tasktransfer_utils.source_library import (EMBEDDINGS_ONLY, EXTENDED_LIBRARY, MEASURED, STUDY_LIBRARY,
-                                               LibraryError, build_library, library_table, load_libraries)
+from tasktransfer_utils.embeddings.store import EmbeddingLibrary, read_header
+from tasktransfer_utils.practitioner.library import (EMBEDDINGS_ONLY, EXTENDED_LIBRARY, MEASURED, STUDY_LIBRARY,
+                                                     LibraryError, build_library, library_table, load_libraries)
 
 WORDS = "good bad fine awful great poor lovely dull bright grim warm cold".split()
 
@@ -83,8 +83,8 @@ def test_added_sources_are_stored_textembs(user_library, tiny_encoder_dir, tmp_p
 
 
 def test_rank_against_a_user_library_equals_numpy_cosine(user_library, tiny_encoder_dir, tmp_path, capsys):
-    from tasktransfer_utils.practitioner import read_target_file
-    from tasktransfer_utils.textemb import compute_textemb
+    from tasktransfer_utils.practitioner.rank import read_target_file
+    from tasktransfer_utils.embeddings.textemb import compute_textemb
 
     target = _write_csv(tmp_path / "target.csv", n=12, seed=7)
     out = tmp_path / "ranking.csv"
@@ -192,7 +192,7 @@ def test_build_is_resumable_and_refuses_another_encoder(tmp_path, tiny_encoder_d
 
 
 def test_default_libraries_cover_both_offline_suites():
-    from tasktransfer_utils.tasks import SUITES
+    from tasktransfer_utils.data.tasks import SUITES
 
     table = library_table()
     assert set(table["task"]) == set(SUITES["offline"]) | set(SUITES["offline-extra"])
@@ -246,7 +246,7 @@ def test_rank_uses_both_default_libraries(tmp_path, capsys):
 
 
 def _variant_embs(task, task_class, estimator, qa_loss=None, dim=4):
-    from tasktransfer_utils.embedding_store import TaskEmbedding
+    from tasktransfer_utils.embeddings.store import TaskEmbedding
 
     meta = {"task": task, "task_class": task_class, "method": "TaskEmb", "component": "cls_output",
             "estimator": estimator, "label_source": "gold", "encoder_id": "enc", "regime": "LIMITED", "seed": 0}
@@ -258,9 +258,9 @@ def _variant_embs(task, task_class, estimator, qa_loss=None, dim=4):
 def test_a_study_library_is_read_with_the_study_s_first_taskemb_variant(tmp_path):
     import json
 
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary
     from tasktransfer_utils.errors import UsageError
-    from tasktransfer_utils.source_library import load_libraries
+    from tasktransfer_utils.practitioner.library import load_libraries
 
     study = tmp_path / "study" / "embeddings"
     lib = EmbeddingLibrary(study)

@@ -16,20 +16,13 @@ import yaml
 from datasets import DatasetDict
 
 from tasktransfer_utils.paths import CONFIGS_DIR
-from tasktransfer_utils.runner import load_results, progress, run_worker
-from tasktransfer_utils.study import (
-    StudyConfigError,
-    build_jobs,
-    finetune_id,
-    load_study_config,
-    plan_for,
-    plan_ref,
-    report,
-    results_table,
-    select_study_jobs,
-    study_config_from_dict,
-    transfer_id,
-)
+from tasktransfer_utils.study.runner import load_results, progress, run_worker
+from tasktransfer_utils.study.config import (DEFAULT_TASKEMB_COMPONENTS, StudyConfigError, load_study_config,
+                                             study_config_from_dict)
+from tasktransfer_utils.study.jobs import build_jobs, finetune_id, transfer_id
+from tasktransfer_utils.study.plan import plan_for, plan_ref, select_study_jobs
+from tasktransfer_utils.study.report import report
+from tasktransfer_utils.study.tables import results_table
 
 REPO = Path(__file__).resolve().parent.parent
 L2L = "LIMITED→LIMITED"
@@ -139,7 +132,7 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
 def test_taskemb_qa_loss_in_job_params_only_where_it_changes_the_computation(tmp_path):
     """qa_loss reaches QA TaskEmb jobs only as "authors" (the default): a job without it means the masked
     loss, so the offline study's records, made before the option, keep their params."""
-    from tasktransfer_utils.runner import check_records
+    from tasktransfer_utils.study.runner import check_records
 
     def taskemb_params(variant):
         cfg = study_config_from_dict({"name": "t", "tasks": {"CR": ["RTE"], "QA": ["SQuAD-1"]},
@@ -161,7 +154,7 @@ def test_taskemb_qa_loss_in_job_params_only_where_it_changes_the_computation(tmp
 def test_complete_targets_are_judged_per_regime():
     """The offline study lists FULL→LIMITED before all of its records exist: LIMITED→LIMITED is still
     evaluated on its 12 complete targets, whatever FULL→LIMITED has."""
-    from tasktransfer_utils.study import _complete_targets
+    from tasktransfer_utils.study.report import _complete_targets
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     results = results_table(plan_for(cfg))
@@ -213,6 +206,38 @@ def test_config_errors_name_the_field(tmp_path, patch, message):
     with pytest.raises(StudyConfigError) as err:
         load_study_config(path)
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"embeddings": {"taskemb": [{"labels": "gold"}, {"estimatr": "paper"}]}},
+     "field 'embeddings.taskemb[1]': unknown field(s) ['estimatr'] (did you mean estimator?); known: ['batch_size', "),
+    ({"data": {"sourc": "hub"}}, "field 'data': unknown field(s) ['sourc'] (did you mean source?)"),
+    ({"settings": {"Q": {}}}, "field 'settings': unknown field(s) ['Q'] (did you mean QA?); known: ['CR', 'QA', 'SL', 'all']"),
+    ({"seeds": [0, "1"]}, "field 'seeds[1]': expected an integer, got '1'"),
+    ({"embeddings": {"textemb": {"batch_size": 0}}}, "field 'embeddings.textemb.batch_size': expected an integer >= 1, got 0"),
+    ({"outputs": {"keep_models": "none"}}, "field 'outputs.keep_models': expected 'sources' or 'all', got 'none'"),
+    ({"report": {"relevance": "rank"}}, "field 'report.relevance': expected one of ('minmax', 'positive_gain', 'score')"),
+    ({"pairs": "some", "max_attempts": 0}, "field 'pairs': expected 'all' or 'in-class', got 'some' (+1 more)"),
+])
+def test_config_schema_errors_are_one_line_with_the_field_path(patch, message):
+    """The schema (study.config.StudyConfigFile) reports the first problem as one line: the file, the field path
+    with list indices, what was expected and what was found, close names for a typo, how many more problems."""
+    with pytest.raises(StudyConfigError) as err:
+        study_config_from_dict({"name": "bad", "tasks": ["RTE", "MRPC"], **patch}, where="bad.yaml")
+    assert str(err.value).startswith("bad.yaml: " + message) and "\n" not in str(err.value)
+
+
+def test_config_schema_defaults_are_the_study_defaults(tmp_path):
+    """What a config leaves out: one TextEmb and the paper's TaskEmb with every default filled in, as the job
+    params of the committed records have them; an empty embeddings section means no embedding jobs."""
+    cfg = study_config_from_dict({"name": "t", "tasks": ["RTE"], "seeds": 3, "regimes": "FULL->LIMITED"},
+                                 base_dir=tmp_path)
+    assert (cfg.seeds, cfg.regimes, cfg.textemb, cfg.logme, cfg.limited_size) == ([3], ["FULL→LIMITED"], {}, None, 1000)
+    assert cfg.taskemb == [{"estimator": "paper", "labels": "gold", "qa_loss": "authors",
+                            "components": list(DEFAULT_TASKEMB_COMPONENTS)}]
+    empty = study_config_from_dict({"name": "t", "tasks": ["RTE"], "embeddings": None, "logme": True})
+    assert (empty.textemb, empty.taskemb, empty.logme) == (None, [], {})
 
 
 # ------------------------------------------------------------------------------------ tiny real study
@@ -326,7 +351,7 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert pd.isna(spread.loc["Chunk", "se_bound"])  # seqeval F1: no per-example bound
     assert "## How far apart are the sources?" in Path(paths["selection_tables"]).read_text()
     # sensitivity: RTE (one source, spread 0 standard errors) is left out, Chunk (no bound) kept
-    from tasktransfer_utils.selection_metrics import summarize_selection
+    from tasktransfer_utils.selection.evaluation import summarize_selection
 
     per_target = pd.read_csv(paths["per_target"])
     expected = summarize_selection(per_target[per_target["target"] != "RTE"])
@@ -350,8 +375,8 @@ def test_cli_status_and_report(tiny_study, capsys):
     # what the claims are computed from: TextEmb cosine of the stored vectors, source sizes, noise-bound targets
     import numpy as np
 
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary
-    from tasktransfer_utils.study import claim_inputs, selection_rankers
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary
+    from tasktransfer_utils.study.report import claim_inputs, selection_rankers
 
     cfg = load_study_config(path)
     inputs = claim_inputs(cfg, selection_rankers(plan, table), table)
@@ -368,7 +393,8 @@ def test_cli_status_and_report(tiny_study, capsys):
 
 
 def test_complete_targets_by_regime_handles_a_partial_regime():
-    from tasktransfer_utils.study import complete_targets_by_regime, study_pairs
+    from tasktransfer_utils.study.report import complete_targets_by_regime
+    from tasktransfer_utils.study.jobs import study_pairs
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     assert cfg.regimes == [L2L, "FULL→LIMITED"]
@@ -391,21 +417,22 @@ def test_complete_targets_by_regime_handles_a_partial_regime():
 STOP_IN_FIRST_TRANSFER = """
 import os, signal, sys
 from transformers import TrainerCallback
-from tasktransfer_utils import cli, training
+from tasktransfer_utils import cli
+from tasktransfer_utils.training import fine_tuning
 
 class StopAfterFirstStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
             os.kill(os.getpid(), signal.SIGSTOP)
 
-real_fine_tune = training.fine_tune
+real_fine_tune = fine_tuning.fine_tune
 
 def fine_tune(*args, **kwargs):
     if kwargs.get("init_from") is not None:  # a transfer
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), StopAfterFirstStep()]
     return real_fine_tune(*args, **kwargs)
 
-training.fine_tune = fine_tune
+fine_tuning.fine_tune = fine_tune
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -454,15 +481,16 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
 # as __mp_main__), so that the test can SIGKILL it while both workers hold a job.
 SLOW_FINE_TUNES = """
 import os, sys, time
-from tasktransfer_utils import cli, training
+from tasktransfer_utils import cli
+from tasktransfer_utils.training import fine_tuning
 
-real_fine_tune = training.fine_tune
+real_fine_tune = fine_tuning.fine_tune
 
 def fine_tune(*args, **kwargs):
     time.sleep(float(os.environ.get("TEST_SLEEP_BEFORE_FINE_TUNE_S", "0")))
     return real_fine_tune(*args, **kwargs)
 
-training.fine_tune = fine_tune
+fine_tuning.fine_tune = fine_tune
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))
 """
@@ -578,11 +606,11 @@ def test_demo_on_a_finished_tiny_study(tiny_study, data_dir):
 def test_logme_records_match_a_direct_computation(tiny_study, data_dir):
     """A study's LogME record is LogME (logme.logme_score) of the source fine-tune's encoder features on the
     target's LIMITED training rows: recomputed here outside the study, and the rows are the study's."""
-    from tasktransfer_utils.logme import encoder_features, logme_score
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.regimes import apply_regime
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.study import logme_id
+    from tasktransfer_utils.selection.logme import encoder_features, logme_score
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.data.regimes import apply_regime
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.study.jobs import logme_id
 
     _, path, plan = tiny_study
     cfg = load_study_config(path)
@@ -623,9 +651,9 @@ def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir,
     """`tasktransfer rank FILE --method LogME --models CONFIG`: the study's fine-tuned source models scored on
     the file's labelled rows; the scores are LogME of each model's features (computed here directly)."""
     from tasktransfer_utils.cli import main
-    from tasktransfer_utils.logme import encoder_features, logme_score
-    from tasktransfer_utils.practitioner import rank_sources, read_target_file
-    from tasktransfer_utils.study import source_model_dirs
+    from tasktransfer_utils.selection.logme import encoder_features, logme_score
+    from tasktransfer_utils.practitioner.rank import rank_sources, read_target_file
+    from tasktransfer_utils.study.source_models import source_model_dirs
 
     _, path, _ = tiny_study
     models = source_model_dirs(load_study_config(path))
@@ -652,7 +680,7 @@ def test_rank_a_users_file_with_logme_from_a_studys_models(tiny_study, data_dir,
 
 
 def test_noise_floor_seeds_add_restarts_of_limited_targets_last(tmp_path):
-    from tasktransfer_utils.study import restart_id
+    from tasktransfer_utils.study.jobs import restart_id
 
     base = {"name": "t", "tasks": {"CR": ["RTE", "MRPC"], "SL": ["Chunk"]}, "regimes": [L2L, F2L], "seeds": [0],
             "embeddings": None}
@@ -674,8 +702,9 @@ def test_tiny_noise_floor_restarts_reuse_the_sample_and_enter_the_report(tmp_pat
     of the target's no-transfer scores over training seeds, and the sources within it are listed."""
     import statistics
 
-    from tasktransfer_utils import regimes
-    from tasktransfer_utils.study import noise_floor_runs, restart_id
+    from tasktransfer_utils.data import regimes
+    from tasktransfer_utils.study.tables import noise_floor_runs
+    from tasktransfer_utils.study.jobs import restart_id
 
     path = _tiny_config(tmp_path, tiny_encoder_dir, "noisy", embeddings=False)
     raw = yaml.safe_load(path.read_text())
@@ -706,7 +735,7 @@ def test_tiny_noise_floor_restarts_reuse_the_sample_and_enter_the_report(tmp_pat
 
 
 def test_measured_so_far_summarises_a_regime_without_a_complete_target():
-    from tasktransfer_utils.study import measured_so_far
+    from tasktransfer_utils.study.report import measured_so_far
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     rows = [{"source": None, "target": t, "regime": r, "seed": 0, "score": 0.5, "eval_examples": 100}
@@ -739,7 +768,8 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     from safetensors.torch import load_file
 
     from tasktransfer_utils.cli import main
-    from tasktransfer_utils.study import rebuild_command, source_model_dirs
+    from tasktransfer_utils.study.job_functions import rebuild_command
+    from tasktransfer_utils.study.source_models import source_model_dirs
 
     path = _tiny_config(tmp_path, tiny_encoder_dir, "rb", embeddings=False)
     plan = plan_ref(path).load()
@@ -796,7 +826,7 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
 
 
 def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
-    from tasktransfer_utils.study import _first_difference
+    from tasktransfer_utils.study.source_models import _first_difference
 
     rec = {"score": 0.5, "loss_curve": [{"loss": 2.0}, {"loss": float("nan")}], "wall_time_s": 10.0,
            "versions": {"torch": "a"}, "train_examples": 1000}
@@ -821,8 +851,9 @@ def test_taskemb_variants_scoped_to_regimes_and_classes_and_a_second_qa_loss(tmp
     loss of one estimator is only valid for QA tasks; the report names each variant's rankers."""
     import numpy as np
 
-    from tasktransfer_utils.embedding_store import TaskEmbedding
-    from tasktransfer_utils.study import _of_variant, _taskemb_variants, taskemb_id
+    from tasktransfer_utils.embeddings.store import TaskEmbedding
+    from tasktransfer_utils.study.jobs import taskemb_id
+    from tasktransfer_utils.study.report import _of_variant, _taskemb_variants
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
     ids = {j.id for j in build_jobs(cfg) if j.kind == "taskemb"}

@@ -9,10 +9,11 @@ import shutil
 import pytest
 import yaml
 
-from tasktransfer_utils import study_cost as sc
+from tasktransfer_utils.study import cost as sc
 from tasktransfer_utils.paths import CONFIGS_DIR
-from tasktransfer_utils.study import build_jobs, study_config_from_dict
-from tasktransfer_utils.tasks import HUB_SPLIT_ROWS, hub_split_rows, list_tasks
+from tasktransfer_utils.study.jobs import build_jobs
+from tasktransfer_utils.study.config import study_config_from_dict
+from tasktransfer_utils.data.tasks import HUB_SPLIT_ROWS, hub_split_rows, list_tasks
 
 
 def test_encoder_scale_and_shapes(tmp_path):
@@ -73,7 +74,8 @@ def test_job_costs_by_hand(tmp_path):
 def test_paper_study_dry_run_loads_nothing(tmp_path, monkeypatch, capsys):
     import datasets
 
-    from tasktransfer_utils import cli, loaders
+    from tasktransfer_utils import cli
+    from tasktransfer_utils.data import loaders
 
     def refuse(*args, **kwargs):
         raise AssertionError("the dry run loaded data")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tasktransfer_utils.paths import CONFIGS_DIR, default_encoder
-from tasktransfer_utils.regimes import get_transfer_regime
-from tasktransfer_utils.study import load_study_config
-from tasktransfer_utils.study_runs import TransferRuns, read_stored_runs, transfer_job_ids, transfer_runs
-from tasktransfer_utils.training import RunResult
+from tasktransfer_utils.data.regimes import get_transfer_regime
+from tasktransfer_utils.study.config import load_study_config
+from tasktransfer_utils.study.transfer_runs import TransferRuns, read_stored_runs, transfer_job_ids, transfer_runs
+from tasktransfer_utils.training.fine_tuning import RunResult
 
 REGIME = get_transfer_regime("LIMITED→LIMITED")
 SOURCES = ["MRPC", "POS-PTB"]

@@ -16,18 +16,11 @@ from transformers import (
     BertForTokenClassification,
 )
 
-from tasktransfer_utils import taskemb
-from tasktransfer_utils.embedding_store import TaskEmbedding
-from tasktransfer_utils.taskemb import (
-    CLS_COMPONENT,
-    component_names,
-    fisher_from_batches,
-    layer_output_component,
-    mark_noise_components,
-    multihead_component,
-    noise_only_components,
-    parse_component,
-)
+from tasktransfer_utils.embeddings import taskemb
+from tasktransfer_utils.embeddings.store import TaskEmbedding
+from tasktransfer_utils.embeddings.taskemb import (CLS_COMPONENT, component_names, fisher_from_batches,
+                                                   layer_output_component, mark_noise_components, multihead_component,
+                                                   noise_only_components, parse_component)
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -513,9 +506,9 @@ def finetuned_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
 
     from datasets import DatasetDict
 
-    from tasktransfer_utils.loaders import load_task
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.training import fine_tune
+    from tasktransfer_utils.data.loaders import load_task
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.training.fine_tuning import fine_tune
 
     root = tmp_path_factory.mktemp("taskemb_runs")
     runs = {}
@@ -533,9 +526,9 @@ def finetuned_runs(tmp_path_factory, tiny_encoder_dir, data_dir):
 
 @pytest.mark.parametrize("case", list(RUN_TASKS))
 def test_compute_taskemb_on_a_finetuning_run(case, finetuned_runs, tiny_encoder_dir):
-    from tasktransfer_utils.features import tokenize_for_class
-    from tasktransfer_utils.settings import preset
-    from tasktransfer_utils.taskemb import compute_taskemb, load_finetuned
+    from tasktransfer_utils.training.features import tokenize_for_class
+    from tasktransfer_utils.training.settings import preset
+    from tasktransfer_utils.embeddings.taskemb import compute_taskemb, load_finetuned
 
     td, run_dir = finetuned_runs[case]
     embs = compute_taskemb(td, run_dir, batch_size=4)
@@ -570,7 +563,7 @@ def test_compute_taskemb_on_a_finetuning_run(case, finetuned_runs, tiny_encoder_
 def test_per_example_estimator_ignores_batching_on_real_data(case, finetuned_runs):
     """The per-example estimator equals the paper's with batches of one, whatever the batching and
     padding (QA: padding is outside the softmax; SL: per-example token means)."""
-    from tasktransfer_utils.taskemb import compute_taskemb
+    from tasktransfer_utils.embeddings.taskemb import compute_taskemb
 
     td, run_dir = finetuned_runs[case]
     comps = ["embeddings.word_embeddings.weight", "encoder.layer.1.*", "head.*"] + (["cls_output"] if case == "qa" else [])
@@ -583,7 +576,7 @@ def test_per_example_estimator_ignores_batching_on_real_data(case, finetuned_run
 
 
 def test_compute_taskemb_sampled_regression_and_wrong_task(finetuned_runs):
-    from tasktransfer_utils.taskemb import compute_taskemb
+    from tasktransfer_utils.embeddings.taskemb import compute_taskemb
 
     td, run_dir = finetuned_runs["cr_reg"]
     a = compute_taskemb(td, run_dir, labels="sampled", num_label_samples=5, seed=1, components=["cls_output"])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasktransfer_utils.tasks import (SUITES, TaskClass, TaskSpec, UnknownTaskError, get_suite, get_task,
-                                      list_tasks)
+from tasktransfer_utils.data.tasks import SUITES, TaskClass, TaskSpec, UnknownTaskError, get_suite, get_task, list_tasks
 
 PAPER = {
     "CR": ["SNLI", "MNLI", "QQP", "QNLI", "SST-2", "SciTail", "CoLA", "STS-B", "MRPC", "RTE", "WNLI"],

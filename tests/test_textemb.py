@@ -9,11 +9,11 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer, BertModel
 
-from tasktransfer_utils.features import tokenize_for_class
-from tasktransfer_utils.loaders import TaskData, load_task
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.tasks import get_task
-from tasktransfer_utils.textemb import compute_textemb, mean_pool
+from tasktransfer_utils.training.features import tokenize_for_class
+from tasktransfer_utils.data.loaders import TaskData, load_task
+from tasktransfer_utils.training.settings import preset
+from tasktransfer_utils.data.tasks import get_task
+from tasktransfer_utils.embeddings.textemb import compute_textemb, mean_pool
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,10 +10,10 @@ import torch
 from datasets import DatasetDict
 from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
 
-from tasktransfer_utils.loaders import load_task
-from tasktransfer_utils.models import encoder_state_dict, load_state_dict
-from tasktransfer_utils.settings import preset
-from tasktransfer_utils.training import RunResult, fine_tune, majority_baseline
+from tasktransfer_utils.data.loaders import load_task
+from tasktransfer_utils.training.models import encoder_state_dict, load_state_dict
+from tasktransfer_utils.training.settings import preset
+from tasktransfer_utils.training.fine_tuning import RunResult, fine_tune, majority_baseline
 
 from run_helpers import small, tiny_settings
 
@@ -211,8 +211,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_encoder_dir, data_dir):
 def test_majority_baseline_hand_made():
     from datasets import Dataset
 
-    from tasktransfer_utils.loaders import TaskData
-    from tasktransfer_utils.tasks import get_task
+    from tasktransfer_utils.data.loaders import TaskData
+    from tasktransfer_utils.data.tasks import get_task
 
     cr = TaskData(get_task("SST-2"), DatasetDict(
         train=Dataset.from_dict({"text_a": ["a", "b", "c"], "text_b": [None] * 3, "label": [1, 1, 0]}),
@@ -272,8 +272,8 @@ def test_untrained_baseline_is_the_seeded_fresh_head_scored_on_dev(tiny_encoder_
     from transformers import set_seed
 
     from tasktransfer_utils.cli import main
-    from tasktransfer_utils.models import build_model
-    from tasktransfer_utils.training import untrained_baseline
+    from tasktransfer_utils.training.models import build_model
+    from tasktransfer_utils.training.fine_tuning import untrained_baseline
 
     td = small("RTE", data_dir, n_train=32, n_dev=24)
     settings = tiny_settings("CR")
@@ -301,7 +301,7 @@ def test_untrained_baseline_is_the_seeded_fresh_head_scored_on_dev(tiny_encoder_
 def test_deterministic_cuda_sets_and_restores_torch_state(monkeypatch):
     """The switches only (they can be flipped without a GPU): on for a CUDA device, back afterwards, untouched
     for the CPU and when $TASKTRANSFER_CUDA_DETERMINISTIC=0."""
-    from tasktransfer_utils.training import CUDA_DETERMINISTIC_ENV, deterministic_cuda
+    from tasktransfer_utils.training.fine_tuning import CUDA_DETERMINISTIC_ENV, deterministic_cuda
 
     b = torch.backends
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasktransfer_utils import transfer_analysis as ta
+from tasktransfer_utils.study import transfer_analysis as ta
 from tasktransfer_utils.paths import RESULTS_DIR
-from tasktransfer_utils.selection import CosineRanker
-from tasktransfer_utils.selection_metrics import mean_transfer
+from tasktransfer_utils.selection.rankers import CosineRanker
+from tasktransfer_utils.selection.evaluation import mean_transfer
 
 LL, FL = "LIMITED→LIMITED", "FULL→LIMITED"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 FORMAT = "tasktransfer-embeddings/1"
 # Fields that must agree before two task embeddings may be compared.
@@ -86,7 +86,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"tasktransfer": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
@@ -325,7 +325,7 @@ def make_encoder_portable(path: str | os.PathLike) -> bool:
     (files written before the encoder was recorded without its folder held a path of the machine that made
     them). Only the metadata header changes: the vectors are copied unchanged. True if the file changed.
 
-    Command line: ``python -m tasktransfer_utils.embedding_store portable FILE_OR_FOLDER ...``."""
+    Command line: ``python -m tasktransfer_utils.embeddings.store portable FILE_OR_FOLDER ...``."""
     from safetensors.numpy import load_file, save_file
 
     path = Path(path)
@@ -344,7 +344,7 @@ def make_encoder_portable(path: str | os.PathLike) -> bool:
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tasktransfer_utils.embedding_store",
+    parser = argparse.ArgumentParser(prog="python -m tasktransfer_utils.embeddings.store",
                                      description="Maintain stored task-embedding files.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("portable", help="record each file's encoder by its id and version, not a folder "

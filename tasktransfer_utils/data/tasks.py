@@ -3,7 +3,7 @@ available in the offline data bundle, each with its class, metrics, labels, hub 
 
 A task is a :class:`TaskSpec`. ``get_task("SST-2")`` finds one (case and punctuation are ignored, so
 ``"sst2"`` works too); ``list_tasks`` filters; ``SUITES`` names fixed task lists (``"offline"`` loads
-entirely from the local data directory). Loading is done by :mod:`tasktransfer_utils.loaders`.
+entirely from the local data directory). Loading is done by :mod:`tasktransfer_utils.data.loaders`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 class TaskClass(str, Enum):
@@ -30,7 +30,7 @@ class HubSource:
     """Where a user with internet loads the task: ``datasets.load_dataset(dataset_id, config)``.
 
     ``splits`` pairs each split of the project schema with the hub split it comes from;
-    ``mapper`` names the column mapping in :mod:`tasktransfer_utils.hub_loaders`;
+    ``mapper`` names the column mapping in :mod:`tasktransfer_utils.data.hub_loaders`;
     ``options`` are that mapper's settings (column names, subset filter, ...)."""
 
     dataset_id: str
@@ -48,7 +48,7 @@ class HubSource:
 class LocalSource:
     """How the task is read from raw files under the data directory.
 
-    ``reader`` names a reader in :mod:`tasktransfer_utils.loaders`; ``files`` pairs each split with a path
+    ``reader`` names a reader in :mod:`tasktransfer_utils.data.loaders`; ``files`` pairs each split with a path
     relative to the data directory (``archive.zip:member/prefix`` addresses members inside a zip).
     ``derive_validation`` > 0 means the files give only one labelled split, from which a seeded
     validation split of that fraction is held out, grouped by ``group_by`` (so that e.g. no QA context
@@ -489,7 +489,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
 #: names: MNLI's validation is ``validation_matched``, Chunk's is CoNLL-2000's ``test``), as the datasets'
 #: cards on the hub give them, before any filter a loader applies (SNLI keeps its examples without a gold
 #: label there; MRQA's rows are those of the named subset). For plans and cost estimates that must not
-#: download anything (``study_cost``); loading the task gives the exact numbers.
+#: download anything (``study.cost``); loading the task gives the exact numbers.
 HUB_SPLIT_ROWS: dict[str, dict[str, int]] = {
     "SNLI": {"train": 550152, "validation": 10000},
     "MNLI": {"train": 392702, "validation": 9815},
@@ -549,41 +549,3 @@ def get_suite(name: str) -> list[TaskSpec]:
     return [get_task(n) for n in SUITES[name]]
 
 
-def describe_tasks(specs: list[TaskSpec], sizes: bool = False, data_dir=None) -> list[dict]:
-    """One row per task (name, class, metrics, paper task, local reader, hub id), plus the real split sizes
-    of local tasks when ``sizes`` (loads them)."""
-    rows = []
-    for t in specs:
-        row = {"task": t.name, "class": t.task_class.value, "metrics": ",".join(t.metrics),
-               "paper": t.paper_task, "local": t.local.reader if t.local else "",
-               "hub": (t.hub.dataset_id + (f"/{t.hub.config}" if t.hub.config else "")) if t.hub else ""}
-        if sizes:
-            from .loaders import load_task
-
-            td = load_task(t, data_dir=data_dir) if t.local else None
-            for split in ("train", "validation", "test"):
-                row[split] = len(td.splits[split]) if td is not None and split in td.splits else None
-            row["derived_split"] = bool(td and td.provenance.get("derived_split"))
-        rows.append(row)
-    return rows
-
-
-def _run_tasks_command(args) -> int:
-    """``tasktransfer tasks`` (the parser is in ``cli``): the registered tasks as a table on stdout."""
-    if args.sizes:
-        from .cli import check_data_dir
-
-        check_data_dir(args.data_dir)
-    specs = get_suite(args.suite) if args.suite else list_tasks()
-    if args.task_class:
-        specs = [t for t in specs if t.task_class.value == args.task_class]
-    rows = describe_tasks(specs, sizes=args.sizes, data_dir=args.data_dir)
-    if not rows:
-        print("no tasks")
-        return 0
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len("" if r[c] is None else str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(("" if r[c] is None else str(r[c])).ljust(widths[c]) for c in cols))
-    return 0

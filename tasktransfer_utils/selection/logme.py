@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tasktransfer_utils.selection import Ranker
+from tasktransfer_utils.selection.rankers import Ranker
 
 _TINY = 1e-300
 
@@ -168,9 +168,9 @@ def encoder_features(
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from tasktransfer_utils.features import collator_for_class, tokenize_for_class
-    from tasktransfer_utils.settings import class_name, preset
-    from tasktransfer_utils.textemb import training_rows
+    from tasktransfer_utils.training.features import collator_for_class, tokenize_for_class
+    from tasktransfer_utils.training.settings import class_name, preset
+    from tasktransfer_utils.embeddings.textemb import training_rows
 
     spec = task_data.spec
     cls = class_name(spec.task_class)

@@ -4,7 +4,7 @@ For a target, a transfer regime, a seed and a few sources, the runs that tell wh
 the target fine-tuned alone, each source fine-tuned in the source regime, and each source → target
 transfer. A study (``study.py``) already runs all of them as jobs and keeps one record per finished job,
 ``<results>/records/<job id>.json``; this module finds those records by the study's job ids
-(:func:`study.finetune_id`, :func:`study.transfer_id`) and fine-tunes with :func:`training.fine_tune`
+(:func:`study.finetune_id`, :func:`study.transfer_id`) and fine-tunes with :func:`training.fine_tuning.fine_tune`
 only what the records lack, in resumable run folders.
 
 - :func:`transfer_job_ids`: the study's job ids of the runs, keyed ``"alone"``, ``<source>`` and
@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .study import finetune_id, transfer_id
-from .training import RunResult, fine_tune
+from .jobs import finetune_id, transfer_id
+from ..training.fine_tuning import RunResult, fine_tune
 
 ALONE = "alone"
 
@@ -49,7 +49,7 @@ def read_stored_runs(records_dir: str | os.PathLike, job_ids: Mapping[str, str],
     """The runs of ``job_ids`` whose record ``<records_dir>/<job id>.json`` exists and was made with
     ``encoder`` (compared by :func:`embedding_store.encoder_id`), keyed as in ``job_ids``. A record of
     another encoder is left out: that run is not the one asked for."""
-    from .embedding_store import encoder_id
+    from ..embeddings.store import encoder_id
 
     wanted = encoder_id(encoder)
     stored = {}
@@ -79,13 +79,13 @@ class TransferRuns:
 
     @property
     def target_metrics(self) -> tuple[str, ...]:
-        from .tasks import get_task
+        from ..data.tasks import get_task
 
         return tuple(get_task(self.target).metrics)
 
     def kind(self, source: str) -> str:
         """"in-class" when the source's task class is the target's, else "out-of-class"."""
-        from .tasks import get_task
+        from ..data.tasks import get_task
 
         same = get_task(source).task_class == get_task(self.target).task_class
         return "in-class" if same else "out-of-class"
@@ -102,14 +102,14 @@ class TransferRuns:
 
     def results_table(self) -> pd.DataFrame:
         """The project's tidy transfer-results table (``source, target, regime, seed, score``; the baseline's
-        source is None), as :func:`selection_metrics.mean_transfer` reads it."""
+        source is None), as :func:`selection.evaluation.mean_transfer` reads it."""
         return pd.DataFrame([{"source": s, "target": self.target, "regime": self.regime.name, "seed": self.seed,
                               "score": r.score} for s, r in self.target_side_runs().items()])
 
     def gains(self) -> pd.DataFrame:
-        """:func:`selection_metrics.mean_transfer` of :meth:`results_table` plus ``kind`` (in-class or
+        """:func:`selection.evaluation.mean_transfer` of :meth:`results_table` plus ``kind`` (in-class or
         out-of-class), one row per source."""
-        from .selection_metrics import mean_transfer
+        from ..selection.evaluation import mean_transfer
 
         gains = mean_transfer(self.results_table())
         gains["kind"] = gains["source"].map(self.kind)
@@ -118,7 +118,7 @@ class TransferRuns:
     def epoch_scores(self) -> pd.DataFrame:
         """Per target-side run and epoch, the dev score (:func:`metrics.task_score` of the epoch's metrics):
         columns ``run`` (its label), ``epoch``, ``score``."""
-        from .metrics import task_score
+        from ..training.metrics import task_score
 
         label = self.labels()
         return pd.DataFrame([{"run": label[s], "epoch": rec["epoch"], "score": task_score(rec, self.target_metrics)}
@@ -136,7 +136,7 @@ def transfer_runs(target: str, sources: Sequence[str], regime, *, encoder: str, 
                   data_dir: str | os.PathLike | None = None, max_train_examples: int | None = None,
                   max_eval_examples: int | None = None, num_epochs: int | None = None) -> TransferRuns:
     """Every run of a target and its ``sources`` in ``regime`` (a ``TransferRegime``): those in ``stored``
-    (:func:`read_stored_runs`) as read, the rest fine-tuned with :func:`training.fine_tune` into resumable
+    (:func:`read_stored_runs`) as read, the rest fine-tuned with :func:`training.fine_tuning.fine_tune` into resumable
     folders under ``runs_dir`` — ``<target>.<target regime>.seed<k>``, ``<source>.<source regime>.seed<k>``,
     ``<source>_to_<target>.<SOURCE-TARGET>.seed<k>``.
 
@@ -144,10 +144,10 @@ def transfer_runs(target: str, sources: Sequence[str], regime, *, encoder: str, 
     fine-tunes its source here too; a stored transfer keeps the stored source run, or None. Settings are
     the class presets (:func:`settings.preset`) with ``max_eval_examples`` and, when given, ``num_epochs``;
     ``max_train_examples`` caps every training set by a seeded LIMITED sample before the regime applies."""
-    from .loaders import load_task
-    from .regimes import Regime, apply_regime
-    from .settings import preset
-    from .tasks import get_task
+    from ..data.loaders import load_task
+    from ..data.regimes import Regime, apply_regime
+    from ..training.settings import preset
+    from ..data.tasks import get_task
 
     stored = dict(stored or {})
     runs_dir = Path(runs_dir)

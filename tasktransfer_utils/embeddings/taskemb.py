@@ -96,7 +96,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .embedding_store import LEGACY_QA_LOSS, QA_LOSSES, TaskEmbedding, base_meta, is_noise_only
+from .store import LEGACY_QA_LOSS, QA_LOSSES, TaskEmbedding, base_meta, is_noise_only
 
 ESTIMATORS = ("paper", "empirical")
 # A component whose norm is below this fraction of the median component norm of its computation holds
@@ -148,7 +148,7 @@ def parse_component(name: str) -> dict:
 
 
 def _class_name(task_class: Any) -> str:
-    from .settings import class_name
+    from ..training.settings import class_name
 
     return class_name(task_class)
 
@@ -857,7 +857,7 @@ def load_finetuned(model_dir: str | os.PathLike, task_class: Any, device: str | 
         AutoTokenizer,
     )
 
-    from .models import resolve_model_dir
+    from ..training.models import resolve_model_dir
 
     folder = resolve_model_dir(model_dir)
     auto = {"CR": AutoModelForSequenceClassification, "QA": AutoModelForQuestionAnswering,
@@ -911,8 +911,8 @@ def compute_taskemb(
     module docstring. Components that hold only rounding noise are flagged in their meta
     (:func:`mark_noise_components`).
     """
-    from .features import collator_for_class, model_inputs, tokenize_for_class
-    from .settings import FineTuneSettings, preset
+    from ..training.features import collator_for_class, model_inputs, tokenize_for_class
+    from ..training.settings import FineTuneSettings, preset
     from .textemb import default_device, training_rows
 
     t0 = time.perf_counter()
@@ -956,7 +956,7 @@ def compute_taskemb(
         for s in range(0, len(order), batch_size):
             yield collate([feats[int(i)] for i in order[s : s + batch_size]])
 
-    from .training import deterministic_cuda
+    from ..training.fine_tuning import deterministic_cuda
 
     with deterministic_cuda(str(device)):  # a rerun on a GPU gives the same Fisher values bit for bit
         res = fisher_from_batches(

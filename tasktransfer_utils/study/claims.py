@@ -5,8 +5,8 @@ Vu et al. (2020) summarise their findings as (a) positive transfer occurs in man
 are possible even when the source task is small; (c) out-of-class transfer often succeeds; (d) in
 low-data regimes, source–target similarity matters more than source size; (e) the task embeddings
 (TaskEmb) beat the DataSize and CurveGrad baselines across settings. :func:`evaluate_claims` reads the
-study's transfer-results table (``study.results_table`` / ``transfer_results.csv``) and the per-target
-selection evaluation (``selection_metrics.evaluate_rankers``) and decides each claim per regime:
+study's transfer-results table (``study.tables.results_table`` / ``transfer_results.csv``) and the per-target
+selection evaluation (``selection.evaluation.evaluate_rankers``) and decides each claim per regime:
 
 - **"reproduced"**: the interval of the claim's statistic lies entirely on the claimed side;
 - **"not reproduced"**: it lies entirely on the other side (evidence against the claim);
@@ -14,7 +14,7 @@ selection evaluation (``selection_metrics.evaluate_rankers``) and decides each c
 
 Noise. A target's score is one evaluation on a finite dev set. For scores that are a mean of per-example
 values in [0, 1] (accuracy, SQuAD EM/F1; ``metrics.score_is_per_example_mean``) one evaluation's standard
-error is at most ``se = sqrt(p (1 − p) / n)`` (``selection_metrics.standard_error_bound``, at the
+error is at most ``se = sqrt(p (1 − p) / n)`` (``selection.evaluation.standard_error_bound``, at the
 no-transfer score p over the target's n evaluation examples). A gain is **beyond noise** when
 ``score − baseline > NOISE_SE · se`` (2 standard errors, the report's ``min_spread_in_se`` default).
 Without any true gain, the difference of two independent evaluations has a standard error of at most
@@ -38,7 +38,7 @@ table says how many):
     TextEmb cosine similarity to the target, (ii) their training-set size; the mean over targets of
     ρ_sim − ρ_size with a 95% percentile bootstrap over targets; reproduced when the interval is above 0,
     not reproduced when below.
-(e) *TaskEmb beats DataSize and CurveGrad*: the paired comparisons of ``selection_metrics.paired_comparison``
+(e) *TaskEmb beats DataSize and CurveGrad*: the paired comparisons of ``selection.evaluation.paired_comparison``
     (all targets, ρ and NDCG, in-class and all-class candidates; 95% bootstrap over targets); reproduced
     when every interval excludes 0 in TaskEmb's favour, not reproduced when any excludes 0 in the
     baseline's favour, inconclusive otherwise.
@@ -52,8 +52,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .selection_metrics import (add_task_classes, bootstrap_mean_ci, check_results, lower_is_better, mean_transfer,
-                                paired_comparison, standard_error_bound)
+from ..selection.evaluation import (add_task_classes, bootstrap_mean_ci, check_results, lower_is_better, mean_transfer,
+                                    paired_comparison, standard_error_bound)
 
 #: a gain is beyond noise when it exceeds this many standard-error bounds of one evaluation
 NOISE_SE = 2.0
@@ -119,7 +119,7 @@ def transfer_pairs(results: pd.DataFrame, *, per_example_targets: Iterable[str] 
                    source_sizes: Mapping[str, Mapping[str, float] | float] | None = None,
                    source_task_sizes: Mapping[str, float] | None = None, noise_se: float = NOISE_SE) -> pd.DataFrame:
     """One row per (regime, source, target) with its seed-mean score, the no-transfer ``baseline_score``,
-    ``abs_gain``, ``rel_gain`` (``selection_metrics.mean_transfer``), ``in_class``, ``eval_examples``,
+    ``abs_gain``, ``rel_gain`` (``selection.evaluation.mean_transfer``), ``in_class``, ``eval_examples``,
     ``se_bound`` (one evaluation's standard-error bound at the baseline score, for ``per_example_targets``;
     NaN elsewhere), ``beyond_noise`` (abs_gain > noise_se · se_bound; NaN without a bound) and
     ``source_size`` (the examples the source trained on: ``source_sizes[regime][source]`` or
@@ -311,7 +311,7 @@ def claim_taskemb_beats_baselines(per_target: pd.DataFrame | None, regime: str, 
                                   candidate_sets: Sequence[str] = ("all-class", "in-class"),
                                   level: float = LEVEL, n_boot: int = N_BOOT) -> dict:
     """Claim (e): ``method`` against each baseline (name -> ranker name in ``per_target``, default
-    DataSize and CurveGrad) by ``selection_metrics.paired_comparison`` over every target of ``regime``,
+    DataSize and CurveGrad) by ``selection.evaluation.paired_comparison`` over every target of ``regime``,
     for each metric and candidate set."""
     baselines = dict(baselines or {"DataSize": "DataSize", "CurveGrad": "CurveGrad"})
     row = {"claim": "e", "regime": regime, "statistic": f"paired {method} − baseline over targets "
@@ -364,7 +364,7 @@ def evaluate_claims(results: pd.DataFrame, per_target: pd.DataFrame | None = Non
     regime (:data:`CLAIM_COLUMNS`); ``summary`` is :func:`transfer_summary`.
 
     ``results``: the transfer-results table restricted to the targets to judge (a regime whose targets
-    are all missing gets "inconclusive" rows); ``per_target``: ``selection_metrics.evaluate_rankers``'
+    are all missing gets "inconclusive" rows); ``per_target``: ``selection.evaluation.evaluate_rankers``'
     output on the same targets (claim e); ``regimes``: the regimes to report (default: those in
     ``results``); ``per_example_targets``: targets whose score is a mean of per-example values in [0, 1]
     (noise bound); ``source_sizes``: {regime: {source: examples trained on}} or {source: examples} (claim b);
@@ -414,7 +414,7 @@ def evaluate_claims(results: pd.DataFrame, per_target: pd.DataFrame | None = Non
 def claims_markdown(claims: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """The report's section: per-regime transfer numbers, then one row per claim and regime."""
     md = ["## The paper's claims, tested", "",
-          "Per regime, over the targets whose every candidate source is measured. Rules: `claims.py` "
+          "Per regime, over the targets whose every candidate source is measured. Rules: `study/claims.py` "
           f"(a gain is beyond noise when it exceeds {NOISE_SE:g} standard-error bounds of one evaluation, "
           f"at most {noise_pass_rate():.3f} of no-gain pairs pass by chance; \"many\"/\"often\" = a share of at "
           f"least {MANY_SHARE:g}; a small source trained on at most {SMALL_SOURCE:,} examples). "

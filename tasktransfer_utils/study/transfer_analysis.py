@@ -1,5 +1,5 @@
 """Summaries of a transfer study's gains (notebook 3), from the seed-averaged table of
-:func:`selection_metrics.mean_transfer` (one row per regime, target and source, with ``rel_gain`` and the
+:func:`selection.evaluation.mean_transfer` (one row per regime, target and source, with ``rel_gain`` and the
 source's and target's classes):
 
 - :func:`taskemb_choices`: per regime and target, the measured source TaskEmb ranks first;
@@ -17,7 +17,7 @@ import pandas as pd
 
 def taskemb_choices(gains: pd.DataFrame, rankers: Mapping[str, Mapping[str, Any]], regimes: Iterable[str]
                     ) -> tuple[dict[tuple[str, str], str], list[str]]:
-    """Per (regime, target), the source that ``rankers[regime]["TaskEmb"]`` (``study.selection_rankers``) ranks
+    """Per (regime, target), the source that ``rankers[regime]["TaskEmb"]`` (``study.report.selection_rankers``) ranks
     first among the target's measured sources in ``gains``. Returns the choices and the regimes without a
     TaskEmb ranker (embeddings missing), which get no choice."""
     choices, without = {}, []

@@ -17,8 +17,7 @@ from typing import Callable, Iterable
 
 import datasets
 
-from .loaders import (DataFormatError, MissingDataError, RawExample, boolq_example, mrqa_char_spans,
-                      mrqa_example)
+from .raw_examples import DataFormatError, MissingDataError, RawExample, boolq_example, mrqa_char_spans, mrqa_example
 from .tasks import TaskSpec
 
 

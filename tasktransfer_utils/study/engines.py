@@ -1,4 +1,4 @@
-"""Engines that execute a plan (see :mod:`tasktransfer_utils.runner`).
+"""Engines that execute a plan (see :mod:`tasktransfer_utils.study.runner`).
 
 - :class:`LocalEngine` — in this process (``workers=1``) or ``workers`` spawned worker processes
   sharing the plan's lock files (each process rebuilds the plan from its :class:`PlanRef`). The worker
@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .runner import (Plan, PlanRef, WorkerSummary, _worker_entry, dead_jobs, format_duration, progress,
-                     run_worker)
+from .runner import Plan, PlanRef, WorkerSummary, _worker_entry, dead_jobs, format_duration, progress, run_worker
 
 logger = logging.getLogger("tasktransfer.engines")
 

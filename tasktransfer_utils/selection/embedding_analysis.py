@@ -1,14 +1,14 @@
 """Task embeddings of a set of tasks, read from an embedding library or computed, and compared
 (notebooks 4 and 5).
 
-TextEmb (``textemb.compute_textemb``) is one vector per task. A TaskEmb (``taskemb.compute_taskemb``) is one
+TextEmb (``embeddings.textemb.compute_textemb``) is one vector per task. A TaskEmb (``embeddings.taskemb.compute_taskemb``) is one
 embedding per *component* (an activation site or weight matrix) of the model fine-tuned on a task; here
 ``taskemb`` is a mapping ``(task, estimator) -> {component: TaskEmbedding}``.
 
 - :func:`load_or_compute_textemb`: each task's TextEmb, read from the library or computed;
 - :func:`nearest_sources`: per task, its most similar other tasks and whether the nearest shares its class;
 - :func:`load_or_compute_taskemb`: the TaskEmb mapping for every task and estimator, read from the library or
-  (with ``recompute``) fine-tuned with :func:`training.fine_tune` and computed;
+  (with ``recompute``) fine-tuned with :func:`training.fine_tuning.fine_tune` and computed;
 - :func:`estimators_with_every_task`: the estimators the mapping holds for every task;
 - :func:`component_table`: one task's components with their layer, kind, dimension and norm;
 - :func:`noise_components`, :func:`noise_notes`: the components flagged as rounding noise in any task;
@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .embedding_store import TaskEmbedding, encoder_id, is_noise_only
-from .taskemb import parse_component
+from ..embeddings.store import TaskEmbedding, encoder_id, is_noise_only
+from ..embeddings.taskemb import parse_component
 
 TaskEmbMap = Mapping[tuple[str, str], Mapping[str, TaskEmbedding]]
 
@@ -38,10 +38,10 @@ def load_or_compute_textemb(task_names: Sequence[str], library, *, encoder: str,
                             max_examples: int | None, recompute: bool, data_dir: str | os.PathLike | None = None,
                             log: Callable[[str], Any] = print) -> dict[str, TaskEmbedding]:
     """Each task's TextEmb: the one ``library`` (an ``EmbeddingLibrary``) holds for this encoder, regime, seed
-    and row cap ``max_examples``, or (none stored, or ``recompute``) :func:`textemb.compute_textemb` of the
+    and row cap ``max_examples``, or (none stored, or ``recompute``) :func:`embeddings.textemb.compute_textemb` of the
     task's data, added to the library. Logs one line per task: loaded or computed, dimension, rows."""
-    from .loaders import load_task
-    from .textemb import compute_textemb
+    from ..data.loaders import load_task
+    from ..embeddings.textemb import compute_textemb
 
     embeddings = {}
     for name in task_names:
@@ -64,8 +64,8 @@ def nearest_sources(vectors: Mapping[str, np.ndarray], k: int = 3, method: str =
     """Per task of ``vectors`` (in their order), its ``k`` most similar other tasks by cosine
     (:class:`selection.CosineRanker`): columns ``target``, ``class``, ``#1`` ... ``#k`` (``"<task> (<cosine>)"``)
     and ``nearest in-class`` (the first shares the target's class)."""
-    from .selection import CosineRanker
-    from .tasks import get_task
+    from .rankers import CosineRanker
+    from ..data.tasks import get_task
 
     names = list(vectors)
     ranker = CosineRanker(dict(vectors), method=method)
@@ -88,16 +88,16 @@ def load_or_compute_taskemb(task_names: Sequence[str], estimators: Sequence[str]
     """TaskEmb per (task, estimator): read from ``library`` (an ``EmbeddingLibrary``) when it holds one made
     with this encoder, estimator, label source, regime and seed (and, for a QA task, ``qa_loss``; a stored QA
     TaskEmb without the field counts as "masked"); with ``recompute`` fine-tuned instead
-    (:func:`training.fine_tune` into ``runs_dir/<task>.<regime>.seed<k>``, resumable; ``max_train_examples``
+    (:func:`training.fine_tuning.fine_tune` into ``runs_dir/<task>.<regime>.seed<k>``, resumable; ``max_train_examples``
     caps the training set by a seeded sample first) and computed over the run's rows
-    (:func:`taskemb.compute_taskemb` of ``components`` plus ``cls_output`` for CR and QA), then added to the
+    (:func:`embeddings.taskemb.compute_taskemb` of ``components`` plus ``cls_output`` for CR and QA), then added to the
     library. Returns the mapping and the (task, estimator) pairs neither stored nor computed."""
-    from .loaders import load_task
-    from .regimes import Regime, apply_regime
-    from .settings import preset
-    from .taskemb import compute_taskemb
-    from .tasks import TaskClass, get_task
-    from .training import fine_tune
+    from ..data.loaders import load_task
+    from ..data.regimes import Regime, apply_regime
+    from ..training.settings import preset
+    from ..embeddings.taskemb import compute_taskemb
+    from ..data.tasks import TaskClass, get_task
+    from ..training.fine_tuning import fine_tune
 
     taskemb, missing = {}, []
     same_qa_loss = lambda v: (v or "masked") == qa_loss  # noqa: E731  (a stored QA TaskEmb without the field: masked)
@@ -183,7 +183,7 @@ def similarity_by_estimator(taskemb: TaskEmbMap, task_names: Sequence[str], esti
                             component: str) -> dict[str, pd.DataFrame]:
     """Per estimator, :func:`similarity.cosine_similarity_matrix` of the tasks' ``component`` (rows and
     columns in ``task_names`` order)."""
-    from .similarity import cosine_similarity_matrix
+    from ..embeddings.similarity import cosine_similarity_matrix
 
     return {est: cosine_similarity_matrix([taskemb[n, est][component] for n in task_names]) for est in estimators}
 
@@ -194,9 +194,9 @@ def per_component_table(taskemb: TaskEmbMap, task_names: Sequence[str], estimato
     tasks whose most similar other task (:class:`selection.CosineRanker`'s first source) is of the same
     class, column ``nearest in-class (<estimator>)``; with exactly two estimators, Spearman's correlation of
     their similarities over all ordered task pairs, column ``spearman(<a>, <b>)``."""
-    from .selection import CosineRanker
-    from .similarity import cosine_similarity_matrix
-    from .tasks import get_task
+    from .rankers import CosineRanker
+    from ..embeddings.similarity import cosine_similarity_matrix
+    from ..data.tasks import get_task
 
     pair_mask = ~np.eye(len(task_names), dtype=bool)
     rows = []

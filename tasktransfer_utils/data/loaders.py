@@ -8,7 +8,7 @@ Schema of every split (a ``datasets.Dataset``):
 - SL: ``tokens: [str]``, ``tags: [str]`` (same length)
 
 Two sources share one code path after parsing: local raw files (GLUE TSV, SQuAD / MRQA JSON(L), CoNLL column
-files, CoNLL-U, NLTK corpus zips read in place) and the Hugging Face hub (:mod:`tasktransfer_utils.hub_loaders`).
+files, CoNLL-U, NLTK corpus zips read in place) and the Hugging Face hub (:mod:`tasktransfer_utils.data.hub_loaders`).
 Both produce :class:`RawExample` records, which :func:`finalize_splits` validates (labels in the label set,
 answer offsets matching the context, tokens/tags of equal length), splits where needed and turns into Datasets.
 """
@@ -25,35 +25,18 @@ import zipfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .errors import MissingFileError, UserInputError, decode_text
-from .paths import resolve_data_dir
+from ..errors import UserInputError, decode_text
+from ..paths import resolve_data_dir
+from .raw_examples import (DataFormatError, MissingDataError, RawExample, _json_line, _need, boolq_example,
+                           mrqa_char_spans, mrqa_example)
 from .tasks import TaskClass, TaskSpec, get_task
-
-
-class DataFormatError(UserInputError, ValueError):
-    """A data file (or hub record) does not have the expected layout; the message names file, line and field."""
-
-
-class MissingDataError(MissingFileError):
-    """The data directory lacks a file the task needs, or the task has no local / hub source."""
-
-
-class RawExample(NamedTuple):
-    """One parsed example before validation: ``where`` = 'file line N' (or hub split/row) for error messages;
-    ``data`` in schema field names (CR label may still be a label name); ``group`` = unit kept whole when a
-    validation split is derived (a file, a context, ...; a tuple of keys links the examples that share any of
-    them, see :func:`split_groups`)."""
-
-    where: str
-    data: dict
-    group: str | tuple[str, ...] | None = None
 
 
 @dataclass
@@ -350,20 +333,6 @@ def read_nps_chat(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: d
 
 
 # --------------------------------------------------------------------------------------------- QA readers
-BOOLQ_PREFIX = "yes. no. "
-BOOLQ_SPANS = {True: ("yes", 0), False: ("no", 5)}
-
-
-def boolq_example(where: str, qid: str, question: str, passage: str, answer: Any) -> RawExample:
-    """BoolQ as extractive QA: context = 'yes. no. ' + passage; answer span 'yes' at 0 or 'no' at 5."""
-    if not isinstance(answer, bool):
-        raise DataFormatError(f"{where}: field 'answer' = {answer!r}; expected true or false")
-    if not isinstance(passage, str) or not passage.strip():
-        raise DataFormatError(f"{where}: field 'passage' is missing or empty; expected the passage text")
-    text, start = BOOLQ_SPANS[answer]
-    context = BOOLQ_PREFIX + passage
-    return RawExample(where, {"id": qid, "question": question, "context": context,
-                              "answers": {"text": [text], "answer_start": [start]}}, passage)
 
 
 def read_boolq_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,
@@ -374,57 +343,6 @@ def read_boolq_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts
         _need(rec, ("question", "passage", "answer"), where)
         out.append(boolq_example(where, f"boolq-{lineno}", rec["question"], rec["passage"], rec["answer"]))
     return out
-
-
-def _json_line(line: str, where: str) -> dict:
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(rec, dict):
-        raise DataFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    return rec
-
-
-def _need(rec: dict, keys: Iterable[str], where: str) -> None:
-    missing = [k for k in keys if k not in rec]
-    if missing:
-        raise DataFormatError(f"{where}: missing field(s) {', '.join(map(repr, missing))}; "
-                              f"found {', '.join(map(repr, rec))}")
-
-
-def mrqa_example(where: str, qid: str, question: str, context: str,
-                 spans: Iterable[tuple[int, int]]) -> RawExample:
-    """An MRQA 2019 question: ``spans`` are inclusive (start, end) character spans of the detected answers."""
-    texts, starts = [], []
-    for s, e in spans:
-        if not (0 <= s <= e < len(context)):
-            raise DataFormatError(f"{where}: answer char span [{s}, {e}] lies outside the context "
-                                  f"(length {len(context)}); expected inclusive offsets into the context")
-        texts.append(context[s:e + 1])
-        starts.append(int(s))
-    if not texts:
-        raise DataFormatError(f"{where}: question {qid!r} has no detected answer span; MRQA questions are answerable")
-    return RawExample(where, {"id": qid, "question": question, "context": context,
-                              "answers": {"text": texts, "answer_start": starts}}, context)
-
-
-def mrqa_char_spans(detected: Any, where: str) -> list[tuple[int, int]]:
-    """Inclusive char spans from MRQA ``detected_answers`` as the hub serves it (a dict of lists whose
-    ``char_spans`` is one {start: [...], end: [...]} per answer) or as raw JSON (a list of answer dicts)."""
-    spans: list[tuple[int, int]] = []
-    if isinstance(detected, dict):
-        per_answer = detected.get("char_spans", [])
-    else:
-        per_answer = [d.get("char_spans", []) for d in detected]
-    for cs in per_answer:
-        if isinstance(cs, dict):
-            spans.extend(zip(cs.get("start", []), cs.get("end", [])))
-        else:
-            spans.extend((s[0], s[1]) if isinstance(s, (list, tuple)) else (s["start"], s["end"]) for s in cs)
-    if not spans:
-        raise DataFormatError(f"{where}: no char_spans in detected_answers; expected MRQA answer spans")
-    return [(int(s), int(e)) for s, e in spans]
 
 
 def read_mrqa_jsonl(spec: TaskSpec, data_dir: Path, split: str, path: str, opts: dict,

@@ -1,4 +1,4 @@
-"""Views of a study's source-selection evaluation (notebook 6), read from the tables ``study.report`` writes
+"""Views of a study's source-selection evaluation (notebook 6), read from the tables ``study.report.report`` writes
 (``evaluation/per_target.csv``, ``summary.csv``, ``target_spread.csv``, ``loto_choices.csv``).
 
 - :func:`evaluated_targets`: per regime, the targets the evaluation scored;
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from . import selection_metrics as sm
+from ..selection import evaluation as sm
 
 
 def evaluated_targets(per_target: pd.DataFrame, regimes: Iterable[str]) -> dict[str, list[str]]:
@@ -42,7 +42,7 @@ class ExampleRanking:
 def example_ranking(results: pd.DataFrame, rankers: Mapping[str, Mapping[str, Any]], regime: str, target: str,
                     method: str, fallback: str = "TextEmb") -> ExampleRanking:
     """Rank ``target``'s measured sources in ``regime`` by ``method`` (``fallback`` when ``rankers[regime]``
-    has no such method), next to their relative gains (:func:`selection_metrics.mean_transfer` of ``results``,
+    has no such method), next to their relative gains (:func:`selection.evaluation.mean_transfer` of ``results``,
     the transfer-results table)."""
     method = method if method in rankers[regime] else fallback
     gains = sm.mean_transfer(results)
@@ -52,16 +52,16 @@ def example_ranking(results: pd.DataFrame, rankers: Mapping[str, Mapping[str, An
 
 
 def metric_tables(summary: pd.DataFrame, metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """:func:`selection_metrics.selection_table` per metric of ``metrics`` that ``summary`` holds, in that order."""
+    """:func:`selection.evaluation.selection_table` per metric of ``metrics`` that ``summary`` holds, in that order."""
     present = set(summary["metric"])
     return {m: sm.selection_table(summary, m) for m in metrics if m in present}
 
 
 def headline_comparisons(per_target: pd.DataFrame, baselines: Sequence[str] = ("Random", "DataSize"),
                          metrics: Sequence[str] = ("rho", "ndcg", "regret@1")) -> pd.DataFrame:
-    """:func:`selection_metrics.paired_comparison` against ``baselines``, restricted to all targets together
+    """:func:`selection.evaluation.paired_comparison` against ``baselines``, restricted to all targets together
     (``target_class == "all"``) and the methods of ``study.HEADLINE_METHODS``."""
-    from .study import HEADLINE_METHODS
+    from .report import HEADLINE_METHODS
 
     paired = sm.paired_comparison(per_target, baselines=baselines, metrics=metrics)
     return paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
@@ -70,7 +70,7 @@ def headline_comparisons(per_target: pd.DataFrame, baselines: Sequence[str] = ("
 def inseparable_by_candidate_set(per_target: pd.DataFrame, spread: pd.DataFrame, min_spread_in_se: float) -> pd.DataFrame:
     """Per candidate set (in the order of ``spread``), among the targets with a standard-error bound
     (``se_bound`` not NaN), how many have their candidate sources within ``min_spread_in_se`` standard errors
-    of each other (:func:`selection_metrics.drop_inseparable`): columns ``candidate_set``, ``n_bounded``,
+    of each other (:func:`selection.evaluation.drop_inseparable`): columns ``candidate_set``, ``n_bounded``,
     ``n_close``, ``close_targets`` (a list)."""
     bounded = spread[spread["se_bound"].notna()]
     _, noisy = sm.drop_inseparable(per_target, spread, min_spread_in_se)
@@ -101,7 +101,7 @@ def loto_choice_counts(choices: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
 
 def random_check(per_target: pd.DataFrame, sampled: pd.DataFrame) -> pd.DataFrame:
     """The exact Random rows of ``per_target`` (seed-averaged) merged per (regime, candidate set, target)
-    with :func:`selection_metrics.evaluate_random_sampled`'s simulation: metric columns get the suffixes
+    with :func:`selection.evaluation.evaluate_random_sampled`'s simulation: metric columns get the suffixes
     ``_exact`` and ``_sampled``; the simulation's ``<metric>_se`` columns are kept."""
     exact = per_target[(per_target["method"] == "Random") & per_target["seed"].isna()]
     return exact.merge(sampled, on=["regime", "candidate_set", "target"], suffixes=("_exact", "_sampled"))

@@ -37,7 +37,7 @@ from transformers import TrainerCallback
 
 from .features import collator_for_class, model_inputs, tokenize_for_class
 from .metrics import classification_metrics, qa_metrics, sequence_labeling_metrics, task_score
-from .errors import UsageError
+from ..errors import UsageError
 from .models import build_model
 from .qa_postprocess import postprocess_qa_predictions
 from .settings import FineTuneSettings, class_name, preset
@@ -165,7 +165,7 @@ def _versions() -> dict[str, str]:
     import datasets
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"tasktransfer": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__}
@@ -283,7 +283,7 @@ def majority_baseline(task_data: Any, regime: Any = "FULL", seed: int = 0, train
     every word, QA the empty answer. A floor that fine-tuning must clear."""
     from collections import Counter
 
-    from .regimes import apply_regime
+    from ..data.regimes import apply_regime
 
     spec = task_data.spec
     cls = class_name(spec.task_class)
@@ -311,7 +311,7 @@ def untrained_baseline(task_data: Any, encoder: str | os.PathLike | None = None,
     extraction needs a trained head; this is what fine-tuning starts from)."""
     from transformers import AutoTokenizer, set_seed
 
-    from .paths import default_encoder
+    from ..paths import default_encoder
 
     spec = task_data.spec
     cls = class_name(spec.task_class)
@@ -430,8 +430,8 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from .paths import default_encoder
-    from .regimes import apply_regime
+    from ..paths import default_encoder
+    from ..data.regimes import apply_regime
 
     t_start = time.perf_counter()
     spec = task_data.spec
@@ -622,13 +622,15 @@ class _EpochEvaluator(TrainerCallback):
 
 def _cmd_baselines(args) -> int:
     """``tasktransfer baselines`` (the parser is in ``cli``): the floor scores as JSON on stdout."""
-    from .cli import check_encoder, load_task_data, progress
+    from ..paths import check_encoder
+    from ..data.commands import load_task_data
+    from ..errors import progress
 
     encoder = check_encoder(args.encoder)
     if args.max_seq_length is not None:
         from transformers import AutoConfig
 
-        from .paths import default_encoder
+        from ..paths import default_encoder
 
         name = encoder or default_encoder()
         limit = getattr(AutoConfig.from_pretrained(name), "max_position_embeddings", None)
@@ -656,17 +658,19 @@ def _cmd_baselines(args) -> int:
 def _cmd_finetune(args) -> int:
     """``tasktransfer finetune`` (the parser is in ``cli``): one run; progress on stderr, the result JSON on
     stdout."""
-    from .cli import check_encoder, load_task_data, progress
+    from ..paths import check_encoder
+    from ..data.commands import load_task_data
+    from ..errors import progress
 
     encoder = check_encoder(args.encoder)
     if args.init_from is not None and not (Path(args.init_from) / "model").is_dir() \
             and not (Path(args.init_from) / "config.json").is_file():
-        from .errors import MissingFileError
+        from ..errors import MissingFileError
 
         raise MissingFileError(f"--init-from {args.init_from}: no finished source run there; expected a run directory "
                                "written by `tasktransfer finetune` (with model/) or a model folder")
     td = load_task_data(args.task, source=args.source, data_dir=args.data_dir)
-    from .regimes import LIMITED_SIZE
+    from ..data.regimes import LIMITED_SIZE
 
     n_train = len(td.splits["train"]) if args.regime == "FULL" else min(LIMITED_SIZE, len(td.splits["train"]))
     if args.batch_size is not None and args.batch_size > n_train:

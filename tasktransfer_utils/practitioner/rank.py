@@ -238,7 +238,7 @@ def _cr_examples(path: Path, records: pd.DataFrame, text_columns, label_column, 
         labels, names, regression = _labels_from_values(records[lab].tolist(), path, lab, regression)
     else:
         labels, names, regression = [0] * len(records), ("<unlabelled>",), False
-    from tasktransfer_utils.loaders import RawExample
+    from tasktransfer_utils.data.raw_examples import RawExample
 
     examples = [RawExample(f"{path} row {i + where_offset}", {"text_a": ta, "text_b": tb, "label": y})
                 for i, (ta, tb, y) in enumerate(zip(texts_a, texts_b, labels))]
@@ -247,7 +247,7 @@ def _cr_examples(path: Path, records: pd.DataFrame, text_columns, label_column, 
 
 
 def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
-    from tasktransfer_utils.loaders import DataFormatError, _json_line
+    from tasktransfer_utils.data.raw_examples import DataFormatError, _json_line
 
     out = []
     for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
@@ -275,7 +275,7 @@ def _qa_answers(answers: Any, where: str) -> dict:
 
 
 def _read_jsonl(path: Path, text_columns, label_column, regression):
-    from tasktransfer_utils import loaders
+    from tasktransfer_utils.data import loaders
 
     records = _jsonl_records(path)
     keys = set(records[0][1])
@@ -315,7 +315,7 @@ def _read_jsonl(path: Path, text_columns, label_column, regression):
 
 
 def _read_squad(path: Path):
-    from tasktransfer_utils import loaders
+    from tasktransfer_utils.data import loaders
 
     try:
         doc = json.loads(_read_text(path))
@@ -335,7 +335,7 @@ MAX_CONLL_SENTENCE = 1000  # tokens; longer means the blank lines between senten
 def _read_conll(path: Path, fmt: str, token_column: int, tag_column: int | None):
     """CoNLL columns (token, ..., tag; whitespace-separated; blank line between sentences) or CoNLL-U. Every
     token line must have as many columns as the first one (the line at fault is named)."""
-    from tasktransfer_utils.loaders import RawExample
+    from tasktransfer_utils.data.raw_examples import RawExample
 
     examples, tokens, tags, start = [], [], [], None
     labelled = True
@@ -440,8 +440,9 @@ def read_target_file(
     with TextEmb (``provenance["labelled"]`` is then False). QA questions whose answer text is not found
     at its ``answer_start`` are dropped with a warning and listed in ``provenance["dropped"]``.
     """
-    from tasktransfer_utils.loaders import DataFormatError, TaskData, finalize_splits
-    from tasktransfer_utils.tasks import TaskClass, TaskSpec
+    from tasktransfer_utils.data.raw_examples import DataFormatError
+    from tasktransfer_utils.data.loaders import TaskData, finalize_splits
+    from tasktransfer_utils.data.tasks import TaskClass, TaskSpec
 
     path = Path(path)
     if not path.is_file():
@@ -504,7 +505,7 @@ def read_target_file(
 
 
 def _as_embeddings(library: Any) -> list:
-    from tasktransfer_utils.embedding_store import EmbeddingLibrary, load_embeddings, ranked_variant
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary, load_embeddings, ranked_variant
 
     if isinstance(library, (str, os.PathLike)):
         p = Path(library)
@@ -544,7 +545,7 @@ def _shared(embs: list, field: str) -> Any:
 
 
 def _resolve_encoder(encoder: str | None, source_embs: list) -> str:
-    from tasktransfer_utils.embedding_store import encoder_id
+    from tasktransfer_utils.embeddings.store import encoder_id
     from tasktransfer_utils.paths import default_encoder
 
     want = _shared(source_embs, "encoder_id")
@@ -575,7 +576,7 @@ def _regime_filter(embs: list, source_regime: str | None) -> list:
         if len(regimes) <= 1:
             return embs
         source_regime = "LIMITED" if "LIMITED" in regimes else sorted(regimes)[0]
-    from tasktransfer_utils.regimes import data_regime
+    from tasktransfer_utils.data.regimes import data_regime
 
     source_regime = data_regime(source_regime, "source").value
     kept = [e for e in embs if e.meta.get("regime") in (None, source_regime)]
@@ -622,8 +623,8 @@ def rank_sources(
     fuses its components, and for TextEmb+TaskEmb).
     ``progress``: called with a line of text at each stage (the command line prints them on stderr).
     """
-    from tasktransfer_utils import selection
-    from tasktransfer_utils.settings import class_name
+    from tasktransfer_utils.selection.rankers import CosineRanker, FusionRanker, Ranker
+    from tasktransfer_utils.training.settings import class_name
 
     if method not in METHODS:
         raise UsageError(f"method must be one of {METHODS}, got {method!r}")
@@ -640,7 +641,7 @@ def rank_sources(
     exclude = set(exclude) | {tname}
     embs = [e for e in embs if e.meta.get("task") not in exclude]
 
-    rankers: dict[str, selection.Ranker] = {}
+    rankers: dict[str, Ranker] = {}
     source_class: dict[str, str] = {}
     available: list[set[str]] = []
     if method in ("TextEmb", "TextEmb+TaskEmb"):
@@ -648,12 +649,12 @@ def rank_sources(
         if not src:
             raise UsageError("the library (--library) has no TextEmb source embeddings" +
                              (f" of regime {source_regime!r}" if source_regime else ""))
-        from tasktransfer_utils.textemb import compute_textemb
+        from tasktransfer_utils.embeddings.textemb import compute_textemb
 
         enc = _resolve_encoder(encoder, src)
         temb = compute_textemb(task_data, encoder=enc, regime="FULL", seed=seed, max_examples=max_examples,
                                batch_size=batch_size, device=device, progress=progress)
-        rankers["TextEmb"] = selection.CosineRanker({e.meta["task"]: e.vector for e in src},
+        rankers["TextEmb"] = CosineRanker({e.meta["task"]: e.vector for e in src},
                                                     {tname: temb.vector}, method="TextEmb")
         source_class.update({e.meta["task"]: e.meta.get("task_class") for e in src})
         available.append(set(rankers["TextEmb"].source_vectors))
@@ -669,7 +670,7 @@ def rank_sources(
         sources = {s for s in sources if source_class.get(s) == tclass}
     if not sources:
         raise UsageError(f"no candidate sources left for {tname} ({candidate_set}, excluded {sorted(exclude)})")
-    final = rankers[method] if method in rankers else selection.FusionRanker(
+    final = rankers[method] if method in rankers else FusionRanker(
         [rankers["TextEmb"], rankers["TaskEmb"]], method="TextEmb+TaskEmb")
     if progress is not None:
         progress(f"ranking {len(sources)} candidate sources ({candidate_set})")
@@ -685,9 +686,9 @@ def rank_sources(
 def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regime, max_examples, seed, device,
                 batch_size, progress=None) -> pd.DataFrame:
     """rank_sources(method="LogME"): score every source model on the target's labelled rows."""
-    from tasktransfer_utils.logme import LogMERanker
-    from tasktransfer_utils.settings import class_name
-    from tasktransfer_utils.tasks import get_task
+    from tasktransfer_utils.selection.logme import LogMERanker
+    from tasktransfer_utils.training.settings import class_name
+    from tasktransfer_utils.data.tasks import get_task
 
     if not task_data.provenance.get("labelled", True):
         raise UsageError(f"{task_data.spec.name}: LogME needs labels, but the file has none; use --method TextEmb (method='TextEmb')")
@@ -695,7 +696,8 @@ def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regi
         raise UsageError("LogME needs the sources' fine-tuned models: pass source_models (a study config or "
                          "{source: model folder})")
     if isinstance(source_models, (str, os.PathLike)):
-        from tasktransfer_utils.study import load_study_config, source_model_dirs
+        from tasktransfer_utils.study.config import load_study_config
+        from tasktransfer_utils.study.source_models import source_model_dirs
 
         source_models = source_model_dirs(load_study_config(source_models), regime=source_regime)
     tname = task_data.spec.name
@@ -728,12 +730,12 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     """Fine-tune on the target, compute its TaskEmb like the library's, and fuse per-component cosines."""
     import tempfile
 
-    from tasktransfer_utils import selection
-    from tasktransfer_utils.embedding_store import LEGACY_QA_LOSS, is_noise_only
-    from tasktransfer_utils.regimes import LIMITED_SIZE
-    from tasktransfer_utils.settings import class_name, preset
-    from tasktransfer_utils.taskemb import compute_taskemb
-    from tasktransfer_utils.training import fine_tune
+    from tasktransfer_utils.selection.rankers import CosineRanker, FusionRanker
+    from tasktransfer_utils.embeddings.store import LEGACY_QA_LOSS, is_noise_only
+    from tasktransfer_utils.data.regimes import LIMITED_SIZE
+    from tasktransfer_utils.training.settings import class_name, preset
+    from tasktransfer_utils.embeddings.taskemb import compute_taskemb
+    from tasktransfer_utils.training.fine_tuning import fine_tune
 
     if not task_data.provenance.get("labelled", True):
         raise UsageError(f"{task_data.spec.name}: TaskEmb needs labels (the model is fine-tuned on the target), "
@@ -776,12 +778,12 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
         tvec = target[comp].vector
         if any(by_comp[comp][s].shape != tvec.shape for s in sources):
             continue  # e.g. head parameters sized by the label set: not comparable across tasks
-        members.append(selection.CosineRanker({s: by_comp[comp][s] for s in sources}, {task_data.spec.name: tvec},
+        members.append(CosineRanker({s: by_comp[comp][s] for s in sources}, {task_data.spec.name: tvec},
                                               method=f"TaskEmb[{comp}]"))
     if not members:
         raise UsageError("no TaskEmb component of the target is comparable with the library's components "
                          f"(library components: {sorted(by_comp)[:8]}...)")
-    return selection.FusionRanker(members, method="TaskEmb"), classes, sources
+    return FusionRanker(members, method="TaskEmb"), classes, sources
 
 
 def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
@@ -798,8 +800,9 @@ def format_ranking(ranked: pd.DataFrame, top: int | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line: tasktransfer rank
+# Quiet library output (the rank and library commands)
 # ----------------------------------------------------------------------------------------------
+
 
 def _quiet_libraries() -> None:
     """No per-batch progress bars or weight-loading chatter in the command's output."""
@@ -809,101 +812,3 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def _task_class_or_none(name: str) -> str | None:
-    from tasktransfer_utils.tasks import get_task
-
-    try:
-        return get_task(name).task_class.value
-    except UserInputError:  # a source the registry does not know
-        return None
-
-
-def _sources_for_command(args: Any, task_data: Any, encoder: str | None) -> tuple[Any, Any]:
-    """``rank``'s sources, checked before any progress line: the library's embeddings (TextEmb/TaskEmb) or the
-    study's fine-tuned source models (LogME), the encoder against the library's, and at least one candidate
-    left after ``--candidates`` and ``--exclude``. Returns (library, source models)."""
-    library, models = args.library, args.models
-    tclass = task_data.spec.task_class.value
-    if args.method != "LogME":
-        from tasktransfer_utils.source_library import rank_libraries
-
-        library = _regime_filter(_as_embeddings(rank_libraries(args.library, no_default=args.no_default_library)),
-                                 args.source_regime or None)
-        method = "TaskEmb" if args.method == "TaskEmb" else "TextEmb"
-        stored = _one_per_task([e for e in library if e.meta.get("method") == method])
-        if encoder is not None:  # an --encoder that is not the library's
-            _resolve_encoder(encoder, stored)
-        classes = {e.meta.get("task"): e.meta.get("task_class") for e in stored}
-    else:
-        from tasktransfer_utils.study import load_study_config, source_model_dirs
-
-        try:
-            models = source_model_dirs(load_study_config(args.models), regime=args.source_regime or None)
-        except FileNotFoundError as err:  # no fine-tuned source model on disk
-            if isinstance(err, UserInputError):
-                raise
-            raise MissingFileError(f"--models: {err}") from None
-        classes = {s: _task_class_or_none(s) for s in models}
-    candidates = {s for s, c in classes.items() if args.candidates == "all-class" or c == tclass}
-    if not candidates - set(args.exclude) - {task_data.spec.name}:
-        raise UsageError(f"no candidate sources left for {task_data.spec.name} ({args.candidates}: "
-                         f"{', '.join(sorted(candidates)) or 'none'}; --exclude {', '.join(args.exclude) or 'nothing'}); "
-                         "expected at least one source to rank")
-    return library, models
-
-
-def run_rank(args: Any) -> int:
-    """``tasktransfer rank`` with parsed arguments (the parser is in ``cli``): progress on stderr, the ranking
-    on stdout. What keeps the file, the library or an option from being used raises a ``UserInputError``
-    before the first progress line (``cli`` reports it as one line)."""
-    from tasktransfer_utils.cli import check_encoder, progress
-
-    encoder = check_encoder(args.encoder)
-    if args.method == "LogME" and args.models is None:
-        raise UsageError("--method LogME needs --models, a study config whose fine-tuned source models are on disk "
-                         "(e.g. configs/offline_study.yaml after `tasktransfer study run`)")
-    for given in (args.library or []) if args.method != "LogME" else []:
-        for part in [p for p in str(given).split(os.pathsep) if p]:
-            if not Path(part).exists():
-                raise MissingFileError(f"--library {part}: no such folder or file; expected a folder (or .safetensors "
-                                       "file) of stored source task embeddings, e.g. one made with `tasktransfer "
-                                       "library add`")
-    text_columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
-    if text_columns is not None and (not 1 <= len(text_columns) <= 2 or "" in text_columns):
-        raise UsageError(f"--text-columns {args.text_columns!r}: expected one column or two (a sentence pair), "
-                         "by name or 0-based number, e.g. --text-columns sentence1,sentence2")
-    task_data = read_target_file(args.file, file_format=args.file_format, name=args.name, text_columns=text_columns,
-                                 label_column=args.label_column, regression=True if args.regression else None,
-                                 header=False if args.no_header else None, tag_column=args.tag_column, seed=args.seed)
-    if args.method != "TextEmb" and not task_data.provenance.get("labelled", True):
-        raise UsageError(f"{args.file}: --method {args.method} needs labels, but the file has none; expected a label "
-                         "column (or tag column), or --method TextEmb")
-    library, models = _sources_for_command(args, task_data, encoder)
-    progress(f"read {args.file}: {len(task_data.splits['train'])} examples, a {task_data.spec.task_class.value} task "
-             f"({task_data.provenance.get('format')}); ranking with {args.method}")
-    if not args.verbose:
-        progress("loading torch and transformers")
-        _quiet_libraries()
-    ranked = rank_sources(task_data, library, method=args.method, encoder=encoder,
-                          candidate_set=args.candidates, exclude=args.exclude,
-                          source_regime=args.source_regime or None, max_examples=args.max_examples, seed=args.seed,
-                          work_dir=args.work_dir, finetune_epochs=args.epochs, device=args.device,
-                          source_models=models, progress=progress)
-    if args.method != "LogME":
-        from tasktransfer_utils.source_library import annotate_ranking
-
-        ranked = annotate_ranking(ranked, library)
-        print(format_ranking(ranked, args.top) + "\n" + ranked.attrs["sources_note"], flush=True)
-    else:
-        print(format_ranking(ranked, args.top), flush=True)
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".json":
-            out.write_text(ranked.to_json(orient="records", indent=1))
-        else:
-            ranked.to_csv(out, index=False)
-        progress(f"wrote {out}")
-    return 0

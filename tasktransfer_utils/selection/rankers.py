@@ -12,7 +12,7 @@ Every ranker answers ``rank(target, candidates) -> pandas.DataFrame`` with colum
 * :class:`CurveGradRanker` — Bingel & Søgaard (2017): the slope of each source's fine-tuning loss curve
   at 10/20/30/50/70 % of training, one ranking per point (steepest decrease first), fused by RRF.
 * :class:`RandomRanker` — a seeded random order, or (``expected=True``) all candidates tied, which the
-  tie-aware metrics of :mod:`selection_metrics` turn into Random's exact expectation.
+  tie-aware metrics of :mod:`selection.evaluation` turn into Random's exact expectation.
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def cosine_similarity(u: np.ndarray, v: np.ndarray) -> float:
 
 def _vectors_from(embeddings: Any, **filters: Any) -> dict[str, np.ndarray]:
     """``{task: vector}`` from a mapping task -> vector or an iterable of TaskEmbeddings kept when their
-    meta matches ``filters`` (``embedding_store.select``: value, list, glob or predicate; None = any)."""
+    meta matches ``filters`` (``embeddings.store.select``: value, list, glob or predicate; None = any)."""
     if isinstance(embeddings, Mapping):
         return {str(k): np.asarray(getattr(v, "vector", v), dtype=np.float64) for k, v in embeddings.items()}
-    from tasktransfer_utils.embedding_store import select
+    from tasktransfer_utils.embeddings.store import select
 
     out: dict[str, np.ndarray] = {}
     active = {k: _meta_value(v) for k, v in filters.items() if v is not None}
@@ -208,7 +208,7 @@ class FusionRanker(Ranker):
 def noise_only_components_of(embeddings: Iterable[Any], **meta_filters: Any) -> set[str]:
     """TaskEmb components flagged as rounding noise (``meta["noise_only"]``) in any of ``embeddings`` that
     match ``meta_filters``."""
-    from tasktransfer_utils.embedding_store import is_noise_only, select
+    from tasktransfer_utils.embeddings.store import is_noise_only, select
 
     active = {k: _meta_value(v) for k, v in meta_filters.items() if v is not None}
     return {e.meta.get("component") for e in select(embeddings, **active)
@@ -277,8 +277,8 @@ class DataSizeRanker(Ranker):
         """Sizes from the real data: ``loaders.task_size(name, data_dir=...)`` for each task; a LIMITED
         source regime caps them at ``regimes.LIMITED_SIZE``. ``regime``: a data regime or a transfer regime
         (its source side), in any spelling ``regimes.data_regime`` accepts."""
-        from tasktransfer_utils import loaders
-        from tasktransfer_utils.regimes import LIMITED_SIZE, Regime, data_regime
+        from tasktransfer_utils.data import loaders
+        from tasktransfer_utils.data.regimes import LIMITED_SIZE, Regime, data_regime
 
         source_regime = data_regime(_meta_value(regime), "source")
         sizes = {name: int(loaders.task_size(name, data_dir=data_dir, **kwargs)) for name in names}
@@ -375,13 +375,13 @@ class CurveGradRanker(Ranker):
 
     @classmethod
     def from_run_results(cls, results: Iterable[Any], **kwargs: Any) -> "CurveGradRanker":
-        """From ``training.RunResult`` objects (or run directories holding result.json), keyed by task."""
+        """From ``training.fine_tuning.RunResult`` objects (or run directories holding result.json), keyed by task."""
         curves = {}
         for item in results:
             if not hasattr(item, "loss_curve"):
                 from pathlib import Path
 
-                from tasktransfer_utils.training import RunResult
+                from tasktransfer_utils.training.fine_tuning import RunResult
 
                 path = Path(item)
                 item = RunResult.from_json(path / "result.json" if path.is_dir() else path)

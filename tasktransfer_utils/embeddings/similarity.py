@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .embedding_store import COMPARABILITY_FIELDS, TaskEmbedding, check_comparable
+from .store import COMPARABILITY_FIELDS, TaskEmbedding, check_comparable
 
 
 def _as_matrix(embeddings, labels=None, check=True) -> tuple[np.ndarray, list[str]]:

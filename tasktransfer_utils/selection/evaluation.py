@@ -40,7 +40,7 @@ transfer score, averaged over seeds unless a single seed is evaluated):
   (its expectation over random tie-breaking).
 
 Random's exact expectation is obtained by giving every candidate the same predicted score
-(``selection.RandomRanker(expected=True)``): the tie rules above then give E[ρ] = (n + 1)/(m + 1),
+(``selection.rankers.RandomRanker(expected=True)``): the tie rules above then give E[ρ] = (n + 1)/(m + 1),
 E[NDCG] = mean(rel)·Σ discounts / IDCG and the exact expected regret@k.
 """
 
@@ -287,7 +287,7 @@ def target_regime(regime: str) -> str:
     """The target part of a transfer regime name: "FULL→LIMITED" -> "LIMITED" (every spelling
     ``regimes.get_transfer_regime`` accepts: "FULL->LIMITED", "full_to_limited"); a label of the table's
     own that names no transfer regime gives its part after the last arrow."""
-    from .regimes import data_regime
+    from ..data.regimes import data_regime
 
     try:
         return data_regime(regime, "target").value
@@ -317,7 +317,7 @@ def check_results(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _class_of(name: str) -> str:
-    from tasktransfer_utils.tasks import get_task
+    from tasktransfer_utils.data.tasks import get_task
 
     return get_task(name).task_class.value
 

@@ -1,7 +1,7 @@
 """Source libraries for ``tasktransfer rank``: which stored task embeddings a practitioner's file is ranked
 against, and how to add more sources.
 
-A *library* is a folder of task-embedding files (``embedding_store.EmbeddingLibrary``). ``rank`` reads two by
+A *library* is a folder of task-embedding files (``embeddings.store.EmbeddingLibrary``). ``rank`` reads two by
 default (:data:`DEFAULT_LIBRARIES`):
 
 * the study's library (``results/offline_study/embeddings``): TextEmb and TaskEmb (LIMITED) of the 12 tasks
@@ -16,7 +16,7 @@ add MY_LIB FILE --name NAME`` or ``--hub DATASET_ID``) and ranks against it with
 --library MY_LIB``. Sources are embedded with the same encoder and the same per-class settings as the
 study's (TextEmb by default; ``--taskemb`` fine-tunes a LIMITED model on the file first and adds its TaskEmb
 with the study's estimator, labels, components and QA loss), and :func:`load_libraries` refuses libraries
-whose embeddings are not comparable (``embedding_store.check_comparable``).
+whose embeddings are not comparable (``embeddings.store.check_comparable``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 
 import pandas as pd
 
-from .embedding_store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
-                              ranked_variant, read_header)
-from .errors import UsageError
-from .paths import CONFIGS_DIR, RESULTS_DIR
+from ..embeddings.store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
+                                ranked_variant, read_header)
+from ..errors import UsageError
+from ..paths import CONFIGS_DIR, RESULTS_DIR
 
 STUDY_LIBRARY = RESULTS_DIR / "offline_study" / "embeddings"
 EXTENDED_LIBRARY = RESULTS_DIR / "source_library"
@@ -91,7 +91,7 @@ def load_libraries(libraries: Sequence[str | os.PathLike]) -> list[TaskEmbedding
 
     LibraryError when a library is missing or empty, when one source task is in two libraries, or when the
     libraries' embeddings of one method and component are not comparable (encoder, estimator, label
-    source, QA loss, length: ``embedding_store.check_comparable``)."""
+    source, QA loss, length: ``embeddings.store.check_comparable``)."""
     out: list[TaskEmbedding] = []
     owner: dict[str, str] = {}
     for given in libraries:
@@ -162,7 +162,7 @@ def annotate_ranking(ranked: pd.DataFrame, embeddings: Iterable[TaskEmbedding]) 
 def _study_config(config: str | os.PathLike | None, encoder: str | None):
     import dataclasses
 
-    from .study import StudyConfigError, load_study_config
+    from ..study.config import StudyConfigError, load_study_config
 
     path = Path(config) if config is not None else DEFAULT_CONFIG
     try:
@@ -174,9 +174,9 @@ def _study_config(config: str | os.PathLike | None, encoder: str | None):
 
 def textemb_job_params(task: str, task_class: str, cfg, *, seed: int = 0, regime: str = "LIMITED",
                        max_examples: int | None = None) -> dict:
-    """The params of the study's ``textemb`` job for ``task`` (``study.build_jobs``), so that
-    ``study.textemb_for_job`` computes the TextEmb exactly as the study does."""
-    from .regimes import LIMITED_SIZE
+    """The params of the study's ``textemb`` job for ``task`` (``study.jobs.build_jobs``), so that
+    ``study.job_functions.textemb_for_job`` computes the TextEmb exactly as the study does."""
+    from ..data.regimes import LIMITED_SIZE
 
     params = {"task": task, "task_class": task_class, "regime": regime, "seed": seed,
               "encoder": cfg.encoder_name(), "data_source": cfg.data_source, "data_seed": cfg.data_seed,
@@ -189,7 +189,7 @@ def textemb_job_params(task: str, task_class: str, cfg, *, seed: int = 0, regime
 
 
 def _expected_textemb_meta(params: dict) -> dict:
-    from .study import _settings_for
+    from ..study.job_functions import _settings_for
 
     s = _settings_for(params)
     return {"encoder_id": params["encoder"], "split": "train", "regime": params["regime"], "seed": params["seed"],
@@ -227,15 +227,15 @@ def build_library(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Store the LIMITED TextEmb of every task of ``suites`` (or of ``tasks``) in the library ``out``, computed
-    by ``study.textemb_for_job`` with the study config's settings (default ``configs/offline_study.yaml``:
+    by ``study.job_functions.textemb_for_job`` with the study config's settings (default ``configs/offline_study.yaml``:
     the offline MiniLM, 1,000 seeded training rows, batch 64, QA windows of 256 tokens). Resumable: a task
     already stored in ``out`` with the same settings, or held by one of ``skip_libraries`` (the study's
     library), is skipped. Returns one row per task: task, class, status (computed / stored / in <library>),
     and the file and seconds for computed ones."""
     import time
 
-    from .study import textemb_for_job
-    from .tasks import get_suite, get_task
+    from ..study.job_functions import textemb_for_job
+    from ..data.tasks import get_suite, get_task
 
     cfg = _study_config(config, encoder)
     names = list(dict.fromkeys(tasks if tasks else [t.name for s in suites for t in get_suite(s)]))
@@ -290,15 +290,15 @@ def _portable_meta(meta: dict, roots: Sequence[str]) -> dict:
 
 def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str | os.PathLike | None = None,
                    device: str | None = None, epochs: float | None = None) -> dict[str, TaskEmbedding]:
-    """TaskEmb of a user's source task as the study computes its sources' (``study.run_finetune`` then
+    """TaskEmb of a user's source task as the study computes its sources' (``study.job_functions.run_finetune`` then
     ``run_taskemb``): fine-tune the encoder on at most 1,000 seeded rows (LIMITED; a smaller file: all its
     rows, FULL) with the study's class settings, then the diagonal-Fisher embedding with the study's first
     TaskEmb variant (estimator, labels, components, QA loss)."""
-    from .embedding_store import LEGACY_QA_LOSS
-    from .regimes import LIMITED_SIZE
-    from .study import DEFAULT_TASKEMB_COMPONENTS
-    from .taskemb import compute_taskemb
-    from .training import fine_tune
+    from ..embeddings.store import LEGACY_QA_LOSS
+    from ..data.regimes import LIMITED_SIZE
+    from ..study.config import DEFAULT_TASKEMB_COMPONENTS
+    from ..embeddings.taskemb import compute_taskemb
+    from ..training.fine_tuning import fine_tune
 
     if not task_data.provenance.get("labelled", True):
         raise LibraryError(f"{task_data.spec.name}: TaskEmb needs labels (a model is fine-tuned on the source), but "
@@ -375,15 +375,15 @@ def add_source(
     epochs: float | None = None,
     replace: bool = False,
 ) -> list[Path]:
-    """Add a user's source task (a ``loaders.TaskData``, e.g. from ``practitioner.read_target_file``) to the
+    """Add a user's source task (a ``loaders.TaskData``, e.g. from ``practitioner.rank.read_target_file``) to the
     library folder ``library``: its TextEmb over at most 1,000 seeded rows (``max_examples``; a smaller file:
     every row), with the study config's encoder and class settings (as :func:`build_library` and the study's
     own sources), and with ``taskemb`` its TaskEmb (:func:`source_taskemb`). ``origin`` (a file name or a hub
     id) is recorded in the metadata. LibraryError when the library holds another encoder's embeddings, or
     already holds a source of that name (unless ``replace``)."""
-    from .regimes import LIMITED_SIZE
-    from .study import _settings_for
-    from .textemb import compute_textemb
+    from ..data.regimes import LIMITED_SIZE
+    from ..study.job_functions import _settings_for
+    from ..embeddings.textemb import compute_textemb
 
     cfg = _study_config(config, encoder)
     lib = EmbeddingLibrary(library)
@@ -423,7 +423,7 @@ def add_source(
 # ----------------------------------------------------------------------------------------------
 
 def _run_library(args: argparse.Namespace) -> int:
-    from .practitioner import TargetFileError, _quiet_libraries
+    from .rank import TargetFileError, _quiet_libraries
 
     _quiet_libraries()
     try:
@@ -449,7 +449,7 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_add(args) -> int:
-    from .practitioner import read_target_file
+    from .rank import read_target_file
 
     if (args.file is None) == (args.hub is None):
         raise LibraryError("give either a FILE or --hub DATASET_ID (exactly one)")

@@ -3,7 +3,7 @@ from the config alone (no dataset is loaded, nothing is downloaded).
 
 The estimate multiplies each job's examples by a per-example cost measured on a GPU:
 
-- **measured**: training throughput of ``training.fine_tune`` as shipped (bf16, deterministic kernels) on
+- **measured**: training throughput of ``training.fine_tuning.fine_tune`` as shipped (bf16, deterministic kernels) on
   an NVIDIA H200 with MiniLM's shape (6 layers, hidden 384), the authors' presets (CR: SST-2, 128 tokens,
   batch 32; SL: NER, 128 tokens, batch 32; QA: SQuAD-1, 384 tokens, batch 12), 1,000 training examples:
   ``benchmarks/results/bench_gpu_determinism_h200.txt``, the best of two runs on the slower of the two
@@ -98,7 +98,7 @@ class StudyCost:
 
 
 def _split_rows(task: str, split: str) -> int | None:
-    from .tasks import get_task, hub_split_rows
+    from ..data.tasks import get_task, hub_split_rows
 
     spec = get_task(task)
     if spec.hub is None:
@@ -111,7 +111,7 @@ def _split_rows(task: str, split: str) -> int | None:
 
 def job_example_passes(cfg, job) -> tuple[float, float] | None:
     """(training-equivalent example passes, forward-only example passes) of one study job, or None when a
-    size it needs is not registered. ``cfg``: a ``study.StudyConfig``; ``job``: a ``runner.Job``."""
+    size it needs is not registered. ``cfg``: a ``study.config.StudyConfig``; ``job``: a ``runner.Job``."""
     p = job.params
     kind = job.kind
     task = p.get("task") or p.get("target")
@@ -142,8 +142,8 @@ def job_example_passes(cfg, job) -> tuple[float, float] | None:
 
 def estimate_study_cost(cfg, jobs: Sequence | None = None) -> StudyCost:
     """Job counts per (kind, class) and estimated GPU seconds for ``jobs`` (default: the whole study) of
-    a ``study.StudyConfig``, from the config alone (module docstring)."""
-    from .study import build_jobs
+    a ``study.config.StudyConfig``, from the config alone (module docstring)."""
+    from .jobs import build_jobs
 
     jobs = build_jobs(cfg) if jobs is None else list(jobs)
     encoder = cfg.encoder_name()
@@ -177,7 +177,7 @@ def estimate_study_cost(cfg, jobs: Sequence | None = None) -> StudyCost:
 def format_study_cost(cost: StudyCost) -> str:
     """The dry run's summary: a table per (kind, class), the total, the longest job per class against the
     engine's ``timeout_min``, and where the per-example figure comes from."""
-    from .study import CLASS_ORDER
+    from .jobs import CLASS_ORDER
 
     kinds = ("finetune", "textemb", "taskemb", "transfer", "logme")
     lines = [f"Plan of study {cost.name}: {cost.total_jobs} jobs (a dry run: nothing runs, no data is loaded)",
@@ -209,7 +209,7 @@ def format_study_cost(cost: StudyCost) -> str:
         f"({layers}/{ref_l})·({hidden}/{ref_h})² = {cost.scale:g}), times examples × epochs per job (hub split "
         f"sizes, tasks.HUB_SPLIT_ROWS) plus dev evaluation and embedding/LogME passes at {FORWARD_COST:.2g} of a "
         "training example. Not counted: job start-up, queueing, retries, extra QA windows of long contexts "
-        "(see tasktransfer_utils/study_cost.py).")
+        "(see tasktransfer_utils/study/cost.py).")
     if cost.data_source != "hub":
         lines.append("The study reads local data: the hub split sizes stand in for the local copies' sizes, which "
                      "may differ (`tasktransfer tasks --sizes` counts them).")

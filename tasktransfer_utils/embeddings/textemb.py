@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .embedding_store import TaskEmbedding, base_meta
+from .store import TaskEmbedding, base_meta
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -75,7 +75,7 @@ def length_sorted_batches(features, collate, batch_size: int) -> list[dict]:
 def training_rows(task_data, split: str = "train", regime: Any = "FULL", seed: int = 0, max_examples: int | None = None):
     """The rows of ``split`` an embedding is computed over: the regime's sample (LIMITED: the same seeded
     1,000 rows fine-tuning uses), then at most ``max_examples`` rows (a seeded sample). Returns (dataset, notes)."""
-    from .regimes import Regime, apply_regime
+    from ..data.regimes import Regime, apply_regime
 
     if split not in task_data.splits:
         raise KeyError(f"{task_data.spec.name}: no split {split!r} (have {list(task_data.splits)})")
@@ -106,9 +106,9 @@ def compute_textemb(
     the examples (the command line prints them on stderr)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from .features import collator_for_class, tokenize_for_class
-    from .paths import default_encoder
-    from .settings import class_name, preset
+    from ..training.features import collator_for_class, tokenize_for_class
+    from ..paths import default_encoder
+    from ..training.settings import class_name, preset
 
     t0 = time.perf_counter()
     encoder = str(encoder) if encoder is not None else default_encoder()

@@ -1,0 +1,60 @@
+"""A study as a runner plan: its jobs, the job functions, where records and state go, and the results
+tables as the after-job hook; the plan reference worker processes rebuild it from; ``--only``/``--target``
+selection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .config import load_study_config, StudyConfig, StudyConfigError
+from .job_functions import JOB_FUNCTIONS
+from .jobs import build_jobs, finetune_id, job_outcome
+from .runner import Plan, PlanRef, select_jobs, with_dependencies
+from .tables import write_tables
+
+
+PLAN_FACTORY = "tasktransfer_utils.study.plan:study_plan"
+
+
+def plan_for(cfg: StudyConfig) -> Plan:
+    """The runner plan of a study (records under results_dir, state under runs_dir)."""
+    return Plan(jobs=build_jobs(cfg), functions=JOB_FUNCTIONS, records_dir=cfg.results_dir / "records",
+                state_dir=cfg.runs_dir / "state", artifacts_dir=cfg.results_dir, name=cfg.name,
+                max_attempts=cfg.max_attempts, settings={"config": cfg.to_dict()},
+                after_job=lambda plan, job: write_tables(plan), outcome=job_outcome)
+
+
+def study_plan(config_path: str) -> Plan:
+    """PlanRef factory: the plan of the study config at ``config_path`` (worker processes call this)."""
+    plan = plan_for(load_study_config(config_path))
+    return plan
+
+
+def plan_ref(cfg_or_path: StudyConfig | str | os.PathLike) -> PlanRef:
+    path = cfg_or_path.config_path if isinstance(cfg_or_path, StudyConfig) else Path(cfg_or_path).resolve()
+    if path is None:
+        raise ValueError("a StudyConfig built from a dict has no file; save it (save_study_config) to run workers")
+    return PlanRef(PLAN_FACTORY, (str(path),))
+
+
+def select_study_jobs(cfg: StudyConfig, plan: Plan, only: Sequence[str] = (),
+                      targets: Sequence[str] = ()) -> list[str] | None:
+    """The job ids a ``study run --only/--target`` restricts to (None: the whole plan), dependencies
+    included. ``only``: shell-style patterns on job ids; ``targets``: the transfers and LogME jobs into
+    these targets and the targets' own fine-tunes (their no-transfer baselines), i.e. what the report
+    needs to evaluate source selection for them."""
+    if not only and not targets:
+        return None
+    unknown = [t for t in targets if t not in cfg.targets]
+    if unknown:
+        raise StudyConfigError(f"{cfg.config_path}: --target {', '.join(unknown)}: not a target of study "
+                               f"{cfg.name} (targets: {', '.join(cfg.targets)})")
+    ids = set(select_jobs(plan, only)) if only else set()
+    wanted = set(targets)
+    for j in plan.jobs:
+        if j.kind in ("transfer", "logme") and j.params["target"] in wanted:
+            ids.add(j.id)
+            ids.add(finetune_id(j.params["target"], j.params["target_regime"], j.params["seed"]))
+    return with_dependencies(plan, ids)
