@@ -69,10 +69,12 @@ output_dir = None
 # %%
 from pathlib import Path
 
+import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import key_numbers, plots
 from tasktransfer_utils.selection import embedding_analysis as ea
+from tasktransfer_utils.study import selection_analysis as sa
 from tasktransfer_utils.embeddings.store import EmbeddingLibrary, encoder_id
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, default_encoder
@@ -169,6 +171,32 @@ if len(estimators) == 2:
     display(fig)
 
 # %% [markdown]
+# ## Does the QA loss, or the estimator, change the rankings?
+#
+# The study stores its LIMITED tasks' TaskEmbs three ways: the authors' estimator with the masked QA loss
+# (what it ranks with), the empirical estimator, and, for the QA tasks, the authors' QA loss. For each QA task
+# stored under both losses, `selection.embedding_analysis.qa_loss_comparison` gives per component the cosine
+# between the two vectors and their relative difference (‖authors − masked‖ / ‖masked‖); a component that is
+# rounding noise under one loss shows it in the last two columns. The study's report ranks sources with
+# every variant, and `study.selection_analysis.taskemb_variant_table` sets the fused TaskEmb of each side by
+# side (ρ: the rank of the best source, lower is better; NDCG; regret@1 in %).
+
+# %%
+qa_loss_moves = ea.qa_loss_comparison(library, task_names, encoder=encoder, regime=regime, seed=seed, labels=labels)
+if qa_loss_moves.empty:
+    print(f"no QA task has TaskEmbs under both QA losses in {library.root} "
+          "(the study computes them: `tasktransfer study run configs/offline_study.yaml --only 'taskemb__*qa-authors'`)")
+else:
+    display(qa_loss_moves.groupby("task").agg(components=("component", "size"), min_cosine=("cosine", "min"),
+                                              median_rel_diff=("rel_diff", "median")).round(4))
+summary_file = Path(library.root).parent / "evaluation" / "summary.csv"
+variant_table = sa.taskemb_variant_table(pd.read_csv(summary_file)) if summary_file.is_file() else None
+if variant_table is not None and variant_table["method"].nunique() > 1:
+    display(variant_table.round(3))
+else:
+    print("the study's evaluation ranks with one TaskEmb variant so far (the others' jobs have not all run)")
+
+# %% [markdown]
 # The key numbers of this run (`key_numbers.compute_taskemb`: settings, components, similarities, the
 # per-component table) go to `05_compute_taskemb_key_numbers.json` next to the figures.
 
@@ -176,7 +204,8 @@ if len(estimators) == 2:
 numbers = key_numbers.compute_taskemb(
     taskemb, encoder=encoder, regime=regime, labels=labels, qa_loss=qa_loss, estimators=estimators,
     task_names=task_names, map_component=map_component, shared=shared, noise=noise, similarity=similarity,
-    per_component=per_component, embeddings_dir=library.root,
+    per_component=per_component, embeddings_dir=library.root, qa_loss_moves=qa_loss_moves,
+    variant_table=variant_table,
     figures=["taskemb_similarity.png", "fig3b_taskemb_task_space.png"]
             + (["taskemb_estimators_agreement.png"] if len(estimators) == 2 else []))
 print(save_key_numbers(numbers, out_dir, "05_compute_taskemb"))

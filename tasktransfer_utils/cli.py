@@ -320,6 +320,17 @@ def _add_study_parser(subparsers) -> None:
                     help=f"relative difference from the record accepted in every number (default {REBUILD_RTOL:g}: "
                          "float32 rounding; 0: exactly equal)")
     rb.set_defaults(run="tasktransfer_utils.study.commands:_cmd_rebuild_models")
+    cc = sub.add_parser("check-cap", help="measure whether capping the FULL sources' embedding passes "
+                                          "(embeddings.full_max_examples) changes the rankings",
+                        description="For every FULL source over embeddings.full_max_examples training rows: its "
+                                    "embedding over every row (stored in <results_dir>/cap_check), the cosine with "
+                                    "the capped one, and each target's ranking with either "
+                                    "(evaluation/embedding_cap_check.csv).")
+    cc.add_argument("config", help="study YAML")
+    cc.add_argument("--method", action="append", choices=("TextEmb", "TaskEmb"), default=[],
+                    help="only this embedding method (default both; TaskEmb needs the FULL models on disk); "
+                         "repeatable")
+    cc.set_defaults(run="tasktransfer_utils.study.commands:_cmd_check_cap")
     p.set_defaults(run=None, help_parser=p)
 
 

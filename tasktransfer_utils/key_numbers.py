@@ -58,10 +58,12 @@ def finetune_and_transfer(runs, *, encoder: str, figures: Sequence[str]) -> dict
 def compute_taskemb(taskemb, *, encoder: str, regime: str, labels: str, qa_loss: str, estimators: Sequence[str],
                     task_names: Sequence[str], map_component: str, shared: Sequence[str], noise: Sequence[str],
                     similarity: Mapping[str, pd.DataFrame], per_component: pd.DataFrame, embeddings_dir,
-                    figures: Sequence[str]) -> dict[str, Any]:
+                    figures: Sequence[str], qa_loss_moves: pd.DataFrame | None = None,
+                    variant_table: pd.DataFrame | None = None) -> dict[str, Any]:
     """Notebook 5: the settings, the first task's component dimensions (first estimator), the shared and
     noise-only components, per estimator the similarity of every task pair on ``map_component`` (nested
-    ``{a: {b: cosine}}``), the per-component table as records, and each task's Fisher-pass row count."""
+    ``{a: {b: cosine}}``), the per-component table as records, and each task's Fisher-pass row count; when
+    given and not empty, the QA-loss comparison and the TaskEmb variants' evaluation, as records."""
     from .embeddings.store import encoder_id
 
     first = taskemb[task_names[0], estimators[0]]
@@ -83,6 +85,10 @@ def compute_taskemb(taskemb, *, encoder: str, regime: str, labels: str, qa_loss:
         "num_examples": {n: taskemb[n, estimators[0]][map_component].meta["num_examples"] for n in task_names},
         "embeddings_dir": str(embeddings_dir),
         "figures": list(figures),
+        **({"qa_loss_moves": qa_loss_moves.to_dict(orient="records")}
+           if qa_loss_moves is not None and not qa_loss_moves.empty else {}),
+        **({"taskemb_variants": variant_table.to_dict(orient="records")}
+           if variant_table is not None and variant_table["method"].nunique() > 1 else {}),
     }
 
 

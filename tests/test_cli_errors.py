@@ -451,7 +451,7 @@ def test_every_command_has_help(capsys, argv):
 
 def test_the_parsers_constants_are_the_libraries():
     """cli.py restates a few constants so that parsing imports nothing heavy; they must stay the same."""
-    from tasktransfer_utils.practitioner.rank import rank
+    from tasktransfer_utils.practitioner import rank
     from tasktransfer_utils.study import source_models
 
     assert cli.RANK_METHODS == rank.METHODS and cli.RANK_FORMATS == rank.FORMATS

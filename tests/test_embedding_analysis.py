@@ -169,3 +169,36 @@ def test_textemb_is_computed_once_then_read(tmp_path, tiny_encoder_dir):
     logged.clear()  # another row cap is another embedding
     ea.load_or_compute_textemb(["RTE"], library, recompute=False, log=logged.append, **{**kw, "max_examples": 4})
     assert logged[0].split()[1] == "computed"
+
+
+def test_qa_loss_comparison_against_numpy(tmp_path):
+    """Cosine and relative difference of a QA task's two losses' TaskEmbs, per component, by hand in float64;
+    CR tasks and components stored under one loss only are left out."""
+    from tasktransfer_utils.embeddings.store import EmbeddingLibrary, TaskEmbedding
+
+    rng = np.random.default_rng(0)
+    lib = EmbeddingLibrary(tmp_path / "lib")
+    vecs = {}
+    for task, cls in (("SQuAD-1", "QA"), ("RTE", "CR")):
+        for loss in ("masked", "authors"):
+            embs = []
+            for comp in ("encoder.layer.1.layer_output", "encoder.layer.0.layer_output", "cls_output"):
+                if loss == "authors" and comp == "cls_output":
+                    continue  # only under one loss: no row
+                v = rng.normal(size=6).astype(np.float32)
+                vecs[task, loss, comp] = v
+                meta = {"task": task, "task_class": cls, "method": "TaskEmb", "component": comp, "estimator": "paper",
+                        "label_source": "gold", "encoder_id": "enc", "regime": "LIMITED", "seed": 0,
+                        **({"qa_loss": "authors"} if loss == "authors" else {})}  # masked: the field absent
+                embs.append(TaskEmbedding(v, meta))
+            lib.add(embs, name=f"{task}-{loss}.safetensors")
+    table = ea.qa_loss_comparison(lib, ["SQuAD-1", "RTE"], encoder="enc", regime="LIMITED", seed=0)
+    assert list(table["task"]) == ["SQuAD-1", "SQuAD-1"]
+    assert list(table["component"]) == ["encoder.layer.0.layer_output", "encoder.layer.1.layer_output"]
+    for row in table.itertuples():
+        m = vecs["SQuAD-1", "masked", row.component].astype(np.float64)
+        a = vecs["SQuAD-1", "authors", row.component].astype(np.float64)
+        cos = sum(x * y for x, y in zip(m, a)) / (sum(x * x for x in m) ** 0.5 * sum(y * y for y in a) ** 0.5)
+        assert row.cosine == pytest.approx(cos, rel=1e-12)
+        assert row.rel_diff == pytest.approx(np.sqrt(((a - m) ** 2).sum() / (m ** 2).sum()), rel=1e-12)
+    assert ea.qa_loss_comparison(lib, ["RTE"], encoder="enc", regime="LIMITED", seed=0).empty

@@ -110,3 +110,17 @@ def test_random_check(per_target):
     exact = per_target[(per_target["method"] == "Random") & per_target["seed"].isna()]
     assert len(check) == len(exact)
     assert np.allclose(check["rho_exact"], check["rho_sampled"]) and set(check["rho_se"]) == {0.1}
+
+
+def test_taskemb_variant_table_keeps_fused_variants_only():
+    summary = pd.DataFrame([
+        {"method": m, "regime": "L→L", "candidate_set": "all-class", "target_class": c, "metric": k, "value": v}
+        for m, v in (("TaskEmb", 1.0), ("TaskEmb (empirical, gold)", 2.0), ("TaskEmb (authors QA loss)", 3.0),
+                     ("TaskEmb (one component, chosen leave-one-target-out)", 4.0), ("TextEmb", 5.0),
+                     ("TaskEmb[cls_output]", 6.0))
+        for c in ("all", "QA", "CR") for k in ("rho", "ndcg")])
+    table = sa.taskemb_variant_table(summary, metrics=("rho", "ndcg"))
+    assert sorted(set(table["method"])) == ["TaskEmb", "TaskEmb (authors QA loss)", "TaskEmb (empirical, gold)"]
+    assert sorted(set(table["target_class"])) == ["QA", "all"] and list(table.columns[-2:]) == ["rho", "ndcg"]
+    got = table.set_index(["method", "target_class"])["rho"].to_dict()
+    assert got[("TaskEmb (empirical, gold)", "QA")] == 2.0 and got[("TaskEmb", "all")] == 1.0

@@ -16,7 +16,9 @@ embedding per *component* (an activation site or weight matrix) of the model fin
   noise, and the one a heatmap and map show;
 - :func:`similarity_by_estimator`: the tasks' cosine-similarity matrix of one component, per estimator;
 - :func:`per_component_table`: per component, the share of tasks whose nearest other task shares its class,
-  and the rank correlation between two estimators' similarities.
+  and the rank correlation between two estimators' similarities;
+- :func:`qa_loss_comparison`: per QA task and component, how far the authors' QA loss moves the TaskEmb from
+  the masked one.
 """
 
 from __future__ import annotations
@@ -214,3 +216,34 @@ def per_component_table(taskemb: TaskEmbMap, task_names: Sequence[str], estimato
             row[f"spearman({a}, {b})"] = pd.Series(sims[a]).corr(pd.Series(sims[b]), method="spearman")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def qa_loss_comparison(library, task_names: Sequence[str], *, encoder: str, regime: str, seed: int,
+                       estimator: str = "paper", labels: str = "gold") -> pd.DataFrame:
+    """How much the QA loss moves a QA task's TaskEmb: for every QA task of ``task_names`` whose TaskEmb
+    ``library`` holds under both losses (the masked one, also a stored QA TaskEmb without the field, and the
+    authors'), one row per component both hold: ``cosine`` between the two vectors, ``rel_diff``
+    (‖authors − masked‖ / ‖masked‖, float64) and whether each is flagged as rounding noise. Empty (with
+    these columns) when no task has both."""
+    from ..data.tasks import TaskClass, get_task
+
+    columns = ["task", "component", "cosine", "rel_diff", "noise_masked", "noise_authors"]
+    rows = []
+    for name in task_names:
+        if get_task(name).task_class is not TaskClass.QA:
+            continue
+        by_loss: dict[str, dict[str, TaskEmbedding]] = {}
+        for e in library.load(task=name, method="TaskEmb", encoder_id=encoder_id(encoder), estimator=estimator,
+                              label_source=labels, regime=regime, seed=seed):
+            by_loss.setdefault(e.meta.get("qa_loss") or "masked", {})[e.component] = e
+        masked, authors = by_loss.get("masked", {}), by_loss.get("authors", {})
+        order = lambda c: (parse_component(c)["layer"] is None, parse_component(c)["layer"] or 0, c)  # noqa: E731
+        for comp in sorted(set(masked) & set(authors), key=order):
+            m = masked[comp].vector.astype(np.float64)
+            a = authors[comp].vector.astype(np.float64)
+            norm_m, norm_a = np.linalg.norm(m), np.linalg.norm(a)
+            rows.append({"task": name, "component": comp,
+                         "cosine": float(m @ a / (norm_m * norm_a)) if norm_m and norm_a else float("nan"),
+                         "rel_diff": float(np.linalg.norm(a - m) / norm_m) if norm_m else float("inf"),
+                         "noise_masked": is_noise_only(masked[comp]), "noise_authors": is_noise_only(authors[comp])})
+    return pd.DataFrame(rows, columns=columns)

@@ -1,4 +1,4 @@
-"""``tasktransfer study run|status|report|rebuild-models CONFIG``: the command bodies (the parsers are in
+"""``tasktransfer study run|status|report|rebuild-models|check-cap CONFIG``: the command bodies (the parsers are in
 :mod:`tasktransfer_utils.cli`)."""
 
 from __future__ import annotations
@@ -85,6 +85,18 @@ def _cmd_rebuild_models(args) -> int:
         raise MissingFileError(str(e)) from None
     n = sum(v == "rebuilt" for v in status.values())
     _stamp(f"{n} model(s) rebuilt, {len(status) - n} already on disk; all {len(status)} equal to their records")
+    return 0
+
+
+def _cmd_check_cap(args) -> int:
+    from .cap_check import METHODS, check_embedding_cap
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_study_config(args.config)
+    quiet_library_output()
+    paths = check_embedding_cap(cfg, methods=args.method or METHODS, log=_stamp)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return 0
 
 

@@ -105,3 +105,17 @@ def random_check(per_target: pd.DataFrame, sampled: pd.DataFrame) -> pd.DataFram
     ``_exact`` and ``_sampled``; the simulation's ``<metric>_se`` columns are kept."""
     exact = per_target[(per_target["method"] == "Random") & per_target["seed"].isna()]
     return exact.merge(sampled, on=["regime", "candidate_set", "target"], suffixes=("_exact", "_sampled"))
+
+
+def taskemb_variant_table(summary: pd.DataFrame, metrics: Sequence[str] = ("rho", "ndcg", "regret@1"),
+                          target_classes: Sequence[str] = ("all", "QA")) -> pd.DataFrame:
+    """The fused TaskEmb of each stored variant side by side (the report's ``summary.csv``): "TaskEmb" (the
+    paper's estimator, the study's QA loss) and every "TaskEmb (...)" variant (another estimator, another QA
+    loss), one row per method, regime, candidate set and target class of ``target_classes``, one column per
+    metric of ``metrics``. The leave-one-target-out component pick is not a variant and is left out."""
+    fused = summary["method"].eq("TaskEmb") | (summary["method"].str.startswith("TaskEmb (")
+                                                & ~summary["method"].str.startswith("TaskEmb (one component"))
+    rows = summary[fused & summary["target_class"].isin(target_classes) & summary["metric"].isin(metrics)]
+    table = rows.pivot_table(index=["regime", "candidate_set", "target_class", "method"], columns="metric",
+                             values="value", aggfunc="first")
+    return table.reindex(columns=[m for m in metrics if m in table.columns]).reset_index()

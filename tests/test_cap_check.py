@@ -1,0 +1,66 @@
+"""The cap check (study/cap_check.py): which FULL sources are capped, the cosines of capped vs uncapped
+embeddings, and how the rankings move when the uncapped ones stand in, against numpy by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasktransfer_utils.cli import main
+from tasktransfer_utils.embeddings.store import TaskEmbedding
+from tasktransfer_utils.paths import CONFIGS_DIR
+from tasktransfer_utils.study.cap_check import cap_cosines, cap_rank_changes, capped_sources
+from tasktransfer_utils.study.config import load_study_config
+
+
+def _textemb(task, vector, regime, rows=10):
+    return TaskEmbedding(np.asarray(vector, dtype=np.float32),
+                         {"task": task, "method": "TextEmb", "component": "text", "regime": regime,
+                          "encoder_id": "enc", "seed": 0, "num_examples": rows})
+
+
+def test_capped_sources_are_the_full_sources_over_the_cap():
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    sizes = {t: 5000 for t in cfg.sources} | {"SST-2": 67349, "NER": 14041, "RTE": 10000}
+    assert capped_sources(cfg, sizes) == {"NER": 14041, "SST-2": 67349}  # RTE: exactly the cap, not over it
+
+
+def test_cap_cosines_and_rank_changes_by_hand():
+    sources = [_textemb("S1", [1, 0, 0], "FULL", 10), _textemb("S2", [0.8, 0.6, 0], "FULL"),
+               _textemb("S3", [0, 1, 0], "FULL")]
+    uncapped = {"S1": [_textemb("S1", [0, 0.2, 1], "FULL", 99)]}
+    targets = [_textemb("T", [1, 0.1, 0], "LIMITED"), _textemb("U", [0, 1, 0.1], "LIMITED")]
+
+    cos = cap_cosines(sources, uncapped["S1"])
+    assert list(cos["task"]) == ["S1"] and cos.loc[0, "rows_capped"] == 10 and cos.loc[0, "rows_uncapped"] == 99
+    assert cos.loc[0, "cosine"] == pytest.approx(0.0)  # [1,0,0] · [0,0.2,1] = 0
+
+    table = cap_rank_changes(sources, uncapped, targets, "TextEmb", "FULL→LIMITED").set_index("target")
+
+    def ranks(vectors, t):
+        cosine = {s: float(np.dot(v, t) / np.linalg.norm(v) / np.linalg.norm(t)) for s, v in vectors.items()}
+        order = sorted(cosine, key=lambda s: -cosine[s])
+        return cosine, {s: order.index(s) + 1 for s in order}
+
+    before = {"S1": [1, 0, 0], "S2": [0.8, 0.6, 0], "S3": [0, 1, 0]}
+    after = {**before, "S1": [0, 0.2, 1]}
+    for target, t in (("T", [1, 0.1, 0]), ("U", [0, 1, 0.1])):
+        cos_a, rank_a = ranks(before, t)
+        cos_b, rank_b = ranks(after, t)
+        row = table.loc[target]
+        assert row["n_sources"] == 3 and row["rank_S1"] == rank_a["S1"] and row["rank_S1_uncapped"] == rank_b["S1"]
+        assert row["first_capped"] == min(rank_a, key=rank_a.get) and row["first_uncapped"] == min(rank_b, key=rank_b.get)
+        assert row["same_first"] == (row["first_capped"] == row["first_uncapped"])
+        # Spearman = Pearson of the ranks (no ties here)
+        ra = [rank_a[s] for s in sorted(before)]
+        rb = [rank_b[s] for s in sorted(before)]
+        assert row["spearman"] == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert table.loc["T", "rank_S1"] == 1 and table.loc["T", "rank_S1_uncapped"] == 3  # the cap mattered here
+
+
+def test_check_cap_without_a_cap_is_one_line(tmp_path, capsys):
+    path = tmp_path / "nocap.yaml"
+    path.write_text("name: nocap\ntasks: [RTE, MRPC]\nregimes: [FULL→LIMITED]\n")
+    assert main(["study", "check-cap", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "embeddings.full_max_examples is not set" in err
