@@ -177,6 +177,14 @@ def taskemb_variant(e: TaskEmbedding) -> tuple:
     return e.meta.get("estimator"), e.meta.get("label_source"), qa
 
 
+def of_taskemb_variant(embs: Sequence[TaskEmbedding], variant: Mapping) -> list[TaskEmbedding]:
+    """``embs`` with only the TaskEmbs of one configured variant (a study config's ``embeddings.taskemb`` entry:
+    its estimator, labels and, for QA tasks, QA loss); embeddings of other methods are all kept."""
+    main = (variant.get("estimator", "paper"), variant.get("labels", "gold"), variant.get("qa_loss", LEGACY_QA_LOSS))
+    keep = lambda v: v[:2] == main[:2] and v[2] in (None, main[2])  # noqa: E731
+    return [e for e in embs if e.meta.get("method") != "TaskEmb" or keep(taskemb_variant(e))]
+
+
 def ranked_variant(embs: list[TaskEmbedding], path: str | os.PathLike) -> list[TaskEmbedding]:
     """A library's embeddings with one TaskEmb variant: a study computes every variant its config lists
     (e.g. both Fisher estimators) and ranks with the first; a study's ``embeddings`` folder is read with
@@ -185,10 +193,7 @@ def ranked_variant(embs: list[TaskEmbedding], path: str | os.PathLike) -> list[T
     variants = {taskemb_variant(e) for e in embs if e.meta.get("method") == "TaskEmb"}
     described = path.parent / "study.json"
     if path.name == "embeddings" and described.is_file():
-        first = (json.loads(described.read_text()).get("taskemb") or [{}])[0]
-        main = (first.get("estimator", "paper"), first.get("labels", "gold"), first.get("qa_loss", LEGACY_QA_LOSS))
-        keep = lambda v: v[:2] == main[:2] and v[2] in (None, main[2])  # noqa: E731
-        return [e for e in embs if e.meta.get("method") != "TaskEmb" or keep(taskemb_variant(e))]
+        return of_taskemb_variant(embs, (json.loads(described.read_text()).get("taskemb") or [{}])[0])
     if len({v[:2] for v in variants}) > 1 or len({v[2] for v in variants} - {None}) > 1:
         raise UsageError(f"embedding library {path} mixes TaskEmb variants (estimator, labels, QA loss) "
                          f"{sorted(variants, key=str)}; expected one (keep one variant's files in the folder)")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.regimes import get_transfer_regime
-from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, taskemb_variant
+from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, of_taskemb_variant, taskemb_variant
 from ..errors import UsageError
 from .config import StudyConfig
 
@@ -60,12 +60,7 @@ def capped_sources(cfg: StudyConfig, sizes: dict[str, int] | None = None) -> dic
 def _study_embeddings(cfg: StudyConfig, method: str) -> list[TaskEmbedding]:
     """The study's stored embeddings of ``method`` (TaskEmb: its first variant, the one it ranks with)."""
     lib = EmbeddingLibrary(cfg.results_dir / "embeddings")
-    embs = [e for e in lib.load(method=method, seed=cfg.seeds[0])]
-    if method == "TaskEmb":
-        first = cfg.taskemb[0]
-        main = (first.get("estimator", "paper"), first.get("labels", "gold"), first.get("qa_loss"))
-        embs = [e for e in embs if taskemb_variant(e)[:2] == main[:2] and taskemb_variant(e)[2] in (None, main[2])]
-    return embs
+    return of_taskemb_variant(lib.load(method=method, seed=cfg.seeds[0]), cfg.taskemb[0])
 
 
 def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any]) -> list[TaskEmbedding] | None:
