@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.regimes import get_transfer_regime
-from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, of_taskemb_variant, taskemb_variant
+from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, of_taskemb_variant
 from ..errors import UsageError
 from .config import StudyConfig
 
@@ -74,9 +74,7 @@ def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any
     lib = EmbeddingLibrary(cfg.results_dir / CAP_DIR)
     seed = cfg.seeds[0]
     stored = lib.load(task=task, method=method, regime="FULL", seed=seed)
-    if method == "TaskEmb":
-        v = cfg.taskemb[0]
-        stored = [e for e in stored if taskemb_variant(e)[:2] == (v["estimator"], v["labels"])]
+    stored = of_taskemb_variant(stored, cfg.taskemb[0])  # TaskEmb: the study's first variant
     if stored:
         return stored
     jobs = plan_for(cfg).by_id
@@ -115,14 +113,6 @@ def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any
     return list(embs.values())
 
 
-def _rankings(source_embs: Sequence[TaskEmbedding], target_embs: Sequence[TaskEmbedding], method: str,
-              target: str, candidates: Sequence[str]) -> pd.DataFrame:
-    from ..selection.rankers import embedding_rankers
-
-    rankers = embedding_rankers(list(source_embs), list(target_embs))
-    return rankers[method].rank(target, candidates).set_index("source")
-
-
 def cap_rank_changes(source_embs: Sequence[TaskEmbedding], uncapped: dict[str, list[TaskEmbedding]],
                      target_embs: Sequence[TaskEmbedding], method: str, regime: str) -> pd.DataFrame:
     """Per target of ``target_embs``: the ranking of the sources (every task of ``source_embs`` but the target)
@@ -131,13 +121,17 @@ def cap_rank_changes(source_embs: Sequence[TaskEmbedding], uncapped: dict[str, l
     first_capped, first_uncapped, and per capped task ``rank_<task>`` / ``rank_<task>_uncapped``."""
     from scipy.stats import spearmanr
 
+    from ..selection.rankers import embedding_rankers
+
     replaced = [e for e in source_embs if e.task not in uncapped] + [e for es in uncapped.values() for e in es]
     sources = sorted({e.task for e in source_embs})
+    capped_ranker = embedding_rankers(list(source_embs), list(target_embs))[method]  # built once, ranks every target
+    uncapped_ranker = embedding_rankers(replaced, list(target_embs))[method]
     rows = []
     for target in sorted({e.task for e in target_embs}):
         candidates = [s for s in sources if s != target]
-        a = _rankings(source_embs, target_embs, method, target, candidates)
-        b = _rankings(replaced, target_embs, method, target, candidates)
+        a = capped_ranker.rank(target, candidates).set_index("source")
+        b = uncapped_ranker.rank(target, candidates).set_index("source")
         rho = spearmanr(a.loc[candidates, "score"], b.loc[candidates, "score"]).statistic
         first_a, first_b = a["rank"].idxmin(), b["rank"].idxmin()
         row = {"regime": regime, "method": method, "target": target, "n_sources": len(candidates),
