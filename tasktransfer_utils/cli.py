@@ -247,7 +247,8 @@ def _add_finetune_parser(subparsers) -> None:
         "finetune",
         help="fine-tune an encoder on one task, optionally starting from a source run's encoder",
         description="Fine-tune on one task with the class preset (overridable) and write a run directory "
-                    "(config.json, model/, result.json). A finished run directory is loaded, not redone. "
+                    "(config.json, model/, result.json). A finished run directory is loaded, not redone; an "
+                    "interrupted one resumes from its newest checkpoint with the same result. "
                     "Progress (epochs, steps, dev scores) goes to stderr, the result JSON to stdout.",
     )
     p.add_argument("task", type=task_name, help="task name, e.g. SST-2, POS-PTB, SQuAD-1 (see `tasktransfer tasks`)")
@@ -257,6 +258,9 @@ def _add_finetune_parser(subparsers) -> None:
     p.add_argument("--epochs", type=float_range(0, 1000), default=None, help="epochs, > 0 (default: the class preset)")
     p.add_argument("--lr", type=float_range(0, 1), default=None, help="learning rate in (0, 1] (default: the class preset)")
     p.add_argument("--batch-size", type=int_range(1, 65536), default=None)
+    p.add_argument("--checkpoint-every", type=float_range(0, None, lo_open=False), default=None, metavar="SECONDS",
+                   help="seconds between two resumable checkpoints, 0: none (default: "
+                        "$TASKTRANSFER_CHECKPOINT_EVERY_S, else 600)")
     p.set_defaults(run="tasktransfer_utils.training.fine_tuning:_cmd_finetune")
 
 

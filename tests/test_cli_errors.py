@@ -277,6 +277,7 @@ def test_finetune_init_from_missing_run(capsys, tmp_path):
     ("--batch-size", "0", "an integer in [1, 65536]"),
     ("--max-eval-examples", "0", "an integer >= 1"),
     ("--regime", "HALF", "invalid choice: 'HALF'"),
+    ("--checkpoint-every", "-1", "a number in [0, inf)"),
 ])
 def test_finetune_option_out_of_range(capsys, tmp_path, flag, value, expected):
     _one_error(capsys, ["finetune", "RTE", "--out", str(tmp_path / "run"), flag, value], flag, expected)

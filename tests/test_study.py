@@ -422,7 +422,7 @@ from tasktransfer_utils.training import fine_tuning
 
 class StopAfterFirstStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 1:
+        if state.global_step == int(os.environ.get("STOP_AT_STEP", "1")):
             os.kill(os.getpid(), signal.SIGSTOP)
 
 real_fine_tune = fine_tuning.fine_tune
@@ -450,9 +450,16 @@ def _interrupted_run_setup(tiny_study, encoder: str, tmp_path: Path, script_name
     return reference, path, script, env
 
 
-def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path):
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["from-scratch", "from-checkpoint"])
+def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, tiny_encoder_dir, tmp_path,
+                                                                   checkpointed):
+    """Killed in its first transfer, at step 1 before any checkpoint (the transfer runs again from scratch) or
+    at step 2 after the checkpoint of step 1 (it resumes from there): the records equal the uninterrupted
+    study's, and the resumed transfer's record says where it resumed."""
     reference, path, script, env = _interrupted_run_setup(tiny_study, tiny_encoder_dir, tmp_path,
                                                           "stop_in_first_transfer.py", STOP_IN_FIRST_TRANSFER)
+    if checkpointed:
+        env.update(STOP_AT_STEP="2", TASKTRANSFER_CHECKPOINT_EVERY_S="1e-9")
     proc = subprocess.Popen([sys.executable, str(script), "study", "run", str(path)], env=env, cwd=tmp_path,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once the worker has stopped itself (or ended)
@@ -464,6 +471,8 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
     killed_in = busy[0]
     half_written = tmp_path / "ref" / "runs" / "models" / killed_in
     assert (half_written / "config.json").is_file() and not (half_written / "result.json").exists()
+    checkpoints = sorted(p.name for p in (half_written / "trainer").glob("checkpoint-*"))
+    assert checkpoints == (["checkpoint-1"] if checkpointed else [])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not plan.store.is_done(killed_in)
@@ -473,6 +482,8 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
     assert killed_in in summary.ran and summary.failed == []
     records = load_results(plan)
     assert sorted(p.name for p in plan.records_dir.iterdir()) == sorted(f"{j.id}.json" for j in plan.jobs)
+    assert records[killed_in]["result"]["resumed_from_steps"] == ([1] if checkpointed else None)
+    records[killed_in]["result"]["resumed_from_steps"] = None
     assert {j: _comparable(r["result"]) for j, r in records.items()} == reference
     assert list(plan.store.locks_dir.glob("*.lock")) == []
 

@@ -128,6 +128,70 @@ def test_interrupted_run_is_cleaned_and_restarted(tmp_path, tiny_encoder_dir, da
     assert (other / "mine.txt").read_text() == "keep"
 
 
+class Killed(Exception):
+    """Stands for a process killed in the middle of a run."""
+
+
+class KillAt(TrainerCallback):
+    """Raises :class:`Killed` at the end of optimiser step ``at`` (before that step's checkpoint is saved)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise Killed(self.at)
+
+
+@pytest.mark.parametrize("task,cls,killed_at", [("RTE", "CR", 4), ("RTE", "CR", 9), ("NER", "SL", 10)])
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, tiny_encoder_dir, data_dir,
+                                                                         task, cls, killed_at):
+    """A run killed mid-training and started again resumes from its newest checkpoint and ends exactly where an
+    uninterrupted run ends: loss curve, dev metrics of every epoch, weights (48 examples, batch 8: 6 steps per
+    epoch, 12 in all; killed in epoch 1 or 2)."""
+    td = small(task, data_dir, n_train=48)
+    s = tiny_settings(cls, logging_steps=1)
+    plain = fine_tune(td, tmp_path / "plain", encoder=tiny_encoder_dir, settings=s, seed=1, checkpoint_every_s=0)
+    run_dir = tmp_path / "killed"
+    with pytest.raises(Killed):  # a checkpoint at every logging step that does not end an epoch
+        fine_tune(td, run_dir, encoder=tiny_encoder_dir, settings=s, seed=1, checkpoint_every_s=1e-9,
+                  callbacks=[KillAt(killed_at)])
+    last = killed_at - 1 if (killed_at - 1) % 6 else killed_at - 2  # never at an epoch's last step
+    assert sorted(p.name for p in (run_dir / "trainer").iterdir()) == [f"checkpoint-{last}"]
+    resumed = fine_tune(td, run_dir, encoder=tiny_encoder_dir, settings=s, seed=1, checkpoint_every_s=1e-9)
+    assert resumed.resumed_from_steps == [last] and plain.resumed_from_steps is None
+    assert [(p["step"], p["loss"], p["learning_rate"]) for p in resumed.loss_curve] == \
+        [(p["step"], p["loss"], p["learning_rate"]) for p in plain.loss_curve]
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "eval_time_s"} for m in ms]  # noqa: E731
+    assert strip(resumed.epoch_metrics) == strip(plain.epoch_metrics) and resumed.score == plain.score
+    a = load_state_dict(Path(plain.model_dir))
+    b = load_state_dict(Path(resumed.model_dir))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "model", "result.json"]  # checkpoints gone
+    assert resumed.wall_time_s > resumed.train_time_s > 0
+
+
+def test_checkpoints_do_not_change_an_uninterrupted_run(tmp_path, tiny_encoder_dir, data_dir):
+    td = small("RTE", data_dir, n_train=48)
+    s = tiny_settings("CR", logging_steps=1)
+    a = fine_tune(td, tmp_path / "a", encoder=tiny_encoder_dir, settings=s, seed=2, checkpoint_every_s=0)
+    b = fine_tune(td, tmp_path / "b", encoder=tiny_encoder_dir, settings=s, seed=2, checkpoint_every_s=1e-9)
+    assert [p["loss"] for p in a.loss_curve] == [p["loss"] for p in b.loss_curve]
+    assert a.final_metrics == b.final_metrics and b.resumed_from_steps is None
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_encoder_dir, data_dir):
+    """An interrupted run whose config differs from the request restarts from scratch, checkpoint or not."""
+    td = small("RTE", data_dir, n_train=48)
+    s = tiny_settings("CR", logging_steps=1)
+    with pytest.raises(Killed):
+        fine_tune(td, tmp_path / "r", encoder=tiny_encoder_dir, settings=s, seed=1, checkpoint_every_s=1e-9,
+                  callbacks=[KillAt(9)])
+    r = fine_tune(td, tmp_path / "r", encoder=tiny_encoder_dir, settings=s, seed=2, checkpoint_every_s=0)
+    fresh = fine_tune(td, tmp_path / "fresh", encoder=tiny_encoder_dir, settings=s, seed=2, checkpoint_every_s=0)
+    assert r.resumed_from_steps is None and r.loss_curve == fresh.loss_curve
+
+
 def test_thread_count_is_set_for_the_run_and_restored(tmp_path, tiny_encoder_dir, data_dir, monkeypatch):
     monkeypatch.setenv("TASKTRANSFER_NUM_THREADS", "1")
     torch.set_num_threads(2)
@@ -325,3 +389,11 @@ def test_deterministic_cuda_sets_and_restores_torch_state(monkeypatch):
         with deterministic_cuda("cuda"):
             raise RuntimeError("boom")
     assert state() == before
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_a_bad_checkpoint_interval_is_a_one_line_error(tmp_path, tiny_encoder_dir, data_dir, monkeypatch, value):
+    monkeypatch.setenv("TASKTRANSFER_CHECKPOINT_EVERY_S", value)
+    with pytest.raises(ValueError, match="TASKTRANSFER_CHECKPOINT_EVERY_S=.*expected a number of seconds >= 0"):
+        fine_tune(small("RTE", data_dir), tmp_path / "r", encoder=tiny_encoder_dir, settings=tiny_settings("CR"))
+    assert not (tmp_path / "r").exists()

@@ -62,7 +62,7 @@ REBUILD_RTOL = 1e-4
 
 
 REBUILD_IGNORED_FIELDS = frozenset({"wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s",
-                                    "device", "mixed_precision", "cpu_threads", "versions"})
+                                    "device", "mixed_precision", "cpu_threads", "versions", "resumed_from_steps"})
 
 
 def _first_difference(recorded: Any, rebuilt: Any, where: str, rtol: float) -> str | None:
@@ -116,7 +116,7 @@ def rebuild_models(cfg: StudyConfig, tasks: Sequence[str] = (), regime: str | No
     "rebuilt"}."""
     from ..data.regimes import data_regime
     from .runner import JobContext
-    from ..training.fine_tuning import MODEL_SUBDIR, RESULT_FILE, RunResult
+    from ..training.fine_tuning import MODEL_SUBDIR, RESULT_FILE, RunResult, latest_checkpoint
 
     log = log or (lambda msg: None)
     regime = data_regime(regime).value if regime else None
@@ -153,9 +153,11 @@ def rebuild_models(cfg: StudyConfig, tasks: Sequence[str] = (), regime: str | No
                 raise RebuildMismatchError(f"{job.id}: another process holds its lock "
                                            f"({plan.store.lock_path(job.id)}); try again when it has finished")
             try:
-                if run_dir.exists():
+                resume = latest_checkpoint(run_dir)
+                if run_dir.exists() and resume is None:
                     shutil.rmtree(run_dir)  # an incomplete run folder (no weights): scratch, not a record
-                log(f"[{n}/{len(recorded)}] {job.id}: fine-tuning again from its record")
+                log(f"[{n}/{len(recorded)}] {job.id}: fine-tuning again from its record"
+                    + ("" if resume is None else f" (resuming from its {resume.name})"))
                 work_dir = plan.store.work_root / job.id
                 work_dir.mkdir(parents=True, exist_ok=True)
                 ctx = JobContext(job=job, work_dir=work_dir, artifacts_dir=Path(plan.artifacts_dir),

@@ -14,7 +14,18 @@ Run directory::
 
 A directory with ``result.json`` is a finished run and is loaded, never redone (its config must match the
 request). A directory with ``config.json`` but no ``result.json`` is an interrupted run: it is deleted and
-the run restarts from scratch. No intermediate Trainer checkpoints are written.
+the run restarts from scratch, unless it left a checkpoint.
+
+Checkpoints: a run longer than ``checkpoint_every_s`` (default 10 minutes, ``$TASKTRANSFER_CHECKPOINT_EVERY_S``;
+0 turns them off) saves the Trainer's state (weights, optimiser, scheduler, random-number generators, log)
+into ``<run_dir>/trainer/checkpoint-<step>/`` at the next logging step inside an epoch, with what the Trainer
+does not keep: the dev metrics of the epochs done, the time spent, and the random-number state at the start
+of the epoch (the length-grouped sampler draws each epoch's batch order from the global generator, so the
+resumed epoch must draw it from the same state). ``tasktransfer_resume.json``, written last, marks a complete
+checkpoint; the newest one is kept. An interrupted run of the same identity with a complete checkpoint
+resumes from it and ends with the same result as an uninterrupted run (the tests compare loss curves, dev
+metrics and weights); ``RunResult.resumed_from_steps`` says where it resumed, its times add up every attempt.
+The checkpoints are deleted when the run finishes.
 """
 
 from __future__ import annotations
@@ -49,6 +60,12 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 MODEL_SUBDIR = "model"
 NUM_THREADS_ENV = "TASKTRANSFER_NUM_THREADS"
+CHECKPOINT_EVERY_ENV = "TASKTRANSFER_CHECKPOINT_EVERY_S"
+#: default seconds between two checkpoints of a run (see the module docstring)
+CHECKPOINT_EVERY_S = 600.0
+#: written last into a checkpoint folder: marks it complete, holds what the Trainer does not keep
+RESUME_FILE = "tasktransfer_resume.json"
+EPOCH_RNG_FILE = "epoch_rng_state.pth"
 CUDA_DETERMINISTIC_ENV = "TASKTRANSFER_CUDA_DETERMINISTIC"
 # config fields that must agree for a finished run to be reused
 _IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "sample_seed", "encoder", "init_from", "settings",
@@ -90,6 +107,8 @@ class RunResult:
     #: seed of the LIMITED sample when it differs from ``seed`` (a restart on the same examples); None: ``seed``
     sample_seed: int | None = None
     versions: dict = field(default_factory=dict)
+    #: optimiser steps at which an interrupted run resumed from its checkpoint (None: never interrupted)
+    resumed_from_steps: list[int] | None = None
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """JSON text; with ``path`` also written there atomically (temporary file + rename)."""
@@ -375,9 +394,86 @@ def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
             raise UsageError(
                 f"{run_dir}: exists, is not empty and has no {CONFIG_FILE} of a tasktransfer run; refusing to delete it"
             )
+        if all(stored.get(f) == config.get(f) for f in _IDENTITY_FIELDS) and latest_checkpoint(run_dir) is not None:
+            logger.info("%s: interrupted run found; resuming from %s", run_dir, latest_checkpoint(run_dir).name)
+            return None
         logger.info("%s: interrupted run found (no %s); restarting from scratch", run_dir, RESULT_FILE)
         shutil.rmtree(run_dir)
     return None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory (one whose :data:`RESUME_FILE` was written), or None."""
+    scratch = Path(run_dir) / "trainer"
+    if not scratch.is_dir():
+        return None
+    done = [p for p in scratch.glob("checkpoint-*") if (p / RESUME_FILE).is_file() and p.name[11:].isdigit()]
+    return max(done, key=lambda p: int(p.name[11:]), default=None)
+
+
+def _rng_state() -> dict:
+    import random
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.random.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.random.set_rng_state_all(state["cuda"])
+
+
+class _Checkpoints(TrainerCallback):
+    """Saves a resumable checkpoint about every ``every_s`` seconds (see the module docstring) and, in a resumed
+    run, gives the resumed epoch's sampler the random-number state its epoch started with.
+
+    A checkpoint is taken only at a logging step that does not end an epoch: at a logging step the Trainer has
+    just logged and reset its running loss, so the resumed log equals the uninterrupted one, and an epoch's last
+    step is followed by its dev evaluation (``_EpochEvaluator.on_epoch_end``), which a checkpoint taken before it
+    would miss. Must come after the evaluator in the callback list."""
+
+    def __init__(self, every_s: float, evaluator: "_EpochEvaluator", resume: Path | None, timing: dict):
+        self.every_s, self.evaluator, self.timing = every_s, evaluator, timing
+        self.last_save = time.monotonic()
+        self.epoch_rng: dict | None = None
+        self.resume_epoch_rng = (torch.load(resume / EPOCH_RNG_FILE, weights_only=False)
+                                 if resume is not None else None)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.resume_epoch_rng is not None:  # resumed inside this epoch: draw its batch order as it was drawn
+            _set_rng_state(self.resume_epoch_rng)
+            self.resume_epoch_rng = None
+        self.epoch_rng = _rng_state()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every_s <= 0 or time.monotonic() - self.last_save < self.every_s:
+            return
+        per_epoch = max(state.max_steps // max(int(args.num_train_epochs), 1), 1)
+        step = state.global_step
+        if step % args.logging_steps == 0 and step % per_epoch != 0 and step < state.max_steps:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        torch.save(self.epoch_rng, folder / EPOCH_RNG_FILE)
+        ev = self.evaluator
+        info = {"step": int(state.global_step), "epoch_metrics": ev.epoch_metrics, "eval_time_s": ev.eval_time_s,
+                "elapsed_wall_s": self.timing["wall_before_s"] + time.perf_counter() - self.timing["t_start"],
+                "elapsed_train_s": self.timing["train_before_s"] + time.perf_counter() - self.timing["t_train"]
+                - (ev.eval_time_s - self.timing["eval_before_s"]),
+                "resumed_from_steps": self.timing["resumed_from_steps"]}
+        _atomic_write(folder / RESUME_FILE, json.dumps(info))
+        for old in folder.parent.glob("checkpoint-*"):  # keep the newest complete checkpoint only
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        self.last_save = time.monotonic()
 
 
 def fine_tune(
@@ -396,6 +492,7 @@ def fine_tune(
     pad_to_max_length: bool = False,
     num_threads: int | None = None,
     sample_seed: int | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> RunResult:
     """Fine-tune ``encoder`` (default :func:`paths.default_encoder`) on ``task_data`` and return the
     RunResult stored in ``output_dir`` (see module docstring for its layout and resume rules).
@@ -410,8 +507,18 @@ def fine_tune(
     computed, so neither is part of the run's identity. ``sample_seed``: draw the LIMITED sample with this
     seed instead of ``seed``, which then seeds only the training (head initialisation, batch order, dropout):
     restarts on the same examples, as the study's training-noise floor needs; None (default) uses ``seed``
-    for both.
+    for both. ``checkpoint_every_s``: seconds between two resumable checkpoints (default
+    ``$TASKTRANSFER_CHECKPOINT_EVERY_S`` if set, else :data:`CHECKPOINT_EVERY_S`; 0: none); an interrupted run
+    resumes from its newest one with the same result (module docstring). Not part of the run's identity either.
     """
+    if checkpoint_every_s is None:
+        raw = os.environ.get(CHECKPOINT_EVERY_ENV)
+        try:
+            checkpoint_every_s = float(raw) if raw else CHECKPOINT_EVERY_S
+        except ValueError:
+            checkpoint_every_s = -1.0
+        if not 0 <= checkpoint_every_s < float("inf"):
+            raise UsageError(f"${CHECKPOINT_EVERY_ENV}={raw!r}: expected a number of seconds >= 0 (0: no checkpoints)")
     if num_threads is None and os.environ.get(NUM_THREADS_ENV):
         num_threads = int(os.environ[NUM_THREADS_ENV])
     previous = torch.get_num_threads()
@@ -420,13 +527,14 @@ def fine_tune(
     try:
         return _fine_tune(task_data, output_dir, encoder=encoder, init_from=init_from, regime=regime, seed=seed,
                           settings=settings, train_split=train_split, eval_split=eval_split, device=device,
-                          callbacks=callbacks, pad_to_max_length=pad_to_max_length, sample_seed=sample_seed)
+                          callbacks=callbacks, pad_to_max_length=pad_to_max_length, sample_seed=sample_seed,
+                          checkpoint_every_s=checkpoint_every_s)
     finally:
         torch.set_num_threads(previous)
 
 
 def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, settings, train_split, eval_split,
-               device, callbacks, pad_to_max_length, sample_seed=None) -> RunResult:
+               device, callbacks, pad_to_max_length, sample_seed=None, checkpoint_every_s=0.0) -> RunResult:
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -472,6 +580,17 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
     evaluator = _EpochEvaluator(model=model, tokenizer=tokenizer, task_data=task_data, dev=dev,
                                 dev_features=dev_features, settings=settings, device=device,
                                 mixed_precision=mixed_precision)
+    resume = latest_checkpoint(run_dir)
+    timing = {"t_start": t_start, "t_train": t_start, "wall_before_s": 0.0, "train_before_s": 0.0,
+              "eval_before_s": 0.0, "resumed_from_steps": None}
+    if resume is not None:  # what the Trainer's checkpoint does not hold
+        info = json.loads((resume / RESUME_FILE).read_text())
+        evaluator.epoch_metrics, evaluator.eval_time_s = info["epoch_metrics"], info["eval_time_s"]
+        evaluator.step = info["step"]
+        timing.update(wall_before_s=info["elapsed_wall_s"], train_before_s=info["elapsed_train_s"],
+                      eval_before_s=info["eval_time_s"],
+                      resumed_from_steps=[*(info.get("resumed_from_steps") or []), info["step"]])
+    checkpoints = _Checkpoints(checkpoint_every_s or 0.0, evaluator, resume, timing)
     args = TrainingArguments(
         output_dir=str(scratch),
         per_device_train_batch_size=settings.batch_size,
@@ -499,13 +618,15 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
     )
     collator = collator_for_class(cls, tokenizer, pad_to_length=settings.max_seq_length if pad_to_max_length else None)
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=model_inputs(train_features),
-                      processing_class=tokenizer, callbacks=[evaluator, *(callbacks or [])])
+                      processing_class=tokenizer, callbacks=[evaluator, checkpoints, *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    t_train = time.perf_counter()
+    t_train = timing["t_train"] = time.perf_counter()
     with deterministic_cuda(device):
-        trainer.train()
-        train_time_s = time.perf_counter() - t_train - evaluator.eval_time_s  # optimisation only
+        trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+        # optimisation only, over every attempt
+        train_time_s = (timing["train_before_s"] + time.perf_counter() - t_train
+                        - (evaluator.eval_time_s - timing["eval_before_s"]))
         if not evaluator.epoch_metrics:  # eval_every_epoch=False: score once, at the end
             evaluator.evaluate_now(epoch=float(settings.num_epochs))
 
@@ -529,7 +650,7 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
         score=task_score(final, spec.metrics),
         loss_curve=_loss_curve(trainer.state.log_history, trainer.state.max_steps),
         train_examples=len(train),
-        wall_time_s=time.perf_counter() - t_start,
+        wall_time_s=timing["wall_before_s"] + time.perf_counter() - t_start,
         train_examples_per_s=len(train) * settings.num_epochs / train_time_s,
         model_dir=str(model_dir.resolve()),
         train_features=len(train_features),
@@ -542,6 +663,7 @@ def _fine_tune(task_data, output_dir, *, encoder, init_from, regime, seed, setti
         cpu_threads=torch.get_num_threads(),
         transfer_report=getattr(model, "transfer_report", None),
         versions=config["versions"],
+        resumed_from_steps=timing["resumed_from_steps"],
     )
     result.to_json(run_dir / RESULT_FILE)  # last: its presence marks the run finished
     return result
@@ -686,7 +808,7 @@ def _cmd_finetune(args) -> int:
                  if v is not None}
     r = fine_tune(td, args.out, encoder=encoder, init_from=args.init_from, regime=args.regime, seed=args.seed,
                   settings=preset(td.spec.task_class, **overrides), num_threads=args.threads,
-                  callbacks=[_ProgressLines(progress)])
+                  callbacks=[_ProgressLines(progress)], checkpoint_every_s=args.checkpoint_every)
     print(json.dumps({"task": r.task, "regime": r.regime, "seed": r.seed, "score": r.score,
                       "final_metrics": r.final_metrics, "train_examples": r.train_examples,
                       "train_examples_per_s": round(r.train_examples_per_s, 2), "wall_time_s": round(r.wall_time_s, 1),
