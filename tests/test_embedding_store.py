@@ -130,3 +130,21 @@ def test_encoder_id():
     assert encoder_id("bert-base-uncased") == "bert-base-uncased"
     assert encoder_id("google/bert_uncased_L-2_H-128_A-2") == "google/bert_uncased_L-2_H-128_A-2"
     assert encoder_id(None) is None
+
+
+def test_the_study_s_taskembs_record_the_settings_of_the_fine_tune_they_were_computed_from():
+    """Every committed TaskEmb of the offline study says how its model was fine-tuned (``finetune_settings``),
+    and that is what the model's fine-tune record says (``tasktransfer rank`` fine-tunes a target that way)."""
+    import json
+    from pathlib import Path
+
+    from tasktransfer_utils.embeddings.store import read_header
+
+    study = Path(__file__).resolve().parents[1] / "results" / "offline_study"
+    files = sorted((study / "embeddings").glob("*__TaskEmb__*.safetensors"))
+    assert len(files) >= 18
+    for f in files:
+        for meta in read_header(f):
+            job = Path(meta["model_dir"]).parent.name
+            record = json.loads((study / "records" / f"{job}.json").read_text())
+            assert meta["finetune_settings"] == record["result"]["settings"], (f.name, meta["component"])

@@ -196,8 +196,10 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
         d.splits["train"] = apply_regime(d.splits["train"], "LIMITED", 0, n=16)
         d.splits["validation"] = apply_regime(d.splits["validation"], "LIMITED", 0, n=8)
         run = fine_tune(d, tmp_path / "runs" / task, encoder=tiny_encoder_dir, device="cpu",
-                        settings=preset(d.spec.task_class, num_epochs=1, batch_size=8))
-        lib.add(compute_taskemb(d, run.model_dir, device="cpu").values())
+                        settings=preset(d.spec.task_class, num_epochs=1, batch_size=8, learning_rate=3e-4))
+        embs = compute_taskemb(d, run.model_dir, device="cpu")
+        assert all(e.meta["finetune_settings"] == run.settings for e in embs.values())
+        lib.add(embs.values())
     target_file = tmp_path / "target.tsv"
     rows = pd.read_csv(data_dir / "glue/RTE/dev.tsv", sep="\t").head(20)
     rows[["sentence1", "sentence2", "label"]].to_csv(target_file, sep="\t", index=False)
@@ -209,7 +211,31 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
     total = ranked["score"].sum()
     n_components = round(total / (1 / 61 + 1 / 62))
     assert n_components >= 10 and total == pytest.approx(n_components * (1 / 61 + 1 / 62))
-    assert (tmp_path / "work").is_dir()
+    # the target (CR) was fine-tuned as the library's CR source was: its learning rate, not the preset's
+    (target_run,) = (tmp_path / "work").iterdir()
+    used = json.loads((target_run / "config.json").read_text())["settings"]
+    assert used == {**preset("CR", num_epochs=1, batch_size=8, learning_rate=3e-4).to_dict()}
+
+
+def test_a_target_is_fine_tuned_with_the_settings_of_the_library_s_sources_of_its_class():
+    from tasktransfer_utils.embeddings.store import TaskEmbedding
+    from tasktransfer_utils.training.settings import preset
+
+    def emb(task, cls, **settings):
+        meta = {"task": task, "task_class": cls, "method": "TaskEmb"}
+        if settings:
+            meta["finetune_settings"] = preset(cls, **settings).to_dict()
+        return TaskEmbedding(np.ones(3, dtype=np.float32), meta)
+
+    lib = [emb("A", "CR", learning_rate=1e-4), emb("B", "CR", learning_rate=1e-4), emb("C", "QA", max_seq_length=256)]
+    s, why = pr.library_finetune_settings(lib, "CR")
+    assert s == preset("CR", learning_rate=1e-4) and why == "as the library's CR sources were fine-tuned"
+    assert pr.library_finetune_settings(lib, "QA")[0] == preset("QA", max_seq_length=256)
+    s, why = pr.library_finetune_settings(lib, "SL")
+    assert s == preset("SL") and why == "the SL preset (the library has no SL sources)"
+    for odd in (emb("D", "CR", learning_rate=2e-5), emb("D", "CR")):  # sources trained two ways; one unrecorded
+        s, why = pr.library_finetune_settings([*lib, odd], "CR")
+        assert s == preset("CR") and why == "the CR preset (the library's CR sources record no single fine-tuning setting)"
 
 
 def test_a_library_with_two_regimes_ranks_with_one():

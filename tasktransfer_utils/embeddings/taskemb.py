@@ -973,6 +973,8 @@ def compute_taskemb(
         num_tokens=res.num_tokens, batch_size=batch_size, shuffle=shuffle, max_examples=max_examples,
         max_seq_length=settings.max_seq_length, doc_stride=settings.doc_stride if cls == "QA" else None,
         num_layers=len(_anatomy(model, cls).layers), **res.options,
+        # how the model was fine-tuned (its run's config.json), so that a target is fine-tuned the same way
+        **({"finetune_settings": run["settings"]} if run.get("settings") else {}),
     )
     meta0 = base_meta(**common)
     wall = round(time.perf_counter() - t0, 3)

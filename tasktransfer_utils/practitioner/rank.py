@@ -611,7 +611,9 @@ def rank_sources(
     ``library``: an ``EmbeddingLibrary``, its folder, one embeddings file, or a list of TaskEmbeddings.
     ``method``: "TextEmb" (pretrained encoder, mean token vector over at most ``max_examples`` rows),
     "TaskEmb" (fine-tunes the encoder on the target into ``work_dir`` — at most 1,000 examples, the
-    paper's LIMITED regime, class preset settings with a batch no larger than the file — then the
+    paper's LIMITED regime, with the settings the library's sources of its class were fine-tuned with
+    (:func:`library_finetune_settings`; the class preset where the library records none) and a batch no larger
+    than the file — then the
     diagonal-Fisher embedding with the library's estimator and label source; cosine per component, fused
     by RRF, k = 60), "TextEmb+TaskEmb" (RRF of the two) or "LogME" (You et al. 2021: the evidence of a
     linear model on each source's fine-tuned encoder's features of the target's labelled rows; needs
@@ -725,6 +727,24 @@ def _rank_logme(task_data, source_models, *, candidate_set, exclude, source_regi
     return ranked[["rank", "source", "source_class", "score", "method"]]
 
 
+def library_finetune_settings(embeddings, task_class: str):
+    """How to fine-tune a ``task_class`` target so that its TaskEmb compares with the library's: the settings
+    the library's TaskEmb sources of that class were fine-tuned with (``meta["finetune_settings"]``) when they
+    all record the same ones, else the class preset. Returns (settings, where they come from, in words)."""
+    import json
+
+    from tasktransfer_utils.training.settings import FineTuneSettings, preset
+
+    recorded = [e.meta.get("finetune_settings") for e in embeddings
+                if e.meta.get("method") == "TaskEmb" and e.meta.get("task_class") == task_class]
+    distinct = {json.dumps(s, sort_keys=True) for s in recorded}
+    if recorded and None not in recorded and len(distinct) == 1:
+        return FineTuneSettings.from_dict(recorded[0]), f"as the library's {task_class} sources were fine-tuned"
+    why = ("the library has no " if not recorded else "the library's ") + f"{task_class} sources" + \
+        ("" if not recorded else " record no single fine-tuning setting")
+    return preset(task_class), f"the {task_class} preset ({why})"
+
+
 def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs, device, max_examples, batch_size,
                     progress=None):
     """Fine-tune on the target, compute its TaskEmb like the library's, and fuse per-component cosines."""
@@ -733,7 +753,7 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     from tasktransfer_utils.selection.rankers import CosineRanker, FusionRanker
     from tasktransfer_utils.embeddings.store import LEGACY_QA_LOSS, is_noise_only
     from tasktransfer_utils.data.regimes import LIMITED_SIZE
-    from tasktransfer_utils.training.settings import class_name, preset
+    from tasktransfer_utils.training.settings import class_name
     from tasktransfer_utils.embeddings.taskemb import compute_taskemb
     from tasktransfer_utils.training.fine_tuning import fine_tune
 
@@ -747,14 +767,16 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     label_source = _shared(src, "label_source")
     enc = _resolve_encoder(encoder, src)
     overrides = {} if finetune_epochs is None else {"num_epochs": finetune_epochs}
-    settings = preset(class_name(task_data.spec.task_class), **overrides)
+    settings, settings_from = library_finetune_settings(src, class_name(task_data.spec.task_class))
+    settings = settings.replace(**overrides)
     n_train = len(task_data.splits["train"])
     regime = "LIMITED" if n_train > LIMITED_SIZE else "FULL"
     if n_train < settings.batch_size:  # a small file: one batch per epoch
         settings = settings.replace(batch_size=n_train)
     work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-rank-"))
     say = progress or (lambda _msg: None)
-    say(f"TaskEmb: fine-tuning {enc} on the file ({regime}, {settings.num_epochs:g} epochs) in {work_dir}")
+    say(f"TaskEmb: fine-tuning {enc} on the file ({regime}, {settings.num_epochs:g} epochs, learning rate "
+        f"{settings.learning_rate:g}: {settings_from}) in {work_dir}")
     run = fine_tune(task_data, work_dir / f"{task_data.spec.name}-{regime}-seed{seed}", encoder=enc, regime=regime,
                     seed=seed, settings=settings, device=device)
     # a QA target: the QA loss of the library's QA sources (a stored QA TaskEmb without the field: masked)
