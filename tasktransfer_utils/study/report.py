@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..embeddings.store import LEGACY_QA_LOSS, taskemb_variant
+from ..embeddings.store import LEGACY_QA_LOSS, of_taskemb_variant, taskemb_variant
 from .config import MIN_SPREAD_IN_SE, StudyConfig
 from .jobs import _regime_sides, study_pairs
 from .plan import plan_for
@@ -24,8 +24,8 @@ logger = logging.getLogger("tasktransfer.study")
 
 def _of_variant(embs: Sequence, variant: tuple) -> list:
     """The TaskEmbs of one variant (estimator, labels, QA loss); a QA task's only with the variant's QA loss."""
-    return [e for e in embs if e.meta.get("method") == "TaskEmb" and taskemb_variant(e)[:2] == variant[:2]
-            and taskemb_variant(e)[2] in (None, variant[2])]
+    picked = of_taskemb_variant(embs, dict(zip(("estimator", "labels", "qa_loss"), variant)))
+    return [e for e in picked if e.meta.get("method") == "TaskEmb"]
 
 
 def _taskemb_variants(task_embs: Sequence, configured: Sequence[Mapping]) -> list[tuple[tuple, str]]:
