@@ -16,7 +16,7 @@
 #   (1 = the best source is always ranked first; lower is better);
 # * **NDCG** — the whole ranking against the measured results (higher is better). Here relevance is
 #   min-max scaled per target: the best source has relevance 1 and the worst 0, so negative gains need
-#   no special case (see `selection_metrics`);
+#   no special case (see `tasktransfer_utils.selection.evaluation`);
 # * **regret@k** — how far (in %) the best of the top-k sources falls below the truly best source;
 # * Spearman / Kendall correlations between predicted and measured orders.
 #

@@ -144,14 +144,14 @@ def estimators_with_every_task(taskemb: TaskEmbMap, task_names: Sequence[str], e
 
 
 def component_table(embeddings: Mapping[str, TaskEmbedding]) -> pd.DataFrame:
-    """One task's components: ``component``, the fields of :func:`taskemb.parse_component` (layer, kind, ...),
+    """One task's components: ``component``, the fields of :func:`embeddings.taskemb.parse_component` (layer, kind, ...),
     ``dim`` (the vector's length) and ``norm`` (its Euclidean norm)."""
     return pd.DataFrame([{"component": c, **parse_component(c), "dim": e.vector.shape[0],
                           "norm": float(np.linalg.norm(e.vector))} for c, e in embeddings.items()])
 
 
 def noise_components(taskemb: TaskEmbMap) -> list[str]:
-    """The components flagged as rounding noise (:func:`embedding_store.is_noise_only`) in any task and
+    """The components flagged as rounding noise (:func:`embeddings.store.is_noise_only`) in any task and
     estimator, sorted: zero in exact arithmetic, so no coordinate of the task space."""
     return sorted({c for d in taskemb.values() for c, e in d.items() if is_noise_only(e)})
 
@@ -183,7 +183,7 @@ def choose_map_component(shared: Sequence[str], noise: Iterable[str], map_compon
 
 def similarity_by_estimator(taskemb: TaskEmbMap, task_names: Sequence[str], estimators: Sequence[str],
                             component: str) -> dict[str, pd.DataFrame]:
-    """Per estimator, :func:`similarity.cosine_similarity_matrix` of the tasks' ``component`` (rows and
+    """Per estimator, :func:`embeddings.similarity.cosine_similarity_matrix` of the tasks' ``component`` (rows and
     columns in ``task_names`` order)."""
     from ..embeddings.similarity import cosine_similarity_matrix
 
@@ -192,7 +192,7 @@ def similarity_by_estimator(taskemb: TaskEmbMap, task_names: Sequence[str], esti
 
 def per_component_table(taskemb: TaskEmbMap, task_names: Sequence[str], estimators: Sequence[str],
                         components: Sequence[str]) -> pd.DataFrame:
-    """Per component (and the fields of :func:`taskemb.parse_component`): for each estimator, the share of
+    """Per component (and the fields of :func:`embeddings.taskemb.parse_component`): for each estimator, the share of
     tasks whose most similar other task (:class:`selection.CosineRanker`'s first source) is of the same
     class, column ``nearest in-class (<estimator>)``; with exactly two estimators, Spearman's correlation of
     their similarities over all ordered task pairs, column ``spearman(<a>, <b>)``."""

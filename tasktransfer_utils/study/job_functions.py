@@ -245,7 +245,7 @@ def run_taskemb(params: dict, ctx) -> dict:
 
 def run_logme(params: dict, ctx) -> dict:
     """LogME of the source's fine-tuned encoder (the ``finetune`` dependency; its head is ignored) on the
-    target's training rows in the target regime (the rows its fine-tune uses), as :mod:`logme` defines it."""
+    target's training rows in the target regime (the rows its fine-tune uses), as :mod:`selection.logme` defines it."""
     from ..selection.logme import encoder_features, logme_score
     from ..training.fine_tuning import MODEL_SUBDIR
 

@@ -47,7 +47,7 @@ def transfer_job_ids(target: str, sources: Sequence[str], regime, seed: int) -> 
 
 def read_stored_runs(records_dir: str | os.PathLike, job_ids: Mapping[str, str], encoder: str) -> dict[str, RunResult]:
     """The runs of ``job_ids`` whose record ``<records_dir>/<job id>.json`` exists and was made with
-    ``encoder`` (compared by :func:`embedding_store.encoder_id`), keyed as in ``job_ids``. A record of
+    ``encoder`` (compared by :func:`embeddings.store.encoder_id`), keyed as in ``job_ids``. A record of
     another encoder is left out: that run is not the one asked for."""
     from ..embeddings.store import encoder_id
 
@@ -116,7 +116,7 @@ class TransferRuns:
         return gains
 
     def epoch_scores(self) -> pd.DataFrame:
-        """Per target-side run and epoch, the dev score (:func:`metrics.task_score` of the epoch's metrics):
+        """Per target-side run and epoch, the dev score (:func:`training.metrics.task_score` of the epoch's metrics):
         columns ``run`` (its label), ``epoch``, ``score``."""
         from ..training.metrics import task_score
 
@@ -142,7 +142,7 @@ def transfer_runs(target: str, sources: Sequence[str], regime, *, encoder: str, 
 
     A transfer starts from its source run's weights (``init_from``), so a transfer that is not stored
     fine-tunes its source here too; a stored transfer keeps the stored source run, or None. Settings are
-    the class presets (:func:`settings.preset`) with ``max_eval_examples`` and, when given, ``num_epochs``;
+    the class presets (:func:`training.settings.preset`) with ``max_eval_examples`` and, when given, ``num_epochs``;
     ``max_train_examples`` caps every training set by a seeded LIMITED sample before the regime applies."""
     from ..data.loaders import load_task
     from ..data.regimes import Regime, apply_regime
