@@ -322,7 +322,8 @@ def _add_study_parser(subparsers) -> None:
     rb.add_argument("--seed", type=int_range(0), action="append", default=[], help="only this seed; repeatable")
     rb.add_argument("--rtol", type=float_range(0, 1, lo_open=False), default=REBUILD_RTOL,
                     help=f"relative difference from the record accepted in every number (default {REBUILD_RTOL:g}: "
-                         "float32 rounding; 0: exactly equal)")
+                         "float32 rounding; dev metrics may also differ by one dev example's share); 0: exactly "
+                         "equal")
     rb.set_defaults(run="tasktransfer_utils.study.commands:_cmd_rebuild_models")
     cc = sub.add_parser("check-cap", help="measure whether capping the FULL sources' embedding passes "
                                           "(embeddings.full_max_examples) changes the rankings",

@@ -856,6 +856,24 @@ def test_rebuild_check_compares_numbers_within_a_relative_tolerance():
     assert _first_difference({"a": "x"}, {"a": "y"}, "r", 1.0) == "r.a is 'y', recorded 'x'"
 
 
+def test_rebuild_check_lets_a_dev_metric_move_by_one_dev_example():
+    """Within epoch_metrics, final_metrics and score a number may differ by metric_atol (one dev example's
+    share); anywhere else (losses, sizes) only by the relative tolerance."""
+    from tasktransfer_utils.study.source_models import _first_difference
+
+    rec = {"score": 0.90478, "final_metrics": {"f1": 0.90478}, "epoch_metrics": [{"epoch": 6.0, "f1": 0.90478}],
+           "loss_curve": [{"loss": 0.5}], "train_examples": 1000}
+    flip = {"score": 0.90494, "final_metrics": {"f1": 0.90494}, "epoch_metrics": [{"epoch": 6.0, "f1": 0.90494}],
+            "loss_curve": [{"loss": 0.5}], "train_examples": 1000}
+    assert _first_difference(rec, flip, "r", 1e-4) == "r.epoch_metrics[0].f1 is 0.90494, recorded 0.90478"
+    assert _first_difference(rec, flip, "r", 1e-4, metric_atol=1 / 1000) is None
+    assert _first_difference(rec, flip, "r", 1e-4, metric_atol=1 / 10000) is not None  # 1.6e-4 > one of 10,000
+    loss = {**rec, "loss_curve": [{"loss": 0.5 + 5e-4}]}
+    assert _first_difference(rec, loss, "r", 1e-4, metric_atol=1e-3) == "r.loss_curve[0].loss is 0.5005, recorded 0.5"
+    size = {**rec, "train_examples": 1001}
+    assert _first_difference(rec, size, "r", 1e-4, metric_atol=1e-2) == "r.train_examples is 1001, recorded 1000"
+
+
 def test_taskemb_variants_scoped_to_regimes_and_classes_and_a_second_qa_loss(tmp_path):
     """The offline study's three TaskEmb variants: the paper's estimator (masked QA loss) everywhere, the
     empirical estimator for the LIMITED tasks, the authors' QA loss for the LIMITED QA tasks; a second QA
