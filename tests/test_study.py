@@ -313,6 +313,25 @@ def test_tiny_study_records_and_results_table(tiny_study):
     assert "cls_output" not in comps and "encoder.layer.1.layer_output" in comps  # SL: no [CLS] component
 
 
+def test_job_times_per_kind_class_regime_and_device(tiny_study):
+    """job_times.csv against the records by hand: every job records its device (here the CPU), and each row's
+    count, mean and jobs per hour are those of its records."""
+    from tasktransfer_utils.study.tables import job_times
+
+    _, _, plan = tiny_study
+    records = load_results(plan)
+    assert {r["result"]["device"] for r in records.values()} == {"cpu"}  # fine-tunes, embeddings and LogME alike
+    table = job_times(plan)
+    assert list(table.columns) == ["kind", "class", "regime", "device", "n", "mean_s", "min_s", "max_s",
+                                   "jobs_per_hour"]
+    assert table["n"].sum() == len(records)
+    for row in table.itertuples():
+        times = [r["wall_time_s"] for r in records.values() if r["kind"] == row.kind and r["group"] == row._2
+                 and r["params"]["regime"] == row.regime]
+        assert row.n == len(times) and row.mean_s == pytest.approx(sum(times) / len(times))
+        assert row.jobs_per_hour == pytest.approx(3600 * len(times) / sum(times))
+
+
 def test_cli_status_and_report(tiny_study, capsys):
     from tasktransfer_utils.cli import main
 

@@ -196,7 +196,15 @@ def _library(cfg: StudyConfig):
     return EmbeddingLibrary(cfg.results_dir / "embeddings")
 
 
-def textemb_for_job(params: Mapping, cfg: StudyConfig):
+def job_device() -> str:
+    """The device a job computes on, as fine-tuning chooses it: "cuda" when a GPU is visible, else "cpu"
+    (the embedding and LogME jobs pass it on and record it, as a fine-tune's result does)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def textemb_for_job(params: Mapping, cfg: StudyConfig, device: str | None = None):
     """The TextEmb a ``textemb`` job with these params computes: the task's training rows (same regime/seed
     rows as its fine-tune) through the study's pretrained encoder."""
     from ..embeddings.textemb import compute_textemb
@@ -204,17 +212,19 @@ def textemb_for_job(params: Mapping, cfg: StudyConfig):
     encoder = _check_encoder(params, cfg)
     return compute_textemb(_load(params, cfg), encoder, split="train", regime=params["regime"], seed=params["seed"],
                            batch_size=params.get("batch_size", 64), max_examples=params.get("max_examples"),
-                           settings=_settings_for(params))
+                           settings=_settings_for(params), device=device)
 
 
 def run_textemb(params: dict, ctx) -> dict:
     """TextEmb of a task's training rows (same regime/seed rows as its fine-tune) from the pretrained encoder."""
     cfg = _cfg(ctx)
-    emb = textemb_for_job(params, cfg)
+    device = job_device()
+    emb = textemb_for_job(params, cfg, device=device)
     lib = _library(cfg)
     path = lib.add([emb])
     return {"file": str(path.relative_to(cfg.results_dir)), "dim": int(emb.vector.shape[0]),
-            "num_examples": emb.meta.get("num_examples"), "components": [emb.meta.get("component")]}
+            "num_examples": emb.meta.get("num_examples"), "components": [emb.meta.get("component")],
+            "device": device}
 
 
 def run_taskemb(params: dict, ctx) -> dict:
@@ -233,14 +243,15 @@ def run_taskemb(params: dict, ctx) -> dict:
                            seed=params["seed"], batch_size=params.get("batch_size", 32),
                            max_examples=params.get("max_examples"),
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
-                           encoder=encoder)
+                           encoder=encoder, device=job_device())
     for e in embs.values():  # portable paths (relative to runs_dir)
         e.meta.update(_relative_paths(dict(e.meta), str(cfg.runs_dir.resolve())))
     lib = _library(cfg)
     path = lib.add(list(embs.values()))
     first = next(iter(embs.values()))
     return {"file": str(path.relative_to(cfg.results_dir)), "components": sorted(embs),
-            "num_examples": first.meta.get("num_examples"), "wall_time_s": first.meta.get("wall_time_s")}
+            "num_examples": first.meta.get("num_examples"), "wall_time_s": first.meta.get("wall_time_s"),
+            "device": job_device()}
 
 
 def run_logme(params: dict, ctx) -> dict:
@@ -254,14 +265,15 @@ def run_logme(params: dict, ctx) -> dict:
     model_dir = _source_run_dir(cfg, ctx) / MODEL_SUBDIR
     task_data = _load(params, cfg, "target", "target_regime")
     start = time.perf_counter()
+    device = job_device()
     x, y, regression = encoder_features(model_dir, task_data, regime=params["target_regime"], seed=params["seed"],
-                                        settings=_settings_for(params),
+                                        settings=_settings_for(params), device=device,
                                         **{k: params[k] for k in LOGME_KEYS if k in params})
     t_features = time.perf_counter() - start
     score = logme_score(x, y, regression=regression)
     return {"score": float(score), "num_rows": int(x.shape[0]), "dim": int(x.shape[1]),
             "is_regression": bool(regression), "feature_time_s": t_features,
-            "fit_time_s": time.perf_counter() - start - t_features}
+            "fit_time_s": time.perf_counter() - start - t_features, "device": device}
 
 
 JOB_FUNCTIONS = {"finetune": run_finetune, "transfer": run_transfer, "restart": run_restart, "textemb": run_textemb,

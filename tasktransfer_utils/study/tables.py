@@ -121,16 +121,23 @@ def finetune_table(plan: Plan):
 
 
 def job_times(plan: Plan):
-    """Wall time per finished job, summarised per (kind, class): n, mean, min, max seconds."""
+    """Wall time per finished job, summarised per (kind, class, regime, device): n, mean, min, max seconds and
+    jobs per hour (3600 / mean). ``device`` is what the job's result records ("cpu", "cuda"); records made
+    before embedding and LogME jobs recorded it say "not recorded"."""
     import pandas as pd
 
-    rows = [{"kind": rec["kind"], "class": rec.get("group"), "wall_time_s": rec.get("wall_time_s")}
+    keys = ["kind", "class", "regime", "device"]
+    rows = [{"kind": rec["kind"], "class": rec.get("group"), "regime": (rec.get("params") or {}).get("regime"),
+             "device": (rec.get("result") or {}).get("device") or "not recorded",
+             "wall_time_s": rec.get("wall_time_s")}
             for rec in load_results(plan).values()]
     if not rows:
-        return pd.DataFrame(columns=["kind", "class", "n", "mean_s", "min_s", "max_s"])
+        return pd.DataFrame(columns=[*keys, "n", "mean_s", "min_s", "max_s", "jobs_per_hour"])
     df = pd.DataFrame(rows)
-    out = df.groupby(["kind", "class"])["wall_time_s"].agg(["count", "mean", "min", "max"]).reset_index()
-    return out.rename(columns={"count": "n", "mean": "mean_s", "min": "min_s", "max": "max_s"})
+    out = df.groupby(keys)["wall_time_s"].agg(["count", "mean", "min", "max"]).reset_index()
+    out = out.rename(columns={"count": "n", "mean": "mean_s", "min": "min_s", "max": "max_s"})
+    out["jobs_per_hour"] = 3600.0 / out["mean_s"]
+    return out
 
 
 def study_description(cfg: StudyConfig) -> dict:
