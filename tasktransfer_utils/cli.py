@@ -361,6 +361,7 @@ LIBRARY_EPILOG = """\
 examples:
   tasktransfer library list                          the default libraries: which sources, which have transfers
   tasktransfer library build                         (re)build results/source_library (resumable)
+  tasktransfer library build --taskemb               ... with each source's TaskEmb too (fine-tunes: slower)
   tasktransfer library add my_lib tickets.csv --name Tickets
   tasktransfer library add my_lib ner_internal.conll --name InternalNER --taskemb   (fine-tunes first: slower)
   tasktransfer library add my_lib --hub imdb --name IMDB --split train              (needs internet)
@@ -380,8 +381,8 @@ def _add_library_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="library_command", metavar="SUBCOMMAND", required=True)
 
-    b = sub.add_parser("build", help="store the LIMITED TextEmb of every task of the offline suites not in the "
-                       "study's library (resumable)")
+    b = sub.add_parser("build", help="store the LIMITED TextEmb (and with --taskemb the TaskEmb) of every task of "
+                       "the offline suites not in the study's library (resumable)")
     b.add_argument("--out", default=str(extended), help="library folder (default: %(default)s)")
     b.add_argument("--suite", action="append", default=None,
                    help=f"suite(s) to embed, repeatable (default: offline offline-extra)")
@@ -393,6 +394,10 @@ def _add_library_parser(subparsers) -> None:
     b.add_argument("--encoder", default=None, help="encoder path or hub id (default: the config's)")
     b.add_argument("--max-examples", type=int_range(1), default=None, metavar="N", help="embed at most N of the 1,000 rows (tests)")
     b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    b.add_argument("--taskemb", action="store_true",
+                   help="also each task's LIMITED TaskEmb, as the study computes its sources' (fine-tunes each task "
+                        "first: minutes per task on a CPU; resumable)")
+    b.add_argument("--work-dir", default=None, help="folder of those fine-tunes (default: runs/source_library)")
     b.set_defaults(run="tasktransfer_utils.practitioner.library:_run_library")
 
     a = sub.add_parser("add", help="add your own candidate source (a file or a hub dataset) to a library folder")

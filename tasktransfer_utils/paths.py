@@ -15,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
 FIGURES_DIR = REPO_ROOT / "figures"
 CONFIGS_DIR = REPO_ROOT / "configs"
+#: model weights and scratch of runs (not committed: `.gitignore`)
+RUNS_DIR = REPO_ROOT / "runs"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

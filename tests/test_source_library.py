@@ -191,6 +191,43 @@ def test_build_is_resumable_and_refuses_another_encoder(tmp_path, tiny_encoder_d
         build_library(out, tasks=["WNLI"], skip_libraries=(), encoder=minilm_dir, max_examples=8, log=lambda s: None)
 
 
+def test_build_with_taskemb_fine_tunes_each_task_as_the_study_does_and_resumes(tmp_path, tiny_encoder_dir):
+    """`library build --taskemb` with a tiny study config (48-row LIMITED samples, one epoch): each task's TaskEmb
+    comes from a LIMITED fine-tune with the config's class settings and its first TaskEmb variant; the weights are
+    not kept; a second build computes nothing; a TaskEmb held by a skipped library is not recomputed."""
+    import yaml
+
+    from tasktransfer_utils.study.config import load_study_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "tasks": {"CR": ["WNLI"], "SL": ["Chunk"]}, "regimes": ["LIMITED→LIMITED"], "seeds": [0],
+        "limited_size": 48, "encoder": tiny_encoder_dir,
+        "settings": {"all": {"num_epochs": 1, "batch_size": 16, "max_seq_length": 32, "max_eval_examples": 8},
+                     "CR": {"learning_rate": 3e-4}},
+        "embeddings": {"textemb": {"batch_size": 16}, "taskemb": [{"estimator": "paper", "labels": "gold"}]},
+        "outputs": {"results_dir": "r", "runs_dir": "runs"}}, allow_unicode=True))
+    cfg = load_study_config(config)
+    out, work = tmp_path / "lib", tmp_path / "work"
+    rows = build_library(out, tasks=["WNLI", "Chunk"], skip_libraries=(), config=config, taskemb=True, work_dir=work,
+                         log=lambda s: None)
+    assert [(r["status"], r["taskemb_status"]) for r in rows] == [("computed", "computed")] * 2
+    lib = EmbeddingLibrary(out)
+    for task, cls in (("WNLI", "CR"), ("Chunk", "SL")):
+        metas = [m for f in lib.files() for m in read_header(f) if m["task"] == task and m["method"] == "TaskEmb"]
+        assert metas and all(m["regime"] == "LIMITED" and m["num_examples"] == 48 and m["estimator"] == "paper"
+                             for m in metas)
+        assert all(m["finetune_settings"] == cfg.finetune_settings(cls).to_dict() for m in metas)
+        assert {m["component"] for m in metas} >= {"encoder.layer.1.layer_output"}
+    assert not list(work.rglob("model.safetensors"))  # the weights are not kept
+    again = build_library(out, tasks=["WNLI", "Chunk"], skip_libraries=(), config=config, taskemb=True, work_dir=work,
+                          log=lambda s: None)
+    assert [(r["status"], r["taskemb_status"]) for r in again] == [("stored", "stored")] * 2
+    other = build_library(tmp_path / "lib2", tasks=["WNLI"], skip_libraries=(out,), config=config, taskemb=True,
+                          work_dir=work, log=lambda s: None)
+    assert other[0]["status"].startswith("in ") and other[0]["taskemb_status"].startswith("in ")
+
+
 def test_default_libraries_cover_both_offline_suites():
     from tasktransfer_utils.data.tasks import SUITES
 

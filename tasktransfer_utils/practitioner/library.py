@@ -34,7 +34,7 @@ import pandas as pd
 from ..embeddings.store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
                                 ranked_variant, read_header)
 from ..errors import UsageError
-from ..paths import CONFIGS_DIR, RESULTS_DIR
+from ..paths import CONFIGS_DIR, RESULTS_DIR, RUNS_DIR
 
 STUDY_LIBRARY = RESULTS_DIR / "offline_study" / "embeddings"
 EXTENDED_LIBRARY = RESULTS_DIR / "source_library"
@@ -224,17 +224,22 @@ def build_library(
     encoder: str | None = None,
     seed: int = 0,
     max_examples: int | None = None,
+    taskemb: bool = False,
+    work_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Store the LIMITED TextEmb of every task of ``suites`` (or of ``tasks``) in the library ``out``, computed
     by ``study.job_functions.textemb_for_job`` with the study config's settings (default ``configs/offline_study.yaml``:
-    the offline MiniLM, 1,000 seeded training rows, batch 64, QA windows of 256 tokens). Resumable: a task
-    already stored in ``out`` with the same settings, or held by one of ``skip_libraries`` (the study's
-    library), is skipped. Returns one row per task: task, class, status (computed / stored / in <library>),
-    and the file and seconds for computed ones."""
+    the offline MiniLM, 1,000 seeded training rows, batch 64, QA windows of 256 tokens), and with ``taskemb`` its
+    LIMITED TaskEmb as the study computes its sources' (:func:`source_taskemb`: the study's class settings and
+    first TaskEmb variant; fine-tunes in ``work_dir``, default ``runs/source_library``, which an interrupted build
+    resumes). Resumable: an embedding already stored in ``out`` with the same settings, or held by one of
+    ``skip_libraries`` (the study's library), is skipped. Returns one row per task: task, class, status
+    (computed / stored / in <library>), and the file and seconds for computed ones; with ``taskemb`` also
+    taskemb_status and taskemb_seconds."""
     import time
 
-    from ..study.job_functions import textemb_for_job
+    from ..study.job_functions import _load, textemb_for_job
     from ..data.tasks import get_suite, get_task
 
     cfg = _study_config(config, encoder)
@@ -242,7 +247,15 @@ def build_library(
     lib = EmbeddingLibrary(out)
     enc_id = cfg.encoder_name()
     _check_library_encoder(lib, enc_id)
+    variant = dict((cfg.taskemb or [{"estimator": "paper", "labels": "gold"}])[0])
+    want_variant = (variant.get("estimator", "paper"), variant.get("labels", "gold"))
+
+    def taskemb_of_variant(meta) -> bool:
+        return (meta.get("method") == "TaskEmb" and meta.get("regime") == "LIMITED" and meta.get("seed") == seed
+                and (meta.get("estimator"), meta.get("label_source")) == want_variant)
+
     skip: dict[str, str] = {}
+    skip_taskemb: dict[str, str] = {}
     for other in skip_libraries:
         other = Path(other)
         if other.resolve() == Path(out).resolve() or not other.exists():
@@ -251,6 +264,11 @@ def build_library(
             if (e.meta.get("method") == "TextEmb" and e.meta.get("encoder_id") == enc_id
                     and e.meta.get("regime") == "LIMITED" and e.meta.get("seed") == seed):
                 skip.setdefault(e.task, _label(other))
+            if taskemb and taskemb_of_variant(e.meta):
+                skip_taskemb.setdefault(e.task, _label(other))
+    stored_taskemb = ({m["task"] for f in lib.files() for m in read_header(f)
+                       if taskemb_of_variant(m)} if taskemb else set())
+    work = Path(work_dir) if work_dir is not None else RUNS_DIR / "source_library"
     rows = []
     for name in names:
         spec = get_task(name)
@@ -267,8 +285,23 @@ def build_library(
             emb.meta["library_origin"] = f"task {spec.name} (tasktransfer registry, {cfg.data_source} data)"
             path = lib.add([emb])
             row.update(status="computed", file=path.name, seconds=round(time.perf_counter() - t0, 1))
-        log(f"{row['task']:<12} {row['class']:<3} {row['status']}"
-            + (f" ({row['seconds']} s)" if "seconds" in row else ""))
+        if taskemb:
+            if spec.name in skip_taskemb:
+                row["taskemb_status"] = f"in {skip_taskemb[spec.name]}"
+            elif spec.name in stored_taskemb:
+                row["taskemb_status"] = "stored"
+            else:
+                t0 = time.perf_counter()
+                embs = source_taskemb(_load(params, cfg), cfg, encoder=cfg.encoder_path(), seed=seed, work_dir=work,
+                                      regime="LIMITED")
+                for e in embs.values():
+                    e.meta["library_origin"] = f"task {spec.name} (tasktransfer registry, {cfg.data_source} data)"
+                lib.add(list(embs.values()))
+                row.update(taskemb_status="computed", taskemb_seconds=round(time.perf_counter() - t0, 1))
+        log(f"{row['task']:<12} {row['class']:<3} TextEmb {row['status']}"
+            + (f" ({row['seconds']} s)" if "seconds" in row else "")
+            + (f", TaskEmb {row['taskemb_status']}" if taskemb else "")
+            + (f" ({row['taskemb_seconds']} s)" if "taskemb_seconds" in row else ""))
         rows.append(row)
     return rows
 
@@ -289,11 +322,14 @@ def _portable_meta(meta: dict, roots: Sequence[str]) -> dict:
 
 
 def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str | os.PathLike | None = None,
-                   device: str | None = None, epochs: float | None = None) -> dict[str, TaskEmbedding]:
+                   device: str | None = None, epochs: float | None = None,
+                   regime: str | None = None) -> dict[str, TaskEmbedding]:
     """TaskEmb of a user's source task as the study computes its sources' (``study.job_functions.run_finetune`` then
     ``run_taskemb``): fine-tune the encoder on at most 1,000 seeded rows (LIMITED; a smaller file: all its
-    rows, FULL) with the study's class settings, then the diagonal-Fisher embedding with the study's first
-    TaskEmb variant (estimator, labels, components, QA loss)."""
+    rows, FULL, unless ``regime`` says LIMITED, as the study does for a task under 1,000 rows) with the study's
+    class settings, then the diagonal-Fisher embedding with the study's first TaskEmb variant (estimator,
+    labels, components, QA loss). The fine-tune's run folder is ``work_dir/<task>-<regime>-seed<seed>``, so an
+    interrupted call resumes it (``training.fine_tuning``); its weights are deleted once the TaskEmb is made."""
     from ..embeddings.store import LEGACY_QA_LOSS
     from ..data.regimes import LIMITED_SIZE
     from ..study.config import DEFAULT_TASKEMB_COMPONENTS
@@ -309,7 +345,7 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
     if epochs is not None:
         settings = settings.replace(num_epochs=epochs)
     n_train = len(task_data.splits["train"])
-    regime = "LIMITED" if n_train > LIMITED_SIZE else "FULL"
+    regime = regime or ("LIMITED" if n_train > LIMITED_SIZE else "FULL")
     if n_train < settings.batch_size:
         settings = settings.replace(batch_size=n_train)
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-library-"))
@@ -326,6 +362,9 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
     root = str(work.resolve())
     for e in embs.values():
         e.meta = _portable_meta(dict(e.meta), [root])
+    import shutil
+
+    shutil.rmtree(run.model_dir, ignore_errors=True)  # the embedding is what a library keeps
     return embs
 
 
@@ -442,9 +481,14 @@ def _cmd_build(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     rows = build_library(args.out, suites=args.suite or DEFAULT_SUITES, tasks=tasks,
                          skip_libraries=args.skip_library if args.skip_library is not None else (STUDY_LIBRARY,),
-                         config=args.config, encoder=args.encoder, seed=args.seed, max_examples=args.max_examples)
+                         config=args.config, encoder=args.encoder, seed=args.seed, max_examples=args.max_examples,
+                         taskemb=args.taskemb, work_dir=args.work_dir)
     done = sum(r["status"] == "computed" for r in rows)
-    print(f"{_label(Path(args.out))}: {done} computed, {len(rows) - done} already stored")
+    line = f"{_label(Path(args.out))}: TextEmb {done} computed, {len(rows) - done} already stored"
+    if args.taskemb:
+        done_t = sum(r["taskemb_status"] == "computed" for r in rows)
+        line += f"; TaskEmb {done_t} computed, {len(rows) - done_t} already stored"
+    print(line)
     return 0
 
 

@@ -483,7 +483,7 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
     except ValidationError as err:
         raise _one_line_error(err, where) from None
     from ..data.regimes import LIMITED_SIZE
-    from ..paths import REPO_ROOT
+    from ..paths import REPO_ROOT, RUNS_DIR
 
     base_dir = Path(base_dir)
     tasks = spec.task_names()
@@ -503,7 +503,7 @@ def study_config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLik
         variants.append(v)
     outputs = raw.get("outputs") or {}
     results_dir = outputs.get("results_dir", str(REPO_ROOT / "results" / spec.name))
-    runs_dir = outputs.get("runs_dir", str(REPO_ROOT / "runs" / spec.name))
+    runs_dir = outputs.get("runs_dir", str(RUNS_DIR / spec.name))
     return StudyConfig(
         name=spec.name, description=str(spec.description), tasks=tasks,
         sources=spec.sources if spec.sources is not None else list(tasks),
