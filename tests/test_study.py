@@ -497,6 +497,11 @@ def test_tiny_study_sigkill_then_restart_matches_uninterrupted_run(tiny_study, t
     assert not plan.store.is_done(killed_in)
     assert progress(plan).running == 0  # the dead worker's lock is stale at once (same host, pid gone)
 
+    if checkpointed:  # `study status` names the checkpoint the killed transfer resumes from
+        from tasktransfer_utils.study.source_models import saved_checkpoints
+
+        assert [(c["job"], c["step"], c["steps"]) for c in saved_checkpoints(load_study_config(path))] == \
+            [(killed_in, 1, 3)]
     summary = run_worker(plan_ref(path).load(), wait=False, log=lambda m: None)
     assert killed_in in summary.ran and summary.failed == []
     records = load_results(plan)

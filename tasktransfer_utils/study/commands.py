@@ -12,7 +12,7 @@ from .config import load_study_config, StudyConfigError
 from .plan import plan_for, plan_ref, select_study_jobs
 from .report import report
 from .runner import progress, quiet_library_output
-from .source_models import rebuild_models
+from .source_models import rebuild_models, saved_checkpoints
 from .tables import write_tables
 
 
@@ -67,6 +67,9 @@ def _cmd_status(args) -> int:
     print(f"study {cfg.name} ({cfg.config_path})")
     workers = args.workers or max(1, progress(plan).running)
     print(progress(plan, workers=workers).table())
+    for c in saved_checkpoints(cfg):
+        print(f"  checkpoint {c['job']}: step {c['step']} of {c['steps']}, saved {c['saved_utc']} UTC "
+              "(the job resumes there)")
     if args.workers is None:
         print(f"(ETA assumes {workers} worker(s), as many as jobs running now)")
     return 0

@@ -65,6 +65,29 @@ REBUILD_IGNORED_FIELDS = frozenset({"wall_time_s", "train_time_s", "eval_time_s"
                                     "device", "mixed_precision", "cpu_threads", "versions", "resumed_from_steps"})
 
 
+def saved_checkpoints(cfg: StudyConfig) -> list[dict]:
+    """The unfinished training jobs (fine-tunes, transfers, restarts) whose run folder holds a resumable checkpoint
+    (``training.fine_tuning``): job, step, steps (of the whole run), saved_utc. A job started again resumes there."""
+    import datetime
+
+    from ..training.fine_tuning import latest_checkpoint
+
+    plan = plan_for(cfg)
+    done = set(load_results(plan))
+    out = []
+    for job in plan.jobs:
+        if job.kind not in ("finetune", "transfer", "restart") or job.id in done:
+            continue
+        ckpt = latest_checkpoint(model_run_dir(cfg, job.id))
+        if ckpt is None:
+            continue
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        saved = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime, datetime.timezone.utc)
+        out.append({"job": job.id, "step": int(state["global_step"]), "steps": int(state["max_steps"]),
+                    "saved_utc": saved.strftime("%Y-%m-%d %H:%M:%S")})
+    return out
+
+
 #: result fields holding dev metrics: a rerun may move them by one dev example (see :func:`_first_difference`)
 METRIC_FIELDS = frozenset({"epoch_metrics", "final_metrics", "score"})
 
