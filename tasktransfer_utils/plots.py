@@ -148,7 +148,7 @@ def _single_regime(table: pd.DataFrame, what: str) -> None:
 
 def class_of(names: Iterable[str], task_classes: Mapping[str, str] | None = None) -> dict[str, str]:
     """Task name -> class ("CR"/"QA"/"SL"), from ``task_classes`` when given, else the task registry
-    (``tasks.get_task``), else "?"."""
+    (``data.tasks.get_task``), else "?"."""
     out = {}
     for name in names:
         cls = None

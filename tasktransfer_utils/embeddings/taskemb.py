@@ -904,7 +904,7 @@ def compute_taskemb(
     The training rows are those the run was fine-tuned on: ``split``, ``regime`` and ``data_seed`` default
     to the run's (its ``config.json`` / ``result.json``), else "train", FULL and ``seed``. Batches of
     ``batch_size`` (authors: 32) in a random order drawn with ``seed`` (the authors' RandomSampler;
-    ``shuffle=False`` keeps the data order). Tokenisation: ``features.tokenize_for_class`` with the run's
+    ``shuffle=False`` keeps the data order). Tokenisation: ``training.features.tokenize_for_class`` with the run's
     settings (or the class preset). ``max_examples`` caps the rows (seeded sample) for quick runs.
     ``qa_loss`` (QA): "authors" (default; windows padded to ``max_seq_length``, padding inside the start/end
     softmax, as the authors' code) or "masked" (dynamic padding, padding outside the softmax); see the

@@ -99,8 +99,8 @@ def compute_textemb(
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TaskEmbedding:
-    """TextEmb of a task (a ``loaders.TaskData``) from a pretrained ``encoder`` (default: the offline
-    MiniLM). Tokenisation is the fine-tuning one (``features.tokenize_for_class`` with the class preset,
+    """TextEmb of a task (a ``data.loaders.TaskData``) from a pretrained ``encoder`` (default: the offline
+    MiniLM). Tokenisation is the fine-tuning one (``training.features.tokenize_for_class`` with the class preset,
     or ``settings``), so QA windows are the training windows. Returns one TaskEmbedding with component
     ``"avg_sequence_output"``. ``progress``: called with a line of text at each stage and about every 10 % of
     the examples (the command line prints them on stderr)."""

@@ -414,7 +414,7 @@ def add_source(
     epochs: float | None = None,
     replace: bool = False,
 ) -> list[Path]:
-    """Add a user's source task (a ``loaders.TaskData``, e.g. from ``practitioner.rank.read_target_file``) to the
+    """Add a user's source task (a ``data.loaders.TaskData``, e.g. from ``practitioner.rank.read_target_file``) to the
     library folder ``library``: its TextEmb over at most 1,000 seeded rows (``max_examples``; a smaller file:
     every row), with the study config's encoder and class settings (as :func:`build_library` and the study's
     own sources), and with ``taskemb`` its TaskEmb (:func:`source_taskemb`). ``origin`` (a file name or a hub

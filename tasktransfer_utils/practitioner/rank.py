@@ -3,7 +3,7 @@
 Vu et al. (2020, §5, Figure 1): embed the target task, compare it with a library of precomputed source
 task embeddings by cosine similarity, and fine-tune first on the most similar source.
 
-* :func:`read_target_file` reads a dataset file into the project schema (``loaders.TaskData``):
+* :func:`read_target_file` reads a dataset file into the project schema (``data.loaders.TaskData``):
   CSV / TSV with a header (CR), JSONL (CR text+label, QA question+context+answers, BoolQ-style
   question+passage+answer, MRQA, SL tokens+tags), a CoNLL column file or CoNLL-U (SL), SQuAD JSON (QA).
 * :func:`rank_sources` computes the target's embedding with the library's encoder and ranks every
@@ -429,7 +429,7 @@ def read_target_file(
     tag_column: int | None = None,
     seed: int = 0,
 ) -> Any:
-    """Read a user's dataset file into a ``loaders.TaskData`` (all rows in ``train``; ``validation`` is
+    """Read a user's dataset file into a ``data.loaders.TaskData`` (all rows in ``train``; ``validation`` is
     a seeded 10 % sample of them, for monitoring only).
 
     CSV/TSV need a header naming the text column(s) (``sentence``, ``sentence1``/``sentence2``,
@@ -605,7 +605,7 @@ def rank_sources(
     source_models: Any = None,
     progress: Any = None,
 ) -> pd.DataFrame:
-    """Rank the library's source tasks for ``target`` (a ``loaders.TaskData`` or a file path read with
+    """Rank the library's source tasks for ``target`` (a ``data.loaders.TaskData`` or a file path read with
     :func:`read_target_file`).
 
     ``library``: an ``EmbeddingLibrary``, its folder, one embeddings file, or a list of TaskEmbeddings.

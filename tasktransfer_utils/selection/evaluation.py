@@ -285,7 +285,7 @@ def _is_baseline(source: pd.Series) -> pd.Series:
 
 def target_regime(regime: str) -> str:
     """The target part of a transfer regime name: "FULL→LIMITED" -> "LIMITED" (every spelling
-    ``regimes.get_transfer_regime`` accepts: "FULL->LIMITED", "full_to_limited"); a label of the table's
+    ``data.regimes.get_transfer_regime`` accepts: "FULL->LIMITED", "full_to_limited"); a label of the table's
     own that names no transfer regime gives its part after the last arrow."""
     from ..data.regimes import data_regime
 
@@ -323,7 +323,7 @@ def _class_of(name: str) -> str:
 
 
 def add_task_classes(results: pd.DataFrame) -> pd.DataFrame:
-    """Fill ``source_class`` / ``target_class`` (CR/QA/SL) from ``tasks.get_task`` where absent."""
+    """Fill ``source_class`` / ``target_class`` (CR/QA/SL) from ``data.tasks.get_task`` where absent."""
     out = results.copy()
     for col, name_col in (("source_class", "source"), ("target_class", "target")):
         if col not in out.columns:

@@ -228,7 +228,7 @@ def embedding_rankers(
     Returns ``{"TextEmb", "TaskEmb[<component>]" for each component, "TaskEmb" (RRF of all components),
     "TextEmb+TaskEmb" (RRF of the TextEmb and the fused TaskEmb rankings)}``, each present when the
     embeddings needed exist. ``meta_filters`` (e.g. regime=, estimator=) select among stored variants.
-    A component flagged as rounding noise (``meta["noise_only"]``, see ``taskemb.mark_noise_components``)
+    A component flagged as rounding noise (``meta["noise_only"]``, see ``embeddings.taskemb.mark_noise_components``)
     in any of the embeddings is left out, given in ``components`` or not: it ranks nothing.
     """
     source_embeddings = list(source_embeddings)
@@ -275,8 +275,8 @@ class DataSizeRanker(Ranker):
     @classmethod
     def from_tasks(cls, names: Iterable[str], *, data_dir=None, regime: Any = "FULL", **kwargs: Any) -> "DataSizeRanker":
         """Sizes from the real data: ``loaders.task_size(name, data_dir=...)`` for each task; a LIMITED
-        source regime caps them at ``regimes.LIMITED_SIZE``. ``regime``: a data regime or a transfer regime
-        (its source side), in any spelling ``regimes.data_regime`` accepts."""
+        source regime caps them at ``data.regimes.LIMITED_SIZE``. ``regime``: a data regime or a transfer regime
+        (its source side), in any spelling ``data.regimes.data_regime`` accepts."""
         from tasktransfer_utils.data import loaders
         from tasktransfer_utils.data.regimes import LIMITED_SIZE, Regime, data_regime
 

@@ -13,7 +13,7 @@ selection evaluation (``selection.evaluation.evaluate_rankers``) and decides eac
 - **"inconclusive: <why>"**: it straddles the threshold, or there is nothing to test.
 
 Noise. A target's score is one evaluation on a finite dev set. For scores that are a mean of per-example
-values in [0, 1] (accuracy, SQuAD EM/F1; ``metrics.score_is_per_example_mean``) one evaluation's standard
+values in [0, 1] (accuracy, SQuAD EM/F1; ``training.metrics.score_is_per_example_mean``) one evaluation's standard
 error is at most ``se = sqrt(p (1 − p) / n)`` (``selection.evaluation.standard_error_bound``, at the
 no-transfer score p over the target's n evaluation examples). A gain is **beyond noise** when
 ``score − baseline > NOISE_SE · se`` (2 standard errors, the report's ``min_spread_in_se`` default).

@@ -15,7 +15,7 @@ The estimate multiplies each job's examples by a per-example cost measured on a 
   large one, so 8 errs on the high side;
 - **per job**: training examples × epochs at the training rate, plus the dev evaluation after every epoch
   and the embedding / LogME passes at ``FORWARD_COST`` (a forward pass is about a third of a forward +
-  backward pass). Examples: the hub split sizes registered in ``tasks.HUB_SPLIT_ROWS`` (the config's
+  backward pass). Examples: the hub split sizes registered in ``data.tasks.HUB_SPLIT_ROWS`` (the config's
   LIMITED size for LIMITED sides, capped by the split), evaluation capped by ``max_eval_examples``.
 
 Not counted: job start-up (loading and tokenising data, loading weights: minutes per job on a cluster,

@@ -53,7 +53,7 @@ def logme_id(source: str, target: str, regime_name: str, seed: int) -> str:
 
 
 def _regime_sides(regime_name: str) -> tuple[str, str]:
-    """("LIMITED", "LIMITED") for any spelling of a transfer regime ``regimes.get_transfer_regime`` accepts."""
+    """("LIMITED", "LIMITED") for any spelling of a transfer regime ``data.regimes.get_transfer_regime`` accepts."""
     from ..data.regimes import get_transfer_regime
 
     tr = get_transfer_regime(regime_name)
