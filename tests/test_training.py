@@ -143,14 +143,16 @@ class KillAt(TrainerCallback):
             raise Killed(self.at)
 
 
-@pytest.mark.parametrize("task,cls,killed_at", [("RTE", "CR", 4), ("RTE", "CR", 9), ("NER", "SL", 10)])
+@pytest.mark.parametrize("task,cls,epochs,killed_at", [("RTE", "CR", 2, 4), ("RTE", "CR", 2, 9), ("NER", "SL", 2, 10),
+                                                      ("RTE", "CR", 1.5, 7)])
 def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, tiny_encoder_dir, data_dir,
-                                                                         task, cls, killed_at):
+                                                                         task, cls, epochs, killed_at):
     """A run killed mid-training and started again resumes from its newest checkpoint and ends exactly where an
     uninterrupted run ends: loss curve, dev metrics of every epoch, weights (48 examples, batch 8: 6 steps per
-    epoch, 12 in all; killed in epoch 1 or 2)."""
+    epoch, 12 in all, or 9 for 1.5 epochs; killed in epoch 1 or 2; never checkpointed at an epoch's end, before
+    its evaluation)."""
     td = small(task, data_dir, n_train=48)
-    s = tiny_settings(cls, logging_steps=1)
+    s = tiny_settings(cls, logging_steps=1, num_epochs=epochs)
     plain = fine_tune(td, tmp_path / "plain", encoder=tiny_encoder_dir, settings=s, seed=1, checkpoint_every_s=0)
     run_dir = tmp_path / "killed"
     with pytest.raises(Killed):  # a checkpoint at every logging step that does not end an epoch

@@ -455,7 +455,9 @@ class _Checkpoints(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_s <= 0 or time.monotonic() - self.last_save < self.every_s:
             return
-        per_epoch = max(state.max_steps // max(int(args.num_train_epochs), 1), 1)
+        loader = kwargs.get("train_dataloader")
+        per_epoch = (max(len(loader) // args.gradient_accumulation_steps, 1) if loader is not None
+                     else max(state.max_steps // max(int(args.num_train_epochs), 1), 1))
         step = state.global_step
         if step % args.logging_steps == 0 and step % per_epoch != 0 and step < state.max_steps:
             control.should_save = True
