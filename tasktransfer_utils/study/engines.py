@@ -132,7 +132,8 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(parent_pid: int, *, method: str = "auto", poll_s: float = 1.0) -> str:
     """Make this process die (SIGKILL) as soon as ``parent_pid``, its parent, exits, however it exits
     (SIGKILL included), so that killing ``study run`` stops its worker processes and the job each was running:
-    a restarted run breaks their locks as stale and runs those jobs again from scratch.
+    a restarted run breaks their locks as stale and runs those jobs again (a fine-tune from its last checkpoint,
+    ``training.fine_tuning``).
 
     ``method="auto"``: on Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere, or if
     ``prctl`` fails, a daemon thread polls ``os.getppid()`` every ``poll_s`` seconds (``"watchdog"``).

@@ -10,7 +10,8 @@ Guarantees, whatever the number of workers or how often they are killed:
 - a job is claimed with a lock file created with ``O_CREAT | O_EXCL``; two live workers never run the
   same job. The lock names its owner (host, pid, process start time) and is kept fresh by a heartbeat;
   a lock whose owner died (same host: the process is gone; any host: no heartbeat for
-  ``stale_after_s``) is broken under a :mod:`filelock` guard and the job is run again from scratch;
+  ``stale_after_s``) is broken under a :mod:`filelock` guard and the job is run again (its job function decides
+  what of the dead run it reuses: a fine-tune resumes from its last checkpoint);
 - a worker writes its record only while it still owns the lock.
 
 Workers on other processes or machines rebuild the same plan from a :class:`PlanRef`
