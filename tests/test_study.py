@@ -926,6 +926,30 @@ def test_rebuild_check_lets_a_dev_metric_move_by_one_dev_example():
     assert _first_difference(rec, size, "r", 1e-4, metric_atol=1e-2) == "r.train_examples is 1001, recorded 1000"
 
 
+def test_a_variant_ranks_a_regime_only_with_each_side_s_own_embeddings():
+    """variant_components by hand: a variant stored for LIMITED only ranks nothing in FULL→LIMITED although the
+    same tasks have it as LIMITED targets; with both sides stored, the components every task shares."""
+    import numpy as np
+
+    from tasktransfer_utils.embeddings.store import TaskEmbedding
+    from tasktransfer_utils.study.report import variant_components
+
+    def emb(task, regime, comp, estimator="empirical"):
+        return TaskEmbedding(np.ones(2, dtype=np.float32), {
+            "task": task, "task_class": "CR", "method": "TaskEmb", "regime": regime, "component": comp,
+            "estimator": estimator, "label_source": "gold"})
+
+    tasks = ["A", "B"]
+    limited = [emb(t, "LIMITED", c) for t in tasks for c in ("c1", "c2")]
+    full_paper = [emb(t, "FULL", c, "paper") for t in tasks for c in ("c1", "c2")]
+    variant = ("empirical", "gold", None)
+    assert variant_components(full_paper, limited, tasks, tasks, variant) == []  # no FULL empirical TaskEmb
+    assert variant_components(limited, limited, tasks, tasks, variant) == ["c1", "c2"]
+    full = [emb(t, "FULL", c) for t in tasks for c in ("c1", "c3")]
+    assert variant_components(full, limited, tasks, tasks, variant) == ["c1"]
+    assert variant_components(full[:2], limited, tasks, tasks, variant) == []  # source B lacks it
+
+
 def test_taskemb_variants_scoped_to_regimes_and_classes_and_a_second_qa_loss(tmp_path):
     """The offline study's three TaskEmb variants: the paper's estimator (masked QA loss) everywhere, the
     empirical estimator for the LIMITED tasks, the authors' QA loss for the LIMITED QA tasks; a second QA

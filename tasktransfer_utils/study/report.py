@@ -52,6 +52,23 @@ def _taskemb_variants(task_embs: Sequence, configured: Sequence[Mapping]) -> lis
     return out
 
 
+def variant_components(src_embs: Sequence, tgt_embs: Sequence, sources: Sequence[str], targets: Sequence[str],
+                       variant: tuple) -> list[str]:
+    """The TaskEmb components of ``variant`` that every source has on the source side (``src_embs``: the
+    transfer regime's source regime) and every target on the target side; [] when a task lacks the variant on
+    its side (a variant stored for LIMITED only, say, ranks nothing in FULL→LIMITED: the same tasks' LIMITED
+    embeddings do not stand in for their FULL ones)."""
+    per_side = []
+    for embs, tasks in ((src_embs, sources), (tgt_embs, targets)):
+        per_task: dict[str, set] = {}
+        for e in _of_variant(embs, variant):
+            per_task.setdefault(e.meta["task"], set()).add(e.meta["component"])
+        if not set(tasks) <= set(per_task):
+            return []
+        per_side += [per_task[t] for t in tasks]
+    return sorted(set.intersection(*per_side)) if per_side else []
+
+
 def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
     """Rankers per transfer regime: TextEmb, TaskEmb per component and fused, TextEmb+TaskEmb (from the
     study's embeddings, first seed), DataSize (source-regime sizes and FULL sizes), CurveGrad (loss curves
@@ -74,25 +91,18 @@ def selection_rankers(plan: Plan, results) -> dict[str, dict[str, Any]]:
         targets = sorted(set(results.loc[results["regime"] == regime, "target"]))
         src_embs = [e for e in all_embs if e.meta.get("regime") == src_side and e.meta.get("task") in sources]
         tgt_embs = [e for e in all_embs if e.meta.get("regime") == tgt_side and e.meta.get("task") in targets]
-        covered = set(sources) | set(targets)
         task_embs = [e for e in src_embs + tgt_embs if e.meta.get("method") == "TaskEmb"]
         variants = _taskemb_variants(task_embs, cfg.get("taskemb") or [])
 
-        def shared_components(variant):
-            per_task: dict[str, set] = {}
-            for e in _of_variant(task_embs, variant):
-                per_task.setdefault(e.meta["task"], set()).add(e.meta["component"])
-            if set(per_task) != covered:
-                return []
-            return sorted(set.intersection(*per_task.values()))
+        def with_textemb(embs):
+            return {e.meta["task"] for e in embs if e.meta.get("method") == "TextEmb"}
 
-        text_tasks = {e.meta["task"] for e in src_embs + tgt_embs if e.meta.get("method") == "TextEmb"}
-        if text_tasks >= covered:
+        if with_textemb(src_embs) >= set(sources) and with_textemb(tgt_embs) >= set(targets):  # each on its side
             r = embedding_rankers([e for e in src_embs if e.meta.get("method") == "TextEmb"],
                                   [e for e in tgt_embs if e.meta.get("method") == "TextEmb"])
             rankers.update(r)
         for variant, suffix in variants:
-            comps = shared_components(variant)
+            comps = variant_components(src_embs, tgt_embs, sources, targets, variant)
             if not comps:
                 continue
             r = embedding_rankers(
