@@ -108,18 +108,29 @@ def test_load_reads_the_offline_library():
     taskemb, missing = ea.load_or_compute_taskemb(
         ["SST-2", "SQuAD-1"], ["paper", "empirical"], library, encoder=default_encoder(), regime="LIMITED",
         labels="gold", seed=0, qa_loss="masked", recompute=False, components=[], runs_dir="unused")
-    assert missing == [("SST-2", "empirical"), ("SQuAD-1", "empirical")]  # the study stores only "paper"
-    assert sorted(taskemb) == [("SQuAD-1", "paper"), ("SST-2", "paper")]
-    by_hand = library.load(task="SST-2", method="TaskEmb", encoder_id=encoder_id(default_encoder()),
-                           estimator="paper", regime="LIMITED", seed=0)
-    assert sorted(taskemb["SST-2", "paper"]) == sorted(e.component for e in by_hand)
-    for e in by_hand:
-        assert np.array_equal(taskemb["SST-2", "paper"][e.component].vector, e.vector)
-    # the study's QA embeddings were made with the masked loss: none for "authors"
-    _, missing = ea.load_or_compute_taskemb(
+    assert missing == []  # the study stores both estimators
+    assert sorted(taskemb) == [("SQuAD-1", "empirical"), ("SQuAD-1", "paper"), ("SST-2", "empirical"),
+                               ("SST-2", "paper")]
+    for estimator in ("paper", "empirical"):
+        by_hand = library.load(task="SST-2", method="TaskEmb", encoder_id=encoder_id(default_encoder()),
+                               estimator=estimator, regime="LIMITED", seed=0)
+        assert sorted(taskemb["SST-2", estimator]) == sorted(e.component for e in by_hand)
+        for e in by_hand:
+            assert np.array_equal(taskemb["SST-2", estimator][e.component].vector, e.vector)
+    # SQuAD-1 under each QA loss: the file of that loss, not the other's
+    authors, missing = ea.load_or_compute_taskemb(
         ["SQuAD-1"], ["paper"], library, encoder=default_encoder(), regime="LIMITED", labels="gold", seed=0,
         qa_loss="authors", recompute=False, components=[], runs_dir="unused")
-    assert missing == [("SQuAD-1", "paper")]
+    assert missing == []
+    comp = "encoder.layer.0.layer_output"
+    assert authors["SQuAD-1", "paper"][comp].meta["qa_loss"] == "authors"
+    assert taskemb["SQuAD-1", "paper"][comp].meta.get("qa_loss", "masked") == "masked"
+    assert not np.array_equal(authors["SQuAD-1", "paper"][comp].vector, taskemb["SQuAD-1", "paper"][comp].vector)
+    # sampled labels are not stored: missing, not silently replaced by the gold-label embedding
+    _, missing = ea.load_or_compute_taskemb(
+        ["SST-2"], ["paper"], library, encoder=default_encoder(), regime="LIMITED", labels="sampled", seed=0,
+        qa_loss="masked", recompute=False, components=[], runs_dir="unused")
+    assert missing == [("SST-2", "paper")]
 
 
 def test_compute_fine_tunes_and_adds_to_the_library(tmp_path, tiny_encoder_dir):

@@ -63,11 +63,16 @@ def test_compute_taskemb_from_the_offline_library():
     component = ea.choose_map_component(shared, noise)
     similarity = ea.similarity_by_estimator(taskemb, tasks, estimators, component)
     per_component = ea.per_component_table(taskemb, tasks, estimators, shared)
+    qa_loss_moves = ea.qa_loss_comparison(library, tasks, encoder=encoder, regime="LIMITED", seed=0, labels="gold")
+    variant_table = sa.taskemb_variant_table(pd.read_csv(RESULTS_DIR / "offline_study" / "evaluation" / "summary.csv"))
+    assert estimators == ["paper", "empirical"]  # the study stores both estimators for its 12 LIMITED tasks
+    assert set(qa_loss_moves["task"]) == {"SQuAD-1", "SQuAD-2", "BoolQ", "FAQ-TR"}  # and both QA losses
     numbers = key_numbers.compute_taskemb(
         taskemb, encoder=encoder, regime="LIMITED", labels="gold", qa_loss="masked", estimators=estimators,
         task_names=tasks, map_component=component, shared=shared, noise=noise, similarity=similarity,
-        per_component=per_component, embeddings_dir=library.root,
-        figures=["taskemb_similarity.png", "fig3b_taskemb_task_space.png"])
+        per_component=per_component, embeddings_dir=library.root, qa_loss_moves=qa_loss_moves,
+        variant_table=variant_table,
+        figures=["taskemb_similarity.png", "fig3b_taskemb_task_space.png", "taskemb_estimators_agreement.png"])
     assert _as_saved(numbers) == _committed("05_compute_taskemb")
     a, b = taskemb["SST-2", "paper"][component].vector, taskemb["NER", "paper"][component].vector
     a, b = a.astype(np.float64), b.astype(np.float64)
