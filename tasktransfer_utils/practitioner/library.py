@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -293,7 +294,7 @@ def build_library(
             else:
                 t0 = time.perf_counter()
                 embs = source_taskemb(_load(params, cfg), cfg, encoder=cfg.encoder_path(), seed=seed, work_dir=work,
-                                      regime="LIMITED")
+                                      regime="LIMITED", keep_model=False)  # the library keeps the embedding
                 for e in embs.values():
                     e.meta["library_origin"] = f"task {spec.name} (tasktransfer registry, {cfg.data_source} data)"
                 lib.add(list(embs.values()))
@@ -323,13 +324,14 @@ def _portable_meta(meta: dict, roots: Sequence[str]) -> dict:
 
 def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str | os.PathLike | None = None,
                    device: str | None = None, epochs: float | None = None,
-                   regime: str | None = None) -> dict[str, TaskEmbedding]:
+                   regime: str | None = None, keep_model: bool = True) -> dict[str, TaskEmbedding]:
     """TaskEmb of a user's source task as the study computes its sources' (``study.job_functions.run_finetune`` then
     ``run_taskemb``): fine-tune the encoder on at most 1,000 seeded rows (LIMITED; a smaller file: all its
     rows, FULL, unless ``regime`` says LIMITED, as the study does for a task under 1,000 rows) with the study's
     class settings, then the diagonal-Fisher embedding with the study's first TaskEmb variant (estimator,
     labels, components, QA loss). The fine-tune's run folder is ``work_dir/<task>-<regime>-seed<seed>``, so an
-    interrupted call resumes it (``training.fine_tuning``); its weights are deleted once the TaskEmb is made."""
+    interrupted call resumes it (``training.fine_tuning``); without ``keep_model`` its weights are deleted once
+    the TaskEmb is made."""
     from ..embeddings.store import LEGACY_QA_LOSS
     from ..data.regimes import LIMITED_SIZE
     from ..study.config import DEFAULT_TASKEMB_COMPONENTS
@@ -362,9 +364,8 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
     root = str(work.resolve())
     for e in embs.values():
         e.meta = _portable_meta(dict(e.meta), [root])
-    import shutil
-
-    shutil.rmtree(run.model_dir, ignore_errors=True)  # the embedding is what a library keeps
+    if not keep_model:
+        shutil.rmtree(run.model_dir, ignore_errors=True)
     return embs
 
 
