@@ -613,8 +613,8 @@ def rank_sources(
     "TaskEmb" (fine-tunes the encoder on the target into ``work_dir`` — at most 1,000 examples, the
     paper's LIMITED regime, with the settings the library's sources of its class were fine-tuned with
     (:func:`library_finetune_settings`; the class preset where the library records none) and a batch no larger
-    than the file — then the
-    diagonal-Fisher embedding with the library's estimator and label source; cosine per component, fused
+    than the file — then the diagonal-Fisher embedding with the library's estimator and label source; cosine
+    per component, fused
     by RRF, k = 60), "TextEmb+TaskEmb" (RRF of the two) or "LogME" (You et al. 2021: the evidence of a
     linear model on each source's fine-tuned encoder's features of the target's labelled rows; needs
     ``source_models``, {source: fine-tuned model folder} or a study config whose fine-tuned source models
@@ -731,8 +731,6 @@ def library_finetune_settings(embeddings, task_class: str):
     """How to fine-tune a ``task_class`` target so that its TaskEmb compares with the library's: the settings
     the library's TaskEmb sources of that class were fine-tuned with (``meta["finetune_settings"]``) when they
     all record the same ones, else the class preset. Returns (settings, where they come from, in words)."""
-    import json
-
     from tasktransfer_utils.training.settings import FineTuneSettings, preset
 
     recorded = [e.meta.get("finetune_settings") for e in embeddings
