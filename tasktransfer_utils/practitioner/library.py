@@ -160,6 +160,11 @@ def annotate_ranking(ranked: pd.DataFrame, embeddings: Iterable[TaskEmbedding]) 
 # ----------------------------------------------------------------------------------------------
 
 
+def _first_variant(cfg) -> dict:
+    """The study's first TaskEmb variant (estimator, labels, components, QA loss): what its sources' TaskEmbs are."""
+    return dict((cfg.taskemb or [{"estimator": "paper", "labels": "gold"}])[0])
+
+
 def _study_config(config: str | os.PathLike | None, encoder: str | None):
     import dataclasses
 
@@ -248,7 +253,7 @@ def build_library(
     lib = EmbeddingLibrary(out)
     enc_id = cfg.encoder_name()
     _check_library_encoder(lib, enc_id)
-    variant = dict((cfg.taskemb or [{"estimator": "paper", "labels": "gold"}])[0])
+    variant = _first_variant(cfg)
     want_variant = (variant.get("estimator", "paper"), variant.get("labels", "gold"))
 
     def taskemb_of_variant(meta) -> bool:
@@ -342,7 +347,7 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
         raise LibraryError(f"{task_data.spec.name}: TaskEmb needs labels (a model is fine-tuned on the source), but "
                            "the file has none; add it without --taskemb (TextEmb only)")
     cls = task_data.spec.task_class.value
-    variant = dict((cfg.taskemb or [{"estimator": "paper", "labels": "gold"}])[0])
+    variant = _first_variant(cfg)
     settings = cfg.finetune_settings(cls)
     if epochs is not None:
         settings = settings.replace(num_epochs=epochs)

@@ -238,12 +238,13 @@ def run_taskemb(params: dict, ctx) -> dict:
     if params["task_class"] == "SL":  # SL models have no [CLS] component (taskemb module docstring)
         comps = [c for c in comps if c != "cls_output"]
     model_dir = model_run_dir(cfg, ctx.job.deps[0])
+    device = job_device()
     qa_loss = params.get("qa_loss", LEGACY_QA_LOSS) if params["task_class"] == "QA" else "authors"
     embs = compute_taskemb(task_data, model_dir, estimator=params["estimator"], labels=params["labels"], qa_loss=qa_loss,
                            seed=params["seed"], batch_size=params.get("batch_size", 32),
                            max_examples=params.get("max_examples"),
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
-                           encoder=encoder, device=job_device())
+                           encoder=encoder, device=device)
     for e in embs.values():  # portable paths (relative to runs_dir)
         e.meta.update(_relative_paths(dict(e.meta), str(cfg.runs_dir.resolve())))
     lib = _library(cfg)
@@ -251,7 +252,7 @@ def run_taskemb(params: dict, ctx) -> dict:
     first = next(iter(embs.values()))
     return {"file": str(path.relative_to(cfg.results_dir)), "components": sorted(embs),
             "num_examples": first.meta.get("num_examples"), "wall_time_s": first.meta.get("wall_time_s"),
-            "device": job_device()}
+            "device": device}
 
 
 def run_logme(params: dict, ctx) -> dict:

@@ -104,6 +104,7 @@ def _loss_curve_difference(recorded: Any, rebuilt: Any, where: str, rtol: float)
     steps, every dev metric identical) had a median relative difference of 1.1e-5 and one step at 1.3e-3. Another
     seed or data moves the first loss, another learning rate every later one, by far more."""
     import math
+    import statistics
 
     if not (isinstance(recorded, list) and isinstance(rebuilt, list)) or len(recorded) != len(rebuilt) or not all(
             isinstance(x, dict) and "loss" in x for x in recorded + rebuilt):
@@ -124,7 +125,7 @@ def _loss_curve_difference(recorded: Any, rebuilt: Any, where: str, rtol: float)
     worst = max(range(len(rel)), key=rel.__getitem__)
     if rel[worst] > LOSS_DRIFT_FACTOR * rtol:
         return shown(worst) + f" (more than {LOSS_DRIFT_FACTOR} x the relative tolerance)"
-    median = sorted(rel)[len(rel) // 2] if len(rel) % 2 else sum(sorted(rel)[len(rel) // 2 - 1:len(rel) // 2 + 1]) / 2
+    median = statistics.median(rel)
     if median > rtol:
         return f"{where}: the losses differ by a median {median:.2g} relative (largest: {shown(worst)})"
     return None

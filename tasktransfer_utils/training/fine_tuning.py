@@ -394,8 +394,9 @@ def prepare_run_dir(run_dir: Path, config: dict) -> RunResult | None:
             raise UsageError(
                 f"{run_dir}: exists, is not empty and has no {CONFIG_FILE} of a tasktransfer run; refusing to delete it"
             )
-        if all(stored.get(f) == config.get(f) for f in _IDENTITY_FIELDS) and latest_checkpoint(run_dir) is not None:
-            logger.info("%s: interrupted run found; resuming from %s", run_dir, latest_checkpoint(run_dir).name)
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None and all(stored.get(f) == config.get(f) for f in _IDENTITY_FIELDS):
+            logger.info("%s: interrupted run found; resuming from %s", run_dir, checkpoint.name)
             return None
         logger.info("%s: interrupted run found (no %s); restarting from scratch", run_dir, RESULT_FILE)
         shutil.rmtree(run_dir)
