@@ -23,9 +23,10 @@
 #
 # **TextEmb** needs no labels and no training (a CPU embeds 1,000 examples in about a minute);
 # **TaskEmb** and **TextEmb+TaskEmb** fine-tune the encoder on your file first (minutes to hours) and
-# need TaskEmb source embeddings in the library. The default library is the offline study's
-# (`results/offline_study/embeddings`: TextEmb and TaskEmb of its 12 tasks over their LIMITED samples);
-# notebooks 4 and 5 add to it. **LogME** (You et al., 2021; beyond the paper) scores each source's
+# need TaskEmb source embeddings in the library. By default the notebook ranks against the two libraries
+# `tasktransfer rank` uses: the offline study's (`results/offline_study/embeddings`: its 12 tasks, whose
+# transfers the study measured) and the source library (`results/source_library`: 16 more tasks with
+# embeddings only), both with TextEmb and TaskEmb over LIMITED samples (1,000 seeded training rows). **LogME** (You et al., 2021; beyond the paper) scores each source's
 # fine-tuned model on your labelled rows instead of comparing embeddings: set `method = "LogME"` and
 # `source_models` to a study config whose fine-tuned models are on disk (they are not committed with
 # the results; `tasktransfer study run configs/offline_study.yaml` makes them).
@@ -46,7 +47,7 @@ encoder = None              # None: the library's encoder
 seed = 0
 data_dir = None
 source_regime = "LIMITED"   # regime of the stored source embeddings (the offline study: LIMITED)
-embeddings_dir = None       # the source library; None: the offline study's, results/offline_study/embeddings
+embeddings_dir = None       # a source library folder; None: both default libraries (as `tasktransfer rank`)
 work_dir = None             # fine-tuning runs for TaskEmb; None: runs/notebooks/
 output_dir = None
 
@@ -57,16 +58,17 @@ import pandas as pd
 from IPython.display import display
 
 from tasktransfer_utils import plots
-from tasktransfer_utils.embeddings.store import EmbeddingLibrary
 from tasktransfer_utils.notebook_runner import save_key_numbers
-from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR, resolve_data_dir
+from tasktransfer_utils.paths import FIGURES_DIR, REPO_ROOT, resolve_data_dir
+from tasktransfer_utils.practitioner.library import annotate_ranking, library_table, rank_libraries
 from tasktransfer_utils.practitioner.rank import format_ranking, rank_sources, read_target_file
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
-library = EmbeddingLibrary(embeddings_dir or RESULTS_DIR / "offline_study" / "embeddings")
+libraries = [Path(embeddings_dir)] if embeddings_dir else None
+sources = rank_libraries(libraries, no_default=bool(embeddings_dir))  # checks the libraries are comparable
 target_path = Path(target_file) if target_file else resolve_data_dir(data_dir) / "glue" / "RTE" / "dev.tsv"
 print("your file:", target_path)
-print("source library:", library)
+print("source libraries:", *sorted({e.meta["library"] for e in sources}))
 
 # %% [markdown]
 # ## 1. Read your file
@@ -85,14 +87,14 @@ with pd.option_context("display.max_colwidth", 90):
 # %% [markdown]
 # ## 2. What the library holds
 #
-# Only embeddings made with the same encoder (and, for TaskEmb, the same estimator and label source)
-# are comparable; `rank_sources` checks this and says what differs.
+# One row per source: its class, whether the offline study measured its transfers ("measured") or it
+# has embeddings only, and which embeddings it has. Only embeddings made with the same encoder (and, for
+# TaskEmb, the same estimator, label source and QA loss) are comparable; loading the libraries checked
+# this and would have said what differs.
 
 # %%
-index = library.index()
-summary = (index.groupby(["method", "encoder_id", "regime"])["task"].nunique().rename("tasks").reset_index()
-           if len(index) else index)
-display(summary)
+sources_table = library_table(libraries)
+display(sources_table)
 
 # %% [markdown]
 # ## 3. Rank the sources
@@ -101,11 +103,13 @@ display(summary)
 # methods, the reciprocal-rank-fusion score). Higher = more similar = try first.
 
 # %%
-ranking = rank_sources(target, library, method=method, encoder=encoder, candidate_set=candidate_set,
+ranking = rank_sources(target, sources, method=method, encoder=encoder, candidate_set=candidate_set,
                        exclude=exclude, source_regime=source_regime, max_examples=max_examples, seed=seed,
                        work_dir=Path(work_dir) if work_dir else REPO_ROOT / "runs" / "notebooks",
                        source_models=source_models)
+ranking = annotate_ranking(ranking, sources)  # + the transfers column: measured or embeddings only
 print(format_ranking(ranking, top=top))
+print(ranking.attrs["sources_note"])
 
 # %%
 score_label = "cosine similarity to your task" if method != "TextEmb+TaskEmb" else "reciprocal-rank-fusion score"
@@ -132,8 +136,8 @@ numbers = {
     "method": method,
     "candidate_set": candidate_set,
     "excluded": list(exclude),
-    "ranking": ranking[["rank", "source", "source_class", "score"]].to_dict(orient="records"),
-    "embeddings_dir": str(library.root),
+    "ranking": ranking[["rank", "source", "source_class", "score", "transfers"]].to_dict(orient="records"),
+    "libraries": sorted({e.meta["library"] for e in sources}),
     "figures": ["rank_sources_for_your_task.png"],
 }
 print(save_key_numbers(numbers, out_dir, "07_choose_source_for_your_task"))

@@ -148,3 +148,6 @@ def test_the_study_s_taskembs_record_the_settings_of_the_fine_tune_they_were_com
             job = Path(meta["model_dir"]).parent.name
             record = json.loads((study / "records" / f"{job}.json").read_text())
             assert meta["finetune_settings"] == record["result"]["settings"], (f.name, meta["component"])
+            # and how well that model learned its task (the record's dev score and final metrics)
+            assert meta["finetune_score"] == record["result"]["score"], (f.name, meta["component"])
+            assert meta["finetune_metrics"] == record["result"]["final_metrics"], (f.name, meta["component"])

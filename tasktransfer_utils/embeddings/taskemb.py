@@ -975,6 +975,10 @@ def compute_taskemb(
         num_layers=len(_anatomy(model, cls).layers), **res.options,
         # how the model was fine-tuned (its run's config.json), so that a target is fine-tuned the same way
         **({"finetune_settings": run["settings"]} if run.get("settings") else {}),
+        # how well it learned the task (its run's result.json): a TaskEmb of a model that learned nothing
+        # (e.g. at the majority class) describes the pretrained encoder more than the task
+        **({"finetune_score": run["score"], "finetune_metrics": run.get("final_metrics")}
+           if isinstance(run.get("score"), (int, float)) else {}),
     )
     meta0 = base_meta(**common)
     wall = round(time.perf_counter() - t0, 3)

@@ -6,10 +6,11 @@ default (:data:`DEFAULT_LIBRARIES`):
 
 * the study's library (``results/offline_study/embeddings``): TextEmb and TaskEmb (LIMITED) of the 12 tasks
   whose transfers the offline study measured (``results/offline_study/transfer_results.csv``);
-* the extended library (``results/source_library``): the LIMITED TextEmb of every other task of the
-  ``offline`` and ``offline-extra`` suites, computed exactly as the study's ``textemb`` jobs compute theirs
-  (:func:`build_library`; ``tasktransfer library build``). These sources have embeddings only: no transfer
-  of theirs was measured.
+* the extended library (``results/source_library``): the LIMITED TextEmb and TaskEmb of every other task of
+  the ``offline`` and ``offline-extra`` suites, computed exactly as the study's ``textemb`` jobs and its sources'
+  TaskEmbs are (:func:`build_library`; ``tasktransfer library build --taskemb``), with the records of the
+  fine-tunes the TaskEmbs come from (``finetunes/``). These sources have embeddings only: no transfer of theirs
+  was measured.
 
 A team adds its own candidate sources to a library of its own (:func:`add_source`; ``tasktransfer library
 add MY_LIB FILE --name NAME`` or ``--hub DATASET_ID``) and ranks against it with ``tasktransfer rank FILE
@@ -303,6 +304,7 @@ def build_library(
                 for e in embs.values():
                     e.meta["library_origin"] = f"task {spec.name} (tasktransfer registry, {cfg.data_source} data)"
                 lib.add(list(embs.values()))
+                keep_finetune_record(work / f"{spec.name}-LIMITED-seed{seed}", lib.root)
                 row.update(taskemb_status="computed", taskemb_seconds=round(time.perf_counter() - t0, 1))
         log(f"{row['task']:<12} {row['class']:<3} TextEmb {row['status']}"
             + (f" ({row['seconds']} s)" if "seconds" in row else "")
@@ -310,6 +312,31 @@ def build_library(
             + (f" ({row['taskemb_seconds']} s)" if "taskemb_seconds" in row else ""))
         rows.append(row)
     return rows
+
+
+#: where a library keeps the records of the fine-tunes its TaskEmbs were computed from
+FINETUNES_FOLDER = "finetunes"
+
+
+def keep_finetune_record(run_dir: str | os.PathLike, library_root: str | os.PathLike) -> Path | None:
+    """Copy a fine-tune's ``result.json`` (settings, per-epoch dev metrics, score, loss curve, times) into
+    ``<library>/finetunes/<task>__<regime>__seed<seed>.json``, paths made relative to the run's folder and the
+    encoder named by its id, so that the library says how well each TaskEmb's model learned its task after the
+    weights are gone. None when the run left no result."""
+    import json
+
+    from ..embeddings.store import encoder_id
+
+    run_dir = Path(run_dir)
+    result = run_dir / "result.json"
+    if not result.is_file():
+        return None
+    record = _portable_meta(json.loads(result.read_text()), [str(run_dir.parent.resolve()), str(run_dir.parent)])
+    record["encoder"] = encoder_id(record.get("encoder"))
+    out = Path(library_root) / FINETUNES_FOLDER / f"{record['task']}__{record['regime']}__seed{record['seed']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return out
 
 
 def _portable_meta(meta: dict, roots: Sequence[str]) -> dict:
@@ -525,14 +552,21 @@ def _cmd_add(args) -> int:
 
 
 def library_table(libraries: Sequence[str | os.PathLike] | None = None) -> pd.DataFrame:
-    """One row per source task of the libraries: task, class, transfers, methods, library."""
+    """One row per source task of the libraries: task, class, transfers, methods, library, and
+    finetune_score: the dev score of the LIMITED fine-tune its TaskEmb was computed from (the mean of the task's
+    metrics, as ``fine_tuning.RunResult.score``; empty without a TaskEmb or where the embedding does not record
+    it). A score at chance (CoLA's Matthews correlation 0, say) means the TaskEmb describes a model that did not
+    learn the task."""
     embs = load_libraries(list(libraries) if libraries else [p for p in DEFAULT_LIBRARIES if p.exists()])
     rows: dict[str, dict] = {}
     for e in embs:
         r = rows.setdefault(e.task, {"task": e.task, "class": e.meta.get("task_class"),
                                      "transfers": e.meta["transfers"], "methods": set(),
-                                     "library": e.meta["library"]})
+                                     "library": e.meta["library"], "finetune_score": None})
         r["methods"].add(e.meta.get("method"))
+        if (e.meta.get("method") == "TaskEmb" and e.meta.get("regime") == "LIMITED"
+                and isinstance(e.meta.get("finetune_score"), (int, float))):
+            r["finetune_score"] = round(float(e.meta["finetune_score"]), 4)
     table = pd.DataFrame([{**r, "methods": "+".join(sorted(r["methods"], key=lambda m: m != "TextEmb"))}
                           for r in rows.values()])
     order = {"CR": 0, "QA": 1, "SL": 2}
@@ -542,7 +576,7 @@ def library_table(libraries: Sequence[str | os.PathLike] | None = None) -> pd.Da
 
 def _cmd_list(args) -> int:
     table = library_table(args.libraries or None)
-    print(table.to_string(index=False))
+    print(table.to_string(index=False, na_rep="-", formatters={"finetune_score": "{:.4f}".format}))
     print(f"{len(table)} sources: {int((table['transfers'] == MEASURED).sum())} with measured transfers, "
           f"{int((table['transfers'] == EMBEDDINGS_ONLY).sum())} with embeddings only")
     return 0
