@@ -199,12 +199,15 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
                         settings=preset(d.spec.task_class, num_epochs=1, batch_size=8, learning_rate=3e-4))
         embs = compute_taskemb(d, run.model_dir, device="cpu")
         assert all(e.meta["finetune_settings"] == run.settings for e in embs.values())
+        assert all(e.meta["finetune_score"] == run.score and e.meta["finetune_metrics"] == run.final_metrics
+                   for e in embs.values())  # how well the model it comes from learned its task
         lib.add(embs.values())
     target_file = tmp_path / "target.tsv"
     rows = pd.read_csv(data_dir / "glue/RTE/dev.tsv", sep="\t").head(20)
     rows[["sentence1", "sentence2", "label"]].to_csv(target_file, sep="\t", index=False)
+    said = []
     ranked = pr.rank_sources(target_file, lib, method="TaskEmb", work_dir=tmp_path / "work", finetune_epochs=1,
-                             device="cpu")
+                             device="cpu", progress=said.append)
     assert set(ranked["source"]) == {"WNLI", "Chunk"} and (ranked["method"] == "TaskEmb").all()
     assert ranked.attrs["score_kind"].startswith("reciprocal-rank-fusion")
     # RRF scores: one ranking per shared component, each contributing 1/(60+1) or 1/(60+2)
@@ -215,6 +218,9 @@ def test_rank_sources_taskemb_end_to_end(data_dir, tiny_encoder_dir, tmp_path):
     (target_run,) = (tmp_path / "work").iterdir()
     used = json.loads((target_run / "config.json").read_text())["settings"]
     assert used == {**preset("CR", num_epochs=1, batch_size=8, learning_rate=3e-4).to_dict()}
+    # and the user is told how well the target's model learned (its run's score)
+    score = json.loads((target_run / "result.json").read_text())["score"]
+    assert [line for line in said if line.startswith(f"TaskEmb: fine-tuned, score {score:.4f} on the monitoring")]
 
 
 def test_a_target_is_fine_tuned_with_the_settings_of_the_library_s_sources_of_its_class():
