@@ -296,6 +296,9 @@ def _add_study_parser(subparsers) -> None:
     run.add_argument("--target", action="append", type=task_name, default=[], metavar="TASK",
                      help="run only what evaluating this target needs: its fine-tune, the transfers and "
                           "LogME jobs into it (and their source fine-tunes); repeatable")
+    run.add_argument("--source", action="append", type=task_name, default=[], metavar="TASK",
+                     help="run only this source's row: the transfers and LogME jobs out of it, its fine-tunes and "
+                          "embeddings (rebuild-models puts a recorded fine-tune's weights back first); repeatable")
     run.add_argument("--dry-run", action="store_true", help="list the jobs in order and exit")
     run.set_defaults(run="tasktransfer_utils.study.commands:_cmd_run")
     st = sub.add_parser("status", help="done / running / failed / left jobs and the estimated time left",

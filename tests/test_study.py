@@ -129,6 +129,37 @@ def test_run_one_target_selects_what_its_evaluation_needs(capsys):
     assert "'nothing*' matches no job" in capsys.readouterr().err
 
 
+def test_run_one_source_selects_its_row(capsys):
+    """`--source RTE`: every transfer and LogME job out of RTE (both regimes), RTE's own fine-tunes and
+    embeddings, and what those need (the targets' baselines are not needed by a transfer: its record is
+    compared with the baseline's only by the report)."""
+    from tasktransfer_utils.cli import main
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    plan = plan_ref(cfg).load()
+    selected = select_study_jobs(cfg, plan, sources=["RTE"])
+    others = [t for t in cfg.tasks if t != "RTE"]
+    row = ({transfer_id("RTE", t, r, 0) for t in others for r in (L2L, F2L)}
+           | {f"logme__{r}__RTE__{t}__s0" for t in others for r in ("LIMITED-LIMITED", "FULL-LIMITED")})
+    own = {j.id for j in plan.jobs if j.kind in ("finetune", "textemb", "taskemb") and j.params.get("task") == "RTE"}
+    assert {finetune_id("RTE", "FULL", 0), finetune_id("RTE", "LIMITED", 0), "textemb__RTE__FULL__s0"} <= own
+    deps = {d for i in row | own for d in plan.by_id[i].deps}
+    assert set(selected) == row | own | deps and row <= set(selected)
+    assert not any(plan.by_id[i].kind in ("transfer", "logme") and plan.by_id[i].params["source"] != "RTE"
+                   for i in selected)
+    assert selected == [j.id for j in plan.jobs if j.id in set(selected)]  # plan order kept
+    # a union with --target, as with --only
+    both = select_study_jobs(cfg, plan, sources=["RTE"], targets=["FAQ-TR"])
+    assert set(both) == set(selected) | set(select_study_jobs(cfg, plan, targets=["FAQ-TR"]))
+    with pytest.raises(StudyConfigError, match="--source Nope: not a source"):
+        select_study_jobs(cfg, plan, sources=["Nope"])
+    path = str(CONFIGS_DIR / "offline_study.yaml")
+    assert main(["study", "run", path, "--source", "RTE", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(selected)} jobs selected of {len(plan.jobs)}" in out
+    assert "transfer__FULL-LIMITED__RTE__SQuAD-1__s0" in out and "transfer__FULL-LIMITED__SST-2__RTE__s0" not in out
+
+
 def test_taskemb_qa_loss_in_job_params_only_where_it_changes_the_computation(tmp_path):
     """qa_loss reaches QA TaskEmb jobs only as "authors" (the default): a job without it means the masked
     loss, so the offline study's records, made before the option, keep their params."""

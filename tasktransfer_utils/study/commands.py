@@ -34,7 +34,7 @@ def _cmd_run(args) -> int:
     cfg = load_study_config(args.config)
     plan = plan_ref(cfg).load()
     try:
-        selected = select_study_jobs(cfg, plan, only=args.only, targets=args.target)
+        selected = select_study_jobs(cfg, plan, only=args.only, targets=args.target, sources=args.source)
     except UserInputError:
         raise
     except ValueError as err:  # a --only pattern that matches no job (runner.select_jobs)

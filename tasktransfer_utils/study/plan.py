@@ -40,21 +40,30 @@ def plan_ref(cfg_or_path: StudyConfig | str | os.PathLike) -> PlanRef:
 
 
 def select_study_jobs(cfg: StudyConfig, plan: Plan, only: Sequence[str] = (),
-                      targets: Sequence[str] = ()) -> list[str] | None:
-    """The job ids a ``study run --only/--target`` restricts to (None: the whole plan), dependencies
-    included. ``only``: shell-style patterns on job ids; ``targets``: the transfers and LogME jobs into
-    these targets and the targets' own fine-tunes (their no-transfer baselines), i.e. what the report
-    needs to evaluate source selection for them."""
-    if not only and not targets:
+                      targets: Sequence[str] = (), sources: Sequence[str] = ()) -> list[str] | None:
+    """The job ids a ``study run --only/--target/--source`` restricts to (None: the whole plan), dependencies
+    included; the union of what each asks for. ``only``: shell-style patterns on job ids; ``targets``: the
+    transfers and LogME jobs into these targets and the targets' own fine-tunes (their no-transfer
+    baselines), i.e. what the report needs to evaluate source selection for them; ``sources``: the transfers
+    and LogME jobs out of these sources (every source regime), their fine-tunes and embeddings: a source's
+    row, which needs its fine-tuned model on disk only while it runs (for a machine that cannot keep the
+    models from one run to the next)."""
+    if not only and not targets and not sources:
         return None
-    unknown = [t for t in targets if t not in cfg.targets]
-    if unknown:
-        raise StudyConfigError(f"{cfg.config_path}: --target {', '.join(unknown)}: not a target of study "
-                               f"{cfg.name} (targets: {', '.join(cfg.targets)})")
+    for flag, given, known in (("--target", targets, cfg.targets), ("--source", sources, cfg.sources)):
+        unknown = [t for t in given if t not in known]
+        if unknown:
+            kind = flag.lstrip("-")
+            raise StudyConfigError(f"{cfg.config_path}: {flag} {', '.join(unknown)}: not a {kind} of study "
+                                   f"{cfg.name} ({kind}s: {', '.join(known)})")
     ids = set(select_jobs(plan, only)) if only else set()
-    wanted = set(targets)
+    wanted, rows = set(targets), set(sources)
     for j in plan.jobs:
         if j.kind in ("transfer", "logme") and j.params["target"] in wanted:
             ids.add(j.id)
             ids.add(finetune_id(j.params["target"], j.params["target_regime"], j.params["seed"]))
+        if j.kind in ("transfer", "logme") and j.params["source"] in rows:
+            ids.add(j.id)
+        if j.kind in ("textemb", "taskemb") and j.params.get("task") in rows:
+            ids.add(j.id)
     return with_dependencies(plan, ids)
