@@ -26,8 +26,9 @@
 # need TaskEmb source embeddings in the library. By default the notebook ranks against the two libraries
 # `tasktransfer rank` uses: the offline study's (`results/offline_study/embeddings`: its 12 tasks, whose
 # transfers the study measured) and the source library (`results/source_library`: 16 more tasks with
-# embeddings only), both with TextEmb and TaskEmb over LIMITED samples (1,000 seeded training rows). **LogME** (You et al., 2021; beyond the paper) scores each source's
-# fine-tuned model on your labelled rows instead of comparing embeddings: set `method = "LogME"` and
+# embeddings only), both with TextEmb and TaskEmb over LIMITED samples (1,000 seeded training rows).
+# **LogME** (You et al., 2021; beyond the paper) scores each source's fine-tuned model on your labelled
+# rows instead of comparing embeddings: set `method = "LogME"` and
 # `source_models` to a study config whose fine-tuned models are on disk (they are not committed with
 # the results; `tasktransfer study run configs/offline_study.yaml` makes them).
 #

@@ -269,7 +269,8 @@ def test_extended_library_taskembs_are_made_as_the_studys_sources():
 
     cfg = load_study_config(STUDY_LIBRARY.parents[2] / "configs" / "offline_study.yaml")
     extra = EmbeddingLibrary(EXTENDED_LIBRARY).load(method="TaskEmb")
-    assert {e.task for e in extra} == set(library_table([EXTENDED_LIBRARY])["task"]) and len({e.task for e in extra}) == 16
+    tasks = {e.task for e in extra}
+    assert tasks == set(library_table([EXTENDED_LIBRARY])["task"]) and len(tasks) == 16
     for e in extra:
         m = e.meta
         rows = min(1000, m["num_source_rows"])  # WNLI has 635 training rows: LIMITED keeps them all

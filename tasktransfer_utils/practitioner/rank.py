@@ -781,8 +781,8 @@ def _taskemb_ranker(task_data, embs, *, encoder, seed, work_dir, finetune_epochs
     qa_src = [e for e in src if e.meta.get("task_class") == "QA"]
     qa_loss = (_shared(qa_src, "qa_loss") or LEGACY_QA_LOSS) if qa_src else "authors"
     say(f"TaskEmb: fine-tuned, score {run.score:.4f} on the monitoring sample ({run.eval_examples} rows of the "
-        "file, not held out from training: an optimistic check; a score at chance means the embedding describes a model that did not "
-        "learn the task)")
+        "file, not held out from training: an optimistic check; a score at chance means the embedding describes "
+        "a model that did not learn the task)")
     say("TaskEmb: the Fisher embedding of the fine-tuned model")
     target = compute_taskemb(task_data, run.model_dir, estimator=estimator or "paper", labels=label_source or "gold",
                              seed=seed, max_examples=max_examples, batch_size=batch_size, device=device,
