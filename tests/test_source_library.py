@@ -195,6 +195,8 @@ def test_build_with_taskemb_fine_tunes_each_task_as_the_study_does_and_resumes(t
     """`library build --taskemb` with a tiny study config (48-row LIMITED samples, one epoch): each task's TaskEmb
     comes from a LIMITED fine-tune with the config's class settings and its first TaskEmb variant; the weights are
     not kept; a second build computes nothing; a TaskEmb held by a skipped library is not recomputed."""
+    import json
+
     import yaml
 
     from tasktransfer_utils.study.config import load_study_config
@@ -221,8 +223,6 @@ def test_build_with_taskemb_fine_tunes_each_task_as_the_study_does_and_resumes(t
         assert {m["component"] for m in metas} >= {"encoder.layer.1.layer_output"}
     assert not list(work.rglob("model.safetensors"))  # the weights are not kept
     for task in ("WNLI", "Chunk"):  # ... but the fine-tune's record is, beside the embeddings
-        import json
-
         result = json.loads((work / f"{task}-LIMITED-seed0" / "result.json").read_text())
         kept = json.loads((out / "finetunes" / f"{task}__LIMITED__seed0.json").read_text())
         assert kept["score"] == result["score"] and kept["settings"] == result["settings"]

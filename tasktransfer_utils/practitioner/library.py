@@ -304,7 +304,7 @@ def build_library(
                 for e in embs.values():
                     e.meta["library_origin"] = f"task {spec.name} (tasktransfer registry, {cfg.data_source} data)"
                 lib.add(list(embs.values()))
-                keep_finetune_record(work / f"{spec.name}-LIMITED-seed{seed}", lib.root)
+                keep_finetune_record(finetune_run_dir(work, spec.name, "LIMITED", seed), lib.root)
                 row.update(taskemb_status="computed", taskemb_seconds=round(time.perf_counter() - t0, 1))
         log(f"{row['task']:<12} {row['class']:<3} TextEmb {row['status']}"
             + (f" ({row['seconds']} s)" if "seconds" in row else "")
@@ -316,6 +316,11 @@ def build_library(
 
 #: where a library keeps the records of the fine-tunes its TaskEmbs were computed from
 FINETUNES_FOLDER = "finetunes"
+
+
+def finetune_run_dir(work_dir: str | os.PathLike, task: str, regime: str, seed: int) -> Path:
+    """The run folder :func:`source_taskemb` fine-tunes ``task`` in under ``work_dir``."""
+    return Path(work_dir) / f"{task}-{regime}-seed{seed}"
 
 
 def keep_finetune_record(run_dir: str | os.PathLike, library_root: str | os.PathLike) -> Path | None:
@@ -383,8 +388,8 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
     if n_train < settings.batch_size:
         settings = settings.replace(batch_size=n_train)
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tasktransfer-library-"))
-    run = fine_tune(task_data, work / f"{task_data.spec.name}-{regime}-seed{seed}", encoder=encoder, regime=regime,
-                    seed=seed, settings=settings, device=device)
+    run = fine_tune(task_data, finetune_run_dir(work, task_data.spec.name, regime, seed), encoder=encoder,
+                    regime=regime, seed=seed, settings=settings, device=device)
     comps = list(variant.get("components") or DEFAULT_TASKEMB_COMPONENTS)
     if cls == "SL":
         comps = [c for c in comps if c != "cls_output"]
