@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from .errors import MissingFileError, UsageError
 
@@ -17,6 +18,29 @@ FIGURES_DIR = REPO_ROOT / "figures"
 CONFIGS_DIR = REPO_ROOT / "configs"
 #: model weights and scratch of runs (not committed: `.gitignore`)
 RUNS_DIR = REPO_ROOT / "runs"
+
+
+def relative_paths(obj: Any, roots: str | os.PathLike | list | tuple) -> Any:
+    """``obj`` (dicts, lists and tuples walked) with every absolute path under one of ``roots`` made relative
+    to that root, so that records and embedding metadata name no folder of the machine that made them. A path
+    counts as under a root as written or once symbolic links are resolved; other strings are kept as they are."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    roots = list(dict.fromkeys(r for root in roots for r in (os.fspath(root), str(Path(root).resolve()))))
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        if isinstance(v, str) and os.path.isabs(v):
+            for candidate in (v, str(Path(v).resolve())):
+                for r in roots:
+                    if candidate == r or candidate.startswith(r.rstrip(os.sep) + os.sep):
+                        return os.path.relpath(candidate, r)
+        return v
+
+    return fix(obj)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

@@ -29,14 +29,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from ..embeddings.store import (EmbeddingLibrary, TaskEmbedding, check_comparable, load_embeddings,
                                 ranked_variant, read_header)
 from ..errors import UsageError
-from ..paths import CONFIGS_DIR, RESULTS_DIR, RUNS_DIR
+from ..paths import CONFIGS_DIR, RESULTS_DIR, RUNS_DIR, relative_paths
 
 STUDY_LIBRARY = RESULTS_DIR / "offline_study" / "embeddings"
 EXTENDED_LIBRARY = RESULTS_DIR / "source_library"
@@ -336,27 +335,12 @@ def keep_finetune_record(run_dir: str | os.PathLike, library_root: str | os.Path
     result = run_dir / "result.json"
     if not result.is_file():
         return None
-    record = _portable_meta(json.loads(result.read_text()), [str(run_dir.parent.resolve()), str(run_dir.parent)])
+    record = relative_paths(json.loads(result.read_text()), run_dir.parent)
     record["encoder"] = encoder_id(record.get("encoder"))
     out = Path(library_root) / FINETUNES_FOLDER / f"{record['task']}__{record['regime']}__seed{record['seed']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return out
-
-
-def _portable_meta(meta: dict, roots: Sequence[str]) -> dict:
-    """Meta with every string path under one of ``roots`` replaced by its last part (no machine paths)."""
-    def fix(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        if isinstance(v, str) and os.path.isabs(v):
-            for r in roots:
-                if v == r or v.startswith(r + os.sep):
-                    return os.path.relpath(v, r)
-        return v
-    return fix(meta)
 
 
 def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str | os.PathLike | None = None,
@@ -398,9 +382,8 @@ def source_taskemb(task_data, cfg, *, encoder: str, seed: int = 0, work_dir: str
                            labels=variant.get("labels", "gold"), qa_loss=qa_loss, seed=seed,
                            batch_size=variant.get("batch_size", 32), components=comps, encoder=encoder,
                            device=device)
-    root = str(work.resolve())
     for e in embs.values():
-        e.meta = _portable_meta(dict(e.meta), [root])
+        e.meta = relative_paths(dict(e.meta), work)
     if not keep_model:
         shutil.rmtree(run.model_dir, ignore_errors=True)
     return embs

@@ -10,9 +10,10 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ..embeddings.store import LEGACY_QA_LOSS
+from ..paths import relative_paths
 from .config import DEFAULT_TASKEMB_COMPONENTS, LOGME_KEYS, StudyConfig
 
 
@@ -107,21 +108,9 @@ def _portable_run(result, cfg: StudyConfig) -> dict:
     it (model_dir, init_from, transfer_report.source, ...), the encoder named by its id."""
     from ..embeddings.store import encoder_id
 
-    d = _relative_paths(dataclasses.asdict(result), str(cfg.runs_dir.resolve()))
+    d = relative_paths(dataclasses.asdict(result), cfg.runs_dir)
     d["encoder"] = encoder_id(d["encoder"])
     return d
-
-
-def _relative_paths(obj: Any, root: str) -> Any:
-    if isinstance(obj, dict):
-        return {k: _relative_paths(v, root) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_relative_paths(v, root) for v in obj]
-    if isinstance(obj, str) and os.path.isabs(obj):
-        resolved = str(Path(obj).resolve())
-        if resolved == root or resolved.startswith(root + os.sep):
-            return os.path.relpath(resolved, root)
-    return obj
 
 
 def _settings_for(params: Mapping):
@@ -246,7 +235,7 @@ def run_taskemb(params: dict, ctx) -> dict:
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
                            encoder=encoder, device=device)
     for e in embs.values():  # portable paths (relative to runs_dir)
-        e.meta.update(_relative_paths(dict(e.meta), str(cfg.runs_dir.resolve())))
+        e.meta.update(relative_paths(dict(e.meta), cfg.runs_dir))
     lib = _library(cfg)
     path = lib.add(list(embs.values()))
     first = next(iter(embs.values()))
