@@ -87,6 +87,21 @@ def float_range(lo: float, hi: float | None = None, *, lo_open: bool = True, hi_
     return parse
 
 
+def duration(text: str) -> float:
+    """An argparse type: a positive duration in seconds from ``90m``, ``2h``, ``1h30m``, ``45s`` or ``1.5h``."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*",
+                         text.lower())
+    seconds = None
+    if parts and any(parts.groups()):
+        h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = h * 3600 + m * 60 + sec
+    if not seconds:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90m, 2h or 1h30m, got {text!r}")
+    return seconds
+
+
 def task_name(text: str) -> str:
     """An argparse type: a registered task name (case, '-' and '_' ignored), returned as registered."""
     from .data.tasks import get_task
@@ -289,6 +304,10 @@ def _add_study_parser(subparsers) -> None:
                      help="override the config's engine.kind")
     run.add_argument("--workers", type=int_range(1, 1024), default=None, help="local worker processes (engine local)")
     run.add_argument("--max-jobs", type=int_range(1), default=None, help="stop after this many jobs (per worker)")
+    run.add_argument("--time-limit", type=duration, default=None, metavar="DURATION",
+                     help="start only jobs expected to end within this time from now (e.g. 2h, 90m; by the longest "
+                          "measured job of their kind and class), then stop; running jobs are never cut (engine "
+                          "local)")
     run.add_argument("--retry-failed", action="store_true", help="forget earlier failures and try them again")
     run.add_argument("--only", action="append", default=[], metavar="GLOB",
                      help="run only the jobs whose id matches this shell pattern (and their dependencies); "

@@ -350,6 +350,20 @@ def test_study_run_workers_out_of_range(capsys):
     _one_error(capsys, ["study", "run", STUDY, "--workers", "0"], "--workers", "an integer in [1, 1024]")
 
 
+@pytest.mark.parametrize("value", ["2x", "h", "0m", "5 minutes", ""])
+def test_study_run_time_limit_not_a_duration(capsys, value):
+    _one_error(capsys, ["study", "run", STUDY, "--time-limit", value], "--time-limit",
+               "expected a duration such as 90m, 2h or 1h30m")
+
+
+def test_study_run_time_limit_on_a_cluster_engine(capsys, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("name: tiny\ntasks: {CR: [RTE, MRPC]}\nregimes: [LIMITED→LIMITED]\nseeds: [0]\n"
+                      "outputs: {results_dir: r, runs_dir: runs}\n")
+    _one_error(capsys, ["study", "run", str(config), "--time-limit", "2h", "--engine", "submitit-local"],
+               "--time-limit works with the local engine", "timeout_min")
+
+
 # --------------------------------------------------------------------------------------------- demo
 def test_demo_unknown_check_task(capsys):
     _one_error(capsys, ["demo", "--check-tasks", "SST-2,Nerr"], "--check-tasks", "'Nerr'", "did you mean NER")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def test_local_engine_with_two_worker_processes(tmp_path):
     assert starts == Counter({j.id: 1 for j in plan.jobs})
     assert len({pid for _, _, pid in read_events(root)}) == 2
     assert _results(plan) == _reference(tmp_path, 6)
+
+
+def test_local_engine_passes_the_time_limit_to_its_worker_processes(tmp_path):
+    """A deadline already past: neither worker process starts a job (the toy jobs take milliseconds, so only
+    the deadline can stop them); the same plan then runs to the end without one."""
+    plan = PlanRef("study_toy_plan:toy_plan", (str(tmp_path / "pool"), 3)).load()
+    assert LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None, deadline=time.time() - 1).ran == []
+    assert plan.store.done_ids() == set()
+    assert sorted(LocalEngine(workers=2, poll_s=0.05).run(plan, log=lambda m: None).ran) == sorted(plan.by_id)
 
 
 def test_local_engine_needs_a_planref_for_several_workers(tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
-from tasktransfer_utils.study.runner import (Job, Plan, PlanRef, ParamsMismatchError, atomic_write_json, load_results,
-                                             progress, run_worker, select_jobs, with_dependencies)
+from tasktransfer_utils.study.runner import (Job, JobTimeEstimate, Plan, PlanRef, ParamsMismatchError, atomic_write_json,
+                                             load_results, progress, run_worker, select_jobs, with_dependencies)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -261,6 +261,46 @@ def test_progress_eta_falls_back_to_the_groups_seconds_per_cost(tmp_path):
     expected = wall["mix-0"] + wall["mix-0"] / 2.0 * 1.0
     assert p.eta_s == pytest.approx(expected, rel=1e-9)
     assert progress(plan, workers=2).eta_s == pytest.approx(expected / 2, rel=1e-9)
+
+
+def test_job_time_estimate_from_records_by_hand(tmp_path):
+    """Mean and longest wall time per kind and group, and the cost-based fallback, against the records' own
+    (rewritten) wall times."""
+    plan = toy_plan(tmp_path, n=3)
+    run_worker(plan, wait=False, max_jobs=4)  # gen-0..2 (group A, cost 1), mix-0 (group B, cost 2)
+    walls = {"gen-0": 10.0, "gen-1": 40.0, "gen-2": 25.0, "mix-0": 300.0}
+    for jid, w in walls.items():
+        path = tmp_path / "records" / f"{jid}.json"
+        rec = json.loads(path.read_text())
+        rec["wall_time_s"] = w
+        path.write_text(json.dumps(rec))
+    est = JobTimeEstimate.from_records(plan)
+    by_id = plan.by_id
+    assert est.mean(by_id["gen-2"]) == pytest.approx(25.0) and est.longest(by_id["gen-2"]) == 40.0
+    assert est.mean(by_id["mix-1"]) == est.longest(by_id["mix-1"]) == 300.0
+    # total: kind never measured, group B: group B's seconds per cost unit (300 / 2) x its cost (1)
+    assert by_id["total"].group == "B" and by_id["total"].cost == 1.0
+    assert est.mean(by_id["total"]) == est.longest(by_id["total"]) == pytest.approx(150.0)
+    assert progress(plan).eta_s == pytest.approx(300.0 + 150.0)
+
+
+def test_time_limit_starts_only_jobs_that_fit_and_stops(tmp_path, monkeypatch):
+    """With a deadline a worker skips jobs whose cautious estimate does not fit, runs those that do, and ends
+    (without waiting) once nothing fits; a deadline already past runs nothing."""
+    plan = toy_plan(tmp_path, n=4)
+    need = {"gen": 1.0, "mix": 1000.0, "total": 1.0}
+    monkeypatch.setattr(JobTimeEstimate, "longest", lambda self, job: need[job.kind])
+    lines: list[str] = []
+    summary = run_worker(plan, deadline=time.time() + 100, poll_s=0.01, log=lines.append)
+    assert summary.ran == ["gen-0", "gen-1", "gen-2", "gen-3"] and summary.failed == []
+    assert "3 ready job(s) would not end within the time limit" in lines[-1] and "mix-0 may take 16m40s" in lines[-1]
+    assert plan.store.done_ids() == {"gen-0", "gen-1", "gen-2", "gen-3"}  # nothing lost, the rest resumable
+    lines.clear()
+    assert run_worker(plan, deadline=time.time() - 1, log=lines.append).ran == []
+    assert lines[-1] == "stopping: the time limit is reached"
+    need["mix"] = 1.0
+    assert sorted(run_worker(plan, deadline=time.time() + 100, poll_s=0.01).ran) == [
+        "mix-0", "mix-1", "mix-2", "total"]
 
 
 def test_planref_rebuilds_the_plan(tmp_path):

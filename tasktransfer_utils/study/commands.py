@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..errors import MissingFileError, UserInputError
+from ..errors import MissingFileError, UsageError, UserInputError
 from .config import load_study_config, StudyConfigError
 from .plan import plan_for, plan_ref, select_study_jobs
 from .report import report
@@ -51,10 +51,19 @@ def _cmd_run(args) -> int:
         return 0
     engine = make_engine(cfg.engine, default_folder=cfg.runs_dir / "submitit", workers=args.workers,
                          kind=args.engine)
+    deadline = None
+    if args.time_limit is not None:
+        from .engines import LocalEngine
+
+        if not isinstance(engine, LocalEngine):
+            raise UsageError(f"--time-limit works with the local engine, not {type(engine).__name__}; on a cluster "
+                             "give the jobs' time through engine.resources (timeout_min)")
+        deadline = time.time() + args.time_limit
     what = f"{len(plan.jobs)} jobs" if selected is None else f"{len(selected)} of {len(plan.jobs)} jobs selected"
     _stamp(f"study {cfg.name}: {what}; records in {plan.records_dir}; engine {type(engine).__name__}")
+    run_kwargs = {} if deadline is None else {"deadline": deadline}
     summary = engine.run(plan, retry_failed=args.retry_failed, max_jobs=args.max_jobs, job_ids=selected,
-                         log=_stamp)
+                         log=_stamp, **run_kwargs)
     write_tables(plan)
     p = progress(plan)
     _stamp(f"ran {len(summary.ran)} job(s), {len(summary.failed)} failed attempt(s); {p.line()}")

@@ -59,8 +59,10 @@ class LocalEngine:
     recycle_after: int | None = None
 
     def run(self, plan: Plan, *, retry_failed: bool = False, max_jobs: int | None = None,
-            job_ids: list[str] | None = None, log: Callable[[str], None] = _log_default) -> WorkerSummary:
-        """Run the plan's jobs (``job_ids``: only those; see :func:`runner.select_jobs`)."""
+            job_ids: list[str] | None = None, log: Callable[[str], None] = _log_default,
+            deadline: float | None = None) -> WorkerSummary:
+        """Run the plan's jobs (``job_ids``: only those; see :func:`runner.select_jobs`); with ``deadline`` (a
+        ``time.time()`` value) start only jobs expected to end before it (:func:`runner.run_worker`)."""
         if self.workers < 1:
             raise ValueError(f"LocalEngine.workers = {self.workers}: expected >= 1")
         if self.recycle_after is not None and self.recycle_after < 1:
@@ -69,7 +71,7 @@ class LocalEngine:
             plan.store.reset_failures(job_ids)
         if self.workers == 1 and not self.recycle_after:
             _set_torch_threads(self.torch_threads)
-            return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, job_ids=job_ids, log=log)
+            return run_worker(plan, poll_s=self.poll_s, max_jobs=max_jobs, job_ids=job_ids, log=log, deadline=deadline)
         if plan.ref is None:
             raise ValueError("LocalEngine with worker processes needs a plan built through PlanRef.load() "
                              "(each worker process rebuilds the plan)")
@@ -81,7 +83,8 @@ class LocalEngine:
             per_task = self.recycle_after
             if budget is not None:
                 per_task = budget if per_task is None else min(per_task, budget)
-            kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid(), "job_ids": job_ids}
+            kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid(), "job_ids": job_ids,
+                      "deadline": deadline}
             return pool.apply_async(_worker_entry, (plan.ref, kwargs)), per_task
 
         with ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.torch_threads, os.getpid()),

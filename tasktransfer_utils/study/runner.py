@@ -562,6 +562,57 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+@dataclass
+class JobTimeEstimate:
+    """Wall-time estimates of a plan's jobs from its finished records: per (kind, group) the mean and the
+    longest measured wall time; for a (kind, group) not yet measured, the group's (else the plan-wide) seconds
+    per cost unit times the job's cost; None when nothing is measured."""
+
+    mean_wall_s: dict[str, float]
+    max_wall_s: dict[str, float]
+    group_s_per_cost: dict[str, float]
+    s_per_cost: float | None
+
+    @classmethod
+    def from_records(cls, plan: Plan, done: set[str] | None = None) -> "JobTimeEstimate":
+        store = plan.store
+        done = (store.done_ids() & set(plan.by_id)) if done is None else done
+        walls: dict[str, list[float]] = defaultdict(list)
+        group_cost: dict[str, float] = defaultdict(float)
+        group_wall: dict[str, float] = defaultdict(float)
+        for jid in done:
+            try:
+                rec = store.read_record(jid)
+            except (ValueError, OSError):
+                continue
+            w = rec.get("wall_time_s")
+            if w is None:
+                continue
+            j = plan.by_id[jid]
+            walls[f"{j.kind}/{j.group}"].append(float(w))
+            group_cost[j.group] += j.cost
+            group_wall[j.group] += float(w)
+        cost_done, wall_done = sum(group_cost.values()), sum(group_wall.values())
+        return cls(mean_wall_s={k: sum(v) / len(v) for k, v in walls.items()},
+                   max_wall_s={k: max(v) for k, v in walls.items()},
+                   group_s_per_cost={g: group_wall[g] / c for g, c in group_cost.items() if c > 0},
+                   s_per_cost=wall_done / cost_done if cost_done > 0 else None)
+
+    def _by_cost(self, job) -> float | None:
+        rate = self.group_s_per_cost.get(job.group, self.s_per_cost)
+        return None if rate is None else rate * job.cost
+
+    def mean(self, job) -> float | None:
+        """The job's expected wall time (s)."""
+        est = self.mean_wall_s.get(f"{job.kind}/{job.group}")
+        return est if est is not None else self._by_cost(job)
+
+    def longest(self, job) -> float | None:
+        """A cautious wall time (s): the longest measured of its kind and group (else :meth:`mean`)."""
+        est = self.max_wall_s.get(f"{job.kind}/{job.group}")
+        return est if est is not None else self._by_cost(job)
+
+
 def progress(plan: Plan, workers: int | None = None) -> Progress:
     """Count done / running / failed / blocked / left jobs and estimate the time left: mean measured
     wall time per (kind, group), else the group's (then the plan-wide) seconds per cost unit times the
@@ -586,27 +637,8 @@ def progress(plan: Plan, workers: int | None = None) -> Progress:
             if any(d in failed or d in blocked for d in j.deps):
                 blocked.add(j.id)
                 changed = True
-    walls: dict[str, list[float]] = defaultdict(list)
-    cost_done = 0.0
-    wall_done = 0.0
-    group_cost: dict[str, float] = defaultdict(float)
-    group_wall: dict[str, float] = defaultdict(float)
-    for jid in done:
-        try:
-            rec = store.read_record(jid)
-        except (ValueError, OSError):
-            continue
-        w = rec.get("wall_time_s")
-        if w is None:
-            continue
-        j = plan.by_id[jid]
-        walls[f"{j.kind}/{j.group}"].append(float(w))
-        cost_done += j.cost
-        wall_done += float(w)
-        group_cost[j.group] += j.cost
-        group_wall[j.group] += float(w)
-    mean_wall = {k: sum(v) / len(v) for k, v in walls.items()}
-    per_cost = wall_done / cost_done if cost_done > 0 else None
+    estimate = JobTimeEstimate.from_records(plan, done)
+    mean_wall = estimate.mean_wall_s
     by_group: dict[str, dict[str, int]] = defaultdict(lambda: {"done": 0, "running": 0, "left": 0, "failed": 0})
     eta = 0.0
     unknown = False
@@ -619,11 +651,7 @@ def progress(plan: Plan, workers: int | None = None) -> Progress:
             by_group[key]["failed"] += 1
             continue
         by_group[key]["running" if j.id in running else "left"] += 1
-        est = mean_wall.get(key)
-        if est is None and group_cost.get(j.group, 0) > 0:
-            est = group_wall[j.group] / group_cost[j.group] * j.cost
-        if est is None:
-            est = per_cost * j.cost if per_cost is not None else None
+        est = estimate.mean(j)
         if est is None:
             unknown = True
         else:
@@ -762,14 +790,17 @@ def run_job(plan: Plan, job: Job, claim: Claim) -> bool:
 def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: int | None = None,
                poll_s: float = 5.0, wait: bool = True, retry_failed: bool = False,
                log: Callable[[str], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> WorkerSummary:
+               should_stop: Callable[[], bool] | None = None, deadline: float | None = None) -> WorkerSummary:
     """Claim and run ready jobs in plan order until none is left (or ``max_jobs`` ran).
 
     ``job_ids`` restricts the worker to those jobs (their dependencies must be done or done by others).
     With ``wait``, a worker that finds only jobs held by others or waiting on running dependencies
     polls every ``poll_s`` seconds; without, it returns. Failed jobs are retried up to
     ``plan.max_attempts`` (``retry_failed`` forgets earlier failures first). ``should_stop`` is asked before
-    each claim; True ends the worker (a pool worker whose parent died)."""
+    each claim; True ends the worker (a pool worker whose parent died). With ``deadline`` (a ``time.time()``
+    value) the worker starts only jobs expected to end before it, by the longest measured wall time of their
+    kind and group (:meth:`JobTimeEstimate.longest`; a kind never measured counts as cost-based), and ends
+    once none fits: a running job is never cut, so nothing computed is lost."""
     store = plan.store
     log = log or (lambda msg: logger.info(msg))
     worker = f"{socket.gethostname()}/{os.getpid()}"
@@ -794,12 +825,19 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
         dead = dead_jobs(plan, done)
         claimed = None
         waiting = False
+        too_long: list[tuple[str, float]] = []
+        estimate = JobTimeEstimate.from_records(plan, done) if deadline is not None else None
         for job in pending:
             if job.id in dead:
                 continue
             if not _ready(job, done):
                 waiting = True
                 continue
+            if estimate is not None:
+                need = estimate.longest(job) or 0.0
+                if time.time() + need > deadline:
+                    too_long.append((job.id, need))
+                    continue
             claim = store.try_claim(job.id)
             if claim is None:
                 waiting = True
@@ -810,9 +848,19 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
             claimed = (job, claim)
             break
         if claimed is None:
-            if waiting and wait:
+            if deadline is not None and time.time() >= deadline:
+                log("stopping: the time limit is reached")
+                break
+            # with a time limit, wait for other workers only while some job is running: else what waits
+            # depends on jobs that do not fit
+            if waiting and wait and not (too_long and not store.running()):
                 time.sleep(poll_s)
                 continue
+            if too_long:
+                first, need = too_long[0]
+                log(f"stopping: {len(too_long)} ready job(s) would not end within the time limit "
+                    f"({format_duration(max(0.0, deadline - time.time()))} left; {first} may take "
+                    f"{format_duration(need)})")
             break
         job, claim = claimed
         try:
