@@ -95,7 +95,7 @@ with pd.option_context("display.max_colwidth", 90):
 # this and would have said what differs.
 
 # %%
-sources_table = library_table(libraries)
+sources_table = library_table(embeddings=sources)
 display(sources_table)
 
 # %% [markdown]

@@ -13,7 +13,8 @@ import pytest
 from tasktransfer_utils import cli
 from tasktransfer_utils.embeddings.store import EmbeddingLibrary, read_header
 from tasktransfer_utils.practitioner.library import (EMBEDDINGS_ONLY, EXTENDED_LIBRARY, MEASURED, STUDY_LIBRARY,
-                                                     LibraryError, build_library, library_table, load_libraries)
+                                                     LibraryError, build_library, library_table, load_libraries,
+                                                     rank_libraries)
 
 WORDS = "good bad fine awful great poor lovely dull bright grim warm cold".split()
 
@@ -247,6 +248,8 @@ def test_default_libraries_cover_both_offline_suites():
 
     table = library_table()
     assert set(table["task"]) == set(SUITES["offline"]) | set(SUITES["offline-extra"])
+    # the table of embeddings already read for ranking (notebook 7) is the table of the libraries
+    pd.testing.assert_frame_equal(library_table(embeddings=rank_libraries(None)), table)
     measured = set(table.loc[table["transfers"] == MEASURED, "task"])
     study = pd.read_csv(STUDY_LIBRARY.parent / "transfer_results.csv", keep_default_na=False)
     assert measured == {s for s in study["source"] if s} and len(measured) == 12

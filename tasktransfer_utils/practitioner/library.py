@@ -539,13 +539,18 @@ def _cmd_add(args) -> int:
     return 0
 
 
-def library_table(libraries: Sequence[str | os.PathLike] | None = None) -> pd.DataFrame:
-    """One row per source task of the libraries: task, class, transfers, methods, library, and
+def library_table(libraries: Sequence[str | os.PathLike] | None = None, *,
+                  embeddings: Sequence[TaskEmbedding] | None = None) -> pd.DataFrame:
+    """One row per source task of the libraries (or of ``embeddings`` already read by :func:`load_libraries` or
+    :func:`rank_libraries`): task, class, transfers, methods, library, and
     finetune_score: the dev score of the LIMITED fine-tune its TaskEmb was computed from (the mean of the task's
     metrics, as ``fine_tuning.RunResult.score``; empty without a TaskEmb or where the embedding does not record
     it). A score at chance (CoLA's Matthews correlation 0, say) means the TaskEmb describes a model that did not
     learn the task."""
-    embs = load_libraries(list(libraries) if libraries else [p for p in DEFAULT_LIBRARIES if p.exists()])
+    if embeddings is not None:
+        embs = list(embeddings)
+    else:
+        embs = load_libraries(list(libraries) if libraries else [p for p in DEFAULT_LIBRARIES if p.exists()])
     rows: dict[str, dict] = {}
     for e in embs:
         r = rows.setdefault(e.task, {"task": e.task, "class": e.meta.get("task_class"),
