@@ -325,6 +325,9 @@ def _add_study_parser(subparsers) -> None:
     st.add_argument("config", help="study YAML")
     st.add_argument("--workers", type=int_range(1, 1024), default=None,
                     help="workers assumed for the ETA (default: the jobs running now, at least 1)")
+    st.add_argument("--pairs", action="store_true",
+                    help="also a source x target grid per transfer regime: which pairs have their transfer and "
+                         "LogME done, which source rows are whole")
     st.set_defaults(run="tasktransfer_utils.study.commands:_cmd_status")
     rp = sub.add_parser("report", help="results tables and the source-selection evaluation of finished targets",
                         description="Results tables, the source-selection evaluation of the finished targets, "

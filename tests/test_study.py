@@ -160,6 +160,54 @@ def test_run_one_source_selects_its_row(capsys):
     assert "transfer__FULL-LIMITED__RTE__SQuAD-1__s0" in out and "transfer__FULL-LIMITED__SST-2__RTE__s0" not in out
 
 
+def test_pair_grid_marks_each_pair_as_its_records_say(tmp_path, capsys):
+    """`study status --pairs`: every cell of the committed study's grids against the record files themselves,
+    then a copy of the records with one LogME and one transfer record taken away."""
+    import dataclasses
+    import shutil
+
+    from tasktransfer_utils.cli import main
+    from tasktransfer_utils.study.plan import pair_grid
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+
+    def grids_and_files(cfg):
+        have = {p.stem for p in (cfg.results_dir / "records").glob("*.json")}
+        return pair_grid(plan_for(cfg)), have
+
+    def check(grids, have):
+        assert set(grids) == {"LIMITED-LIMITED", "FULL-LIMITED"}
+        for regime, rows in grids.items():
+            targets = rows[0][1:-1]
+            assert targets == cfg.targets and [r[0] for r in rows[1:]] == cfg.targets
+            for row in rows[1:]:
+                src, marks, n = row[0], row[1:-1], row[-1]
+                for tgt, mark in zip(targets, marks):
+                    if src == tgt:
+                        assert mark == " "
+                        continue
+                    t = f"transfer__{regime}__{src}__{tgt}__s0" in have
+                    lm = f"logme__{regime}__{src}__{tgt}__s0" in have
+                    assert mark == {(True, True): "#", (True, False): "t", (False, True): "l", (False, False): "."}[t, lm]
+                assert n == f"{marks.count('#')}/11"
+
+    grids, have = grids_and_files(cfg)
+    check(grids, have)
+    assert all(r[-1] == "11/11" for r in grids["LIMITED-LIMITED"][1:])
+    assert {r[0] for r in grids["FULL-LIMITED"][1:] if r[-1] == "11/11"} >= {"RTE", "FAQ-TR"}
+    copy = dataclasses.replace(cfg, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    shutil.copytree(cfg.results_dir / "records", copy.results_dir / "records")
+    (copy.results_dir / "records" / "logme__FULL-LIMITED__RTE__NER__s0.json").unlink()
+    (copy.results_dir / "records" / "transfer__FULL-LIMITED__RTE__Chunk__s0.json").unlink()
+    grids, have = grids_and_files(copy)
+    check(grids, have)
+    rte = next(r for r in grids["FULL-LIMITED"] if r[0] == "RTE")
+    assert rte[1 + cfg.targets.index("NER")] == "t" and rte[1 + cfg.targets.index("Chunk")] == "l" and rte[-1] == "9/11"
+    assert main(["study", "status", str(CONFIGS_DIR / "offline_study.yaml"), "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "LIMITED-LIMITED: 12 of 12 source rows whole" in out and "'#' transfer and LogME done" in out
+
+
 def test_taskemb_qa_loss_in_job_params_only_where_it_changes_the_computation(tmp_path):
     """qa_loss reaches QA TaskEmb jobs only as "authors" (the default): a job without it means the masked
     loss, so the offline study's records, made before the option, keep their params."""

@@ -81,6 +81,11 @@ def _cmd_status(args) -> int:
               "(the job resumes there)")
     if args.workers is None:
         print(f"(ETA assumes {workers} worker(s), as many as jobs running now)")
+    if args.pairs:
+        from .plan import format_pair_grid, pair_grid
+
+        print()
+        print(format_pair_grid(pair_grid(plan)))
     return 0
 
 

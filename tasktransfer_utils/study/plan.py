@@ -67,3 +67,77 @@ def select_study_jobs(cfg: StudyConfig, plan: Plan, only: Sequence[str] = (),
         if j.kind in ("textemb", "taskemb") and j.params.get("task") in rows:
             ids.add(j.id)
     return with_dependencies(plan, ids)
+
+
+#: marks of :func:`pair_grid`, in the order the legend lists them
+PAIR_MARKS = {"#": "transfer and LogME done", "t": "transfer done, LogME not", "l": "LogME done, transfer not",
+              "r": "running", "x": "failed", ".": "to do", " ": "no job (a task with itself)"}
+
+
+def pair_grid(plan: Plan) -> dict[str, list[list[str]]]:
+    """Per transfer regime (``"FULL-LIMITED"``, ...), a grid of the source x target pairs as text rows: a header
+    row of targets, then one row per source with one :data:`PAIR_MARKS` mark per target and the row's count
+    of done pairs. For working a study row by row (``study run --source``): which rows are whole."""
+    from .runner import progress
+
+    done = plan.store.done_ids() & set(plan.by_id)
+    p = progress(plan)
+    failed, running = set(p.failed_jobs), set(p.running_jobs)
+    cells: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+    sources: dict[str, list[str]] = {}
+    targets: dict[str, list[str]] = {}
+    for j in plan.jobs:
+        if j.kind not in ("transfer", "logme"):
+            continue
+        regime = j.id.split("__")[1]
+        src, tgt = j.params["source"], j.params["target"]
+        sources.setdefault(regime, [])
+        targets.setdefault(regime, [])
+        if src not in sources[regime]:
+            sources[regime].append(src)
+        if tgt not in targets[regime]:
+            targets[regime].append(tgt)
+        state = "done" if j.id in done else "running" if j.id in running else "failed" if j.id in failed else "left"
+        cells.setdefault(regime, {}).setdefault((src, tgt), {})[j.kind] = state
+    out = {}
+    for regime, pairs in cells.items():
+        rows = [["source \\ target", *targets[regime], "done"]]
+        order = {t: i for i, t in enumerate(targets[regime])}  # rows in the targets' order where they are targets
+        for src in sorted(sources[regime], key=lambda s: (order.get(s, len(order)), sources[regime].index(s))):
+            marks, n = [], 0
+            for tgt in targets[regime]:
+                kinds = pairs.get((src, tgt))
+                if kinds is None:
+                    marks.append(" ")
+                    continue
+                states = set(kinds.values())
+                if kinds.get("transfer") == "done" and kinds.get("logme", "done") == "done":
+                    mark = "#"
+                    n += 1
+                elif "running" in states:
+                    mark = "r"
+                elif "failed" in states:
+                    mark = "x"
+                elif kinds.get("transfer") == "done":
+                    mark = "t"
+                elif kinds.get("logme") == "done":
+                    mark = "l"
+                else:
+                    mark = "."
+                marks.append(mark)
+            rows.append([src, *marks, f"{n}/{sum(1 for t in targets[regime] if (src, t) in pairs)}"])
+        out[regime] = rows
+    return out
+
+
+def format_pair_grid(grids: dict[str, list[list[str]]]) -> str:
+    """The grids of :func:`pair_grid` as aligned text, with the legend."""
+    blocks = []
+    for regime, rows in grids.items():
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(v.ljust(w) if i == 0 else v.center(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+                 for r in rows]
+        whole = sum(1 for r in rows[1:] if r[-1].split("/")[0] == r[-1].split("/")[1])
+        blocks.append(f"{regime}: {whole} of {len(rows) - 1} source rows whole\n" + "\n".join(lines))
+    legend = "; ".join(f"'{m}' {what}" for m, what in PAIR_MARKS.items())
+    return "\n\n".join(blocks) + f"\n({legend})"
