@@ -50,7 +50,7 @@ from tasktransfer_utils.selection.evaluation import mean_transfer
 from tasktransfer_utils.study.runner import progress
 from tasktransfer_utils.study.config import load_study_config
 from tasktransfer_utils.study.plan import plan_ref
-from tasktransfer_utils.study.report import complete_targets_by_regime, selection_rankers
+from tasktransfer_utils.study.report import complete_targets_by_regime, expected_sources, selection_rankers
 from tasktransfer_utils.study.tables import write_tables
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
@@ -107,6 +107,8 @@ display(gains.sort_values(["regime", "target", "rel_gain"], ascending=[True, Tru
 # candidates; where the regime has TaskEmb embeddings of every source and target). The paper finds that
 # most targets have some source that helps, that the spread is wide (the choice of source matters), and
 # that gains are largest when the target has little data. One figure per regime; the paper's is FULL→LIMITED.
+# While a regime is still being measured, a target's label reads `target (n/N)`: n of its N sources measured
+# so far, and the ring and diamond are the best and the chosen among those n.
 # `study.report.selection_rankers` builds the study's rankers; `study.transfer_analysis.taskemb_choices` asks TaskEmb's for
 # each target's first choice among its measured sources.
 
@@ -118,7 +120,8 @@ for regime in no_taskemb:
     print(f"{regime}: no TaskEmb ranker (embeddings missing), no choice marked")
 fig2_names = []
 for regime in regimes:
-    fig = plots.target_score_violins(results, regime=regime, choices=taskemb_choice, choice_label="TaskEmb's choice")
+    fig = plots.target_score_violins(results, regime=regime, choices=taskemb_choice, choice_label="TaskEmb's choice",
+                                     expected_sources=expected_sources(cfg))
     plots.save_figure(fig, f"fig2_target_scores_{slug[regime]}", out_dir)
     fig2_names.append(f"fig2_target_scores_{slug[regime]}.png")
     display(fig)

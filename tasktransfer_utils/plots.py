@@ -366,7 +366,7 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
                          title: str | None = None, score_label: str = "target score (task metric, mean over seeds)",
                          regime: str | None = None, mark_best: bool = True,
                          choices: Mapping | None = None, choice_label: str = "TaskEmb's choice",
-                         seed: int = 0) -> Figure:
+                         expected_sources: Mapping[str, int] | None = None, seed: int = 0) -> Figure:
     """Paper Figure 2: per target task, the distribution of its score after transfer from every
     source (violin + one dot per source, coloured by source class); the black bar is the score of
     the target fine-tuned directly (no transfer). One panel per ``regime`` when that column exists
@@ -376,6 +376,10 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
     selection method picks for each target, ``{target: source}`` or ``{(regime, target): source}``, marked
     with a diamond and ``choice_label`` in the legend. Dots are spread sideways by a jitter drawn from
     ``numpy.random.default_rng(seed)`` (the same figure every time).
+
+    ``expected_sources``: ``{target: number of its sources}`` when the regime is complete. A panel where some
+    target has fewer measured sources says so: its tick reads ``target (n/N)`` and the panel title counts the
+    pairs measured, since the best source and a method's choice are then taken among the measured ones only.
 
     ``results``: tidy transfer results (baseline rows have an empty/None ``source``); scores are
     averaged over seeds per (regime, source, target) first."""
@@ -441,16 +445,29 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
                 handles.append(Line2D([], [], ls="", marker="D", ms=7, mfc="none", mec="#d62728", mew=1.5,
                                       label=choice_label))
         ax.set_xlim(-0.6, len(present) - 0.4)
+        panel = f"regime {reg}" if reg else ""
+        if expected_sources:
+            n = p.groupby("target")["source"].nunique()
+            short = {t: (int(n.get(t, 0)), expected_sources[t]) for t in present
+                     if t in expected_sources and n.get(t, 0) < expected_sources[t]}
+            if short:
+                ax.set_xticks(range(len(present)))
+                ax.set_xticklabels([f"{t} ({short[t][0]}/{short[t][1]})" if t in short else t for t in present])
+                total = sum(expected_sources[t] for t in present if t in expected_sources)
+                measured = sum(min(int(n.get(t, 0)), expected_sources[t]) for t in present if t in expected_sources)
+                panel = (f"{panel}: {measured} of {total} pairs measured so far".lstrip(": ")
+                         + "\n(n/N: n of a target's N sources measured; best source and choice among those n)")
         ax.set_xlabel("target task")
         ax.set_ylabel(score_label)
         ax.tick_params(axis="x", rotation=45)
         for lab in ax.get_xticklabels():
             lab.set_ha("right")
-        _color_ticklabels(ax.get_xticklabels(), classes)
+        for lab, t in zip(ax.get_xticklabels(), present):  # by task: a tick may read "MRPC (2/11)"
+            lab.set_color(CLASS_COLORS.get(classes.get(t, "?"), "black"))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
-        if reg:
-            ax.set_title(f"regime {reg}", fontsize=10)
+        if panel:
+            ax.set_title(panel, fontsize=10)
     fig.suptitle(_wrap(title or "Score of each target after transfer from every source; "
                                 "dots above the black bar are sources that help", fig, 11), fontsize=11)
     return fig

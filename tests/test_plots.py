@@ -94,6 +94,24 @@ def test_violins_draw_baseline_at_mean_no_transfer_score():
     assert ax.get_ylabel().startswith("target score")
 
 
+def test_violins_of_a_partial_regime_count_each_targets_measured_sources():
+    """Sources A1 and B1 only are measured: each target's tick reads (measured/expected), the panel title counts
+    the pairs, and tick colours still follow the target's class; a complete regime keeps plain ticks."""
+    res = _results()
+    partial = res[res["source"].isin(["", "A1", "B1"])]
+    expected = {t: len(TASKS) - 1 for t in TASKS}
+    ax = plots.target_score_violins(partial, task_classes=CLASSES, expected_sources=expected).axes[0]
+    measured = {t: sum(s in ("A1", "B1") and s != t for s in TASKS) for t in TASKS}  # 1 for A1, B1; else 2
+    ticks = [lab.get_text() for lab in ax.get_xticklabels()]
+    assert ticks == [f"{t} ({measured[t]}/5)" for t in TASKS]
+    assert f"{sum(measured.values())} of {5 * len(TASKS)} pairs measured so far" in ax.get_title()
+    colours = [lab.get_color() for lab in ax.get_xticklabels()]
+    assert colours == [plots.CLASS_COLORS[CLASSES[t]] for t in TASKS]
+    whole = plots.target_score_violins(res, task_classes=CLASSES, expected_sources=expected).axes[0]
+    assert [lab.get_text() for lab in whole.get_xticklabels()] == TASKS
+    assert whole.get_title() == "regime FULL→LIMITED"
+
+
 def test_violins_one_panel_per_regime():
     res = _results()
     res2 = res.assign(regime="LIMITED→LIMITED")

@@ -242,6 +242,16 @@ def test_complete_targets_are_judged_per_regime():
     assert _complete_targets(cfg, results) == [t for t in l2l if t in f2l]  # every regime at once
 
 
+def test_expected_sources_count_each_targets_sources(tmp_path):
+    from tasktransfer_utils.study.report import expected_sources
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    assert expected_sources(cfg) == {t: 11 for t in cfg.targets}  # every other task, in and across classes
+    in_class = study_config_from_dict({"name": "t", "tasks": {"CR": ["RTE", "MRPC", "SST-2"], "SL": ["Chunk", "NER"]},
+                                       "pairs": "in-class"}, base_dir=tmp_path)
+    assert expected_sources(in_class) == {"RTE": 2, "MRPC": 2, "SST-2": 2, "Chunk": 1, "NER": 1}
+
+
 def test_full_to_limited_graph_shares_jobs_across_regimes_and_seeds(tmp_path):
     cfg = study_config_from_dict({
         "name": "t", "tasks": {"CR": ["RTE", "MRPC"], "SL": ["Chunk"]}, "pairs": "in-class",

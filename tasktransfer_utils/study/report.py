@@ -267,6 +267,15 @@ def _complete_targets(cfg: StudyConfig, results, regime: str | None = None) -> l
     return [t for t in cfg.targets if all(t in by_regime[r] for r in (cfg.regimes if regime is None else [regime]))]
 
 
+def expected_sources(cfg: StudyConfig) -> dict[str, int]:
+    """{target: how many sources transfer into it} once the study is complete (``study_pairs``); figures of a
+    regime still being measured count each target's measured sources against it."""
+    out: dict[str, int] = {}
+    for _, target in study_pairs(cfg):
+        out[target] = out.get(target, 0) + 1
+    return out
+
+
 def complete_targets_by_regime(cfg: StudyConfig, results) -> dict[str, list[str]]:
     """Per regime of the config: the targets with a baseline and a transfer from every candidate source
     for every seed (a regime still being computed has fewer)."""
@@ -512,13 +521,14 @@ def _figures(cfg: StudyConfig, results, summary, out_dir: Path) -> dict[str, Pat
 
     paths = {}
     fig_dir = out_dir / "figures"
+    expected = expected_sources(cfg)
     try:
         gains = sm.mean_transfer(results)
         for regime in sorted(gains["regime"].unique()):
             slug = regime.replace("→", "_to_")
             fig = plots.transfer_gain_heatmap(gains[gains["regime"] == regime])
             paths[f"gains_{slug}"] = plots.save_figure(fig, f"{cfg.name}_transfer_gains_{slug}", fig_dir)
-            fig = plots.target_score_violins(results, regime=regime)
+            fig = plots.target_score_violins(results, regime=regime, expected_sources=expected)
             paths[f"fig2_{slug}"] = plots.save_figure(fig, f"{cfg.name}_target_scores_{slug}", fig_dir)
         pair = ("LIMITED→LIMITED", "FULL→LIMITED")
         if set(pair) <= set(gains["regime"]):
