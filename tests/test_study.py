@@ -4,6 +4,7 @@ results table, report, and SIGKILL-then-restart giving the same results as an un
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -163,7 +164,6 @@ def test_run_one_source_selects_its_row(capsys):
 def test_pair_grid_marks_each_pair_as_its_records_say(tmp_path, capsys):
     """`study status --pairs`: every cell of the committed study's grids against the record files themselves,
     then a copy of the records with one LogME and one transfer record taken away."""
-    import dataclasses
     import shutil
 
     from tasktransfer_utils.cli import main
@@ -240,6 +240,24 @@ def test_complete_targets_are_judged_per_regime():
     l2l, f2l = _complete_targets(cfg, results, L2L), _complete_targets(cfg, results, "FULL→LIMITED")
     assert l2l == cfg.targets
     assert _complete_targets(cfg, results) == [t for t in l2l if t in f2l]  # every regime at once
+
+
+def test_precision_mismatches_flag_transfers_trained_unlike_their_baseline():
+    """A hand-made table: only the bf16 transfer into RTE differs from its float32 baseline (a float32 GPU run
+    and a transfer without a baseline are not flagged); the committed study ran everything on the CPU."""
+    from tasktransfer_utils.study.tables import precision_mismatches, run_precision
+
+    assert run_precision({"device": "cuda:0", "mixed_precision": "bf16"}) == "cuda bf16"
+    assert run_precision({"device": "cpu", "mixed_precision": None}) == run_precision({}) == "cpu fp32"
+    rows = [(None, "RTE", "cpu fp32"), ("MRPC", "RTE", "cpu fp32"), ("SST-2", "RTE", "cuda bf16"),
+            ("STS-B", "RTE", "cuda fp32"), ("MRPC", "CoLA", "cuda bf16")]
+    table = pd.DataFrame([{"regime": "FULL→LIMITED", "source": s, "target": t, "seed": 0, "precision": p}
+                          for s, t, p in rows])
+    got = precision_mismatches(table)
+    assert got.to_dict("records") == [{"regime": "FULL→LIMITED", "target": "RTE", "seed": 0, "source": "SST-2",
+                                       "precision": "cuda bf16", "baseline_precision": "cpu fp32"}]
+    results = results_table(plan_for(load_study_config(CONFIGS_DIR / "offline_study.yaml")))
+    assert set(results["precision"]) == {"cpu fp32"} and precision_mismatches(results).empty
 
 
 def test_expected_sources_count_each_targets_sources(tmp_path):
@@ -683,6 +701,32 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
             for p in sorted(root.rglob("*"))}
 
 
+def test_report_flags_a_transfer_trained_in_another_precision(tiny_study, tmp_path):
+    """One transfer record of a copy of the tiny study says it trained in bf16 on a GPU: the report warns, lists
+    it in precision_mismatches.csv and in selection_tables.md; with the record put back, the file is gone."""
+    import shutil
+
+    root, path, plan = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    rec_path = next((copy / "ref" / "results" / "records").glob("transfer__*Chunk__RTE*.json"))
+    original = rec_path.read_text()
+    rec = json.loads(original)
+    rec["result"].update(device="cuda", mixed_precision="bf16")
+    rec_path.write_text(json.dumps(rec))
+    lines = []
+    paths = report(load_study_config(copy / path.name), figures=False, log=lines.append)
+    flagged = pd.read_csv(paths["precision_mismatches"])
+    assert flagged[["source", "target", "precision", "baseline_precision"]].values.tolist() == [
+        ["Chunk", "RTE", "cuda bf16", "cpu fp32"]]
+    assert any(line.startswith("warning: 1 transfer(s) trained in another precision") for line in lines)
+    assert "## Precision" in Path(paths["selection_tables"]).read_text()
+    rec_path.write_text(original)
+    paths = report(load_study_config(copy / path.name), figures=False, log=lambda m: None)
+    assert "precision_mismatches" not in paths and not (copy / "ref" / "results" / "evaluation" /
+                                                         "precision_mismatches.csv").exists()
+
+
 def test_read_only_commands_write_nothing(tiny_study, tiny_encoder_dir, tmp_path, monkeypatch, capsys):
     """`study status`, `study run --dry-run` and `tasks` create, change or delete no file, on a finished
     study and on one nothing has run of yet (whose results and runs folders must not appear)."""
@@ -884,7 +928,6 @@ def test_rebuild_models_from_the_records(tmp_path, tiny_encoder_dir, data_dir, c
     """A fresh clone has the records but not the weights: `study rebuild-models` fine-tunes the recorded jobs
     again into runs_dir, leaves the records alone, gives the same weights, and checks each run against its
     record; a record that the rebuilt run does not reproduce is a one-line error."""
-    import json
     import re
     import shutil
 

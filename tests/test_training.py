@@ -364,6 +364,30 @@ def test_untrained_baseline_is_the_seeded_fresh_head_scored_on_dev(tiny_encoder_
     assert 0 <= out["majority"]["accuracy"] <= 1 and out["untrained"]["score"] == out["untrained"]["accuracy"]
 
 
+def test_training_precision_follows_the_device_and_the_environment(monkeypatch):
+    """resolve_device needs no GPU to decide: float32 on a CPU; on CUDA bf16 (fp16 without bf16) by default,
+    float32 with TASKTRANSFER_MIXED_PRECISION=no; a bad value or mixed precision on a CPU is a one-line error."""
+    from tasktransfer_utils.errors import UsageError
+    from tasktransfer_utils.training.fine_tuning import MIXED_PRECISION_ENV, resolve_device
+
+    monkeypatch.delenv(MIXED_PRECISION_ENV, raising=False)
+    assert resolve_device("cpu") == ("cpu", None)
+    for bf16, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert resolve_device("cuda") == ("cuda", expected)
+        monkeypatch.setenv(MIXED_PRECISION_ENV, "no")
+        assert resolve_device("cuda:1") == ("cuda:1", None) and resolve_device("cpu") == ("cpu", None)
+        monkeypatch.setenv(MIXED_PRECISION_ENV, "FP16")
+        assert resolve_device("cuda") == ("cuda", "fp16")
+        monkeypatch.delenv(MIXED_PRECISION_ENV)
+    monkeypatch.setenv(MIXED_PRECISION_ENV, "bf16")
+    with pytest.raises(UsageError, match="mixed precision needs a GPU, and this run is on cpu; expected auto or no"):
+        resolve_device("cpu")
+    monkeypatch.setenv(MIXED_PRECISION_ENV, "half")
+    with pytest.raises(UsageError, match="expected auto, no, bf16 or fp16"):
+        resolve_device("cuda")
+
+
 def test_deterministic_cuda_sets_and_restores_torch_state(monkeypatch):
     """The switches only (they can be flipped without a GPU): on for a CUDA device, back afterwards, untouched
     for the CPU and when $TASKTRANSFER_CUDA_DETERMINISTIC=0."""

@@ -12,7 +12,7 @@ from .config import MIN_SPREAD_IN_SE, StudyConfig
 from .jobs import _regime_sides, study_pairs
 from .plan import plan_for
 from .runner import atomic_write_text, load_results, Plan
-from .tables import noise_floor_runs, results_table, write_tables
+from .tables import noise_floor_runs, precision_mismatches, results_table, write_tables
 
 logger = logging.getLogger("tasktransfer.study")
 
@@ -159,6 +159,12 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     if results.empty:
         log("no results yet")
         return paths
+    mixed = precision_mismatches(results)
+    if len(mixed):
+        log(f"warning: {len(mixed)} transfer(s) trained in another precision than their no-transfer baseline, e.g. "
+            f"{mixed['source'].iloc[0]} → {mixed['target'].iloc[0]} ({mixed['regime'].iloc[0]}): "
+            f"{mixed['precision'].iloc[0]} against {mixed['baseline_precision'].iloc[0]}; their gains mix the two "
+            f"(run GPU jobs with $TASKTRANSFER_MIXED_PRECISION=no where the baselines ran on a CPU)")
     by_regime = complete_targets_by_regime(cfg, results)
     complete = [t for t in cfg.targets if any(t in ts for ts in by_regime.values())]
     keep = [t in by_regime.get(r, ()) for r, t in zip(results["regime"], results["target"])]
@@ -248,6 +254,17 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
         atomic_write_text(p, table.to_csv(float_format="%.4g"))
         paths[f"table_{metric}"] = p
         md += [f"## {metric}", "", _markdown(table), ""]
+    if len(mixed):
+        p = out_dir / "precision_mismatches.csv"
+        atomic_write_text(p, mixed.to_csv(index=False))
+        paths["precision_mismatches"] = p
+        md += ["## Precision", "",
+               f"{len(mixed)} transfer(s) trained in another precision than the no-transfer baseline they are "
+               "measured against (`precision_mismatches.csv`): their gains mix the source's effect with that of "
+               "the precision. Rerun them with `$TASKTRANSFER_MIXED_PRECISION=no` on the GPU, or on the "
+               "baselines' device.", ""]
+    else:
+        (out_dir / "precision_mismatches.csv").unlink(missing_ok=True)  # none left after a rerun
     md += _paired_markdown(paired)
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)

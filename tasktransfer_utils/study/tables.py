@@ -42,7 +42,7 @@ def results_table(plan: Plan):
             rows.append(_row(None, p["task"], regime, p["seed"], None, p["task_class"], jid, rec["result"], rec))
             targets_seen.add(p["task"])
     cols = ["source", "target", "regime", "seed", "score", "source_class", "target_class", "job_id",
-            "train_examples", "eval_examples", "wall_time_s"]
+            "train_examples", "eval_examples", "wall_time_s", "precision"]
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=cols)
@@ -59,11 +59,38 @@ def _row(source, target, regime, seed, source_class, target_class, jid, result, 
     row = {"source": source, "target": target, "regime": regime, "seed": seed, "score": result["score"],
            "source_class": source_class, "target_class": target_class, "job_id": jid,
            "train_examples": result.get("train_examples"), "eval_examples": result.get("eval_examples"),
-           "wall_time_s": rec.get("wall_time_s")}
+           "wall_time_s": rec.get("wall_time_s"), "precision": run_precision(result)}
     for k, v in (result.get("final_metrics") or {}).items():
         if isinstance(v, (int, float)):
             row[f"metric_{k}"] = v
     return row
+
+
+def run_precision(result: dict) -> str:
+    """How a fine-tune computed, from its result: the device kind and the training precision, e.g. "cpu fp32",
+    "cuda bf16", "cuda fp32" (a GPU run with ``$TASKTRANSFER_MIXED_PRECISION=no``)."""
+    device = str(result.get("device") or "cpu").split(":")[0]
+    return f"{device} {result.get('mixed_precision') or 'fp32'}"
+
+
+def precision_mismatches(results):
+    """The transfer rows of a results table whose number format (the second word of :func:`run_precision`)
+    differs from that of the no-transfer baseline they are measured against (same regime, target and seed):
+    their gain mixes the effect of the source with that of bf16/fp16 against float32 training. A float32 run on
+    a GPU against a CPU baseline is the same computation up to rounding and is not flagged. Columns: regime,
+    target, seed, source, precision, baseline_precision."""
+    import pandas as pd
+
+    cols = ["regime", "target", "seed", "source", "precision", "baseline_precision"]
+    if results.empty or "precision" not in results.columns:
+        return pd.DataFrame(columns=cols)
+    base = results[results["source"].isna()].set_index(["regime", "target", "seed"])["precision"]
+    pairs = results[results["source"].notna()].copy()
+    keys = list(zip(pairs["regime"], pairs["target"], pairs["seed"]))
+    pairs["baseline_precision"] = [base.get(k) for k in keys]
+    fmt = lambda col: col.astype(str).str.split().str[-1]  # noqa: E731 - "cuda bf16" -> "bf16"
+    bad = pairs[pairs["baseline_precision"].notna() & (fmt(pairs["precision"]) != fmt(pairs["baseline_precision"]))]
+    return bad[cols].reset_index(drop=True)
 
 
 def noise_floor_runs(plan: Plan):

@@ -67,6 +67,8 @@ CHECKPOINT_EVERY_S = 600.0
 RESUME_FILE = "tasktransfer_resume.json"
 EPOCH_RNG_FILE = "epoch_rng_state.pth"
 CUDA_DETERMINISTIC_ENV = "TASKTRANSFER_CUDA_DETERMINISTIC"
+#: training precision on a GPU: auto (bf16, fp16 where bf16 is missing), no (float32, as on a CPU), bf16, fp16
+MIXED_PRECISION_ENV = "TASKTRANSFER_MIXED_PRECISION"
 # config fields that must agree for a finished run to be reused
 _IDENTITY_FIELDS = ("task", "task_class", "regime", "seed", "sample_seed", "encoder", "init_from", "settings",
                     "train_split", "eval_split")
@@ -142,12 +144,27 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def resolve_device(device: str | None = None) -> tuple[str, str | None]:
     """(device, mixed precision): CUDA with bf16 (fp16 on GPUs without bf16) when available, else CPU
-    (float32; torch's default intra-op thread count = all physical cores, recorded as ``cpu_threads``)."""
+    (float32; torch's default intra-op thread count = all physical cores, recorded as ``cpu_threads``).
+
+    ``$TASKTRANSFER_MIXED_PRECISION`` chooses the GPU's precision: ``auto`` (the default above), ``no`` (float32,
+    the computation a CPU does: for GPU runs whose scores are compared with CPU runs, such as transfers
+    measured against no-transfer baselines trained on a CPU), ``bf16`` or ``fp16``. A CPU always trains in
+    float32. Each run records its precision (``mixed_precision``; None is float32)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        return device, ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    return device, None
+    raw = os.environ.get(MIXED_PRECISION_ENV, "auto").strip().lower() or "auto"
+    if raw not in ("auto", "no", "bf16", "fp16"):
+        raise UsageError(f"${MIXED_PRECISION_ENV}={raw!r}: expected auto, no, bf16 or fp16")
+    if not device.startswith("cuda"):
+        if raw in ("bf16", "fp16"):
+            raise UsageError(f"${MIXED_PRECISION_ENV}={raw}: mixed precision needs a GPU, and this run is on "
+                             f"{device}; expected auto or no")
+        return device, None
+    if raw == "no":
+        return device, None
+    if raw == "auto":
+        raw = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return device, raw
 
 
 @contextlib.contextmanager
