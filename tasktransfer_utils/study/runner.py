@@ -799,8 +799,9 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
     ``plan.max_attempts`` (``retry_failed`` forgets earlier failures first). ``should_stop`` is asked before
     each claim; True ends the worker (a pool worker whose parent died). With ``deadline`` (a ``time.time()``
     value) the worker starts only jobs expected to end before it, by the longest measured wall time of their
-    kind and group (:meth:`JobTimeEstimate.longest`; a kind never measured counts as cost-based), and ends
-    once none fits: a running job is never cut, so nothing computed is lost."""
+    kind and group (:meth:`JobTimeEstimate.longest`: cost-based for a kind never measured; a job of a plan with
+    nothing measured yet starts), and ends once none fits: a running job is never cut, so nothing computed is
+    lost."""
     store = plan.store
     log = log or (lambda msg: logger.info(msg))
     worker = f"{socket.gethostname()}/{os.getpid()}"
