@@ -75,7 +75,8 @@ def _cmd_status(args) -> int:
     plan = plan_for(cfg)
     print(f"study {cfg.name} ({cfg.config_path})")
     workers = args.workers or max(1, progress(plan).running)
-    print(progress(plan, workers=workers).table())
+    now = progress(plan, workers=workers)
+    print(now.table())
     for c in saved_checkpoints(cfg):
         print(f"  checkpoint {c['job']}: step {c['step']} of {c['steps']}, saved {c['saved_utc']} UTC "
               "(the job resumes there)")
@@ -85,7 +86,7 @@ def _cmd_status(args) -> int:
         from .plan import format_pair_grid, pair_grid
 
         print()
-        print(format_pair_grid(pair_grid(plan)))
+        print(format_pair_grid(pair_grid(plan, now)))
     return 0
 
 

@@ -74,14 +74,15 @@ PAIR_MARKS = {"#": "transfer and LogME done", "t": "transfer done, LogME not", "
               "r": "running", "x": "failed", ".": "to do", " ": "no job (a task with itself)"}
 
 
-def pair_grid(plan: Plan) -> dict[str, list[list[str]]]:
+def pair_grid(plan: Plan, progress_now=None) -> dict[str, list[list[str]]]:
     """Per transfer regime (``"FULL-LIMITED"``, ...), a grid of the source x target pairs as text rows: a header
     row of targets, then one row per source with one :data:`PAIR_MARKS` mark per target and the row's count
-    of done pairs. For working a study row by row (``study run --source``): which rows are whole."""
+    of done pairs. For working a study row by row (``study run --source``): which rows are whole.
+    ``progress_now``: the plan's :class:`runner.Progress` when the caller has it (else it is read again)."""
     from .runner import progress
 
     done = plan.store.done_ids() & set(plan.by_id)
-    p = progress(plan)
+    p = progress_now if progress_now is not None else progress(plan)
     failed, running = set(p.failed_jobs), set(p.running_jobs)
     cells: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
     sources: dict[str, list[str]] = {}

@@ -287,10 +287,9 @@ def _complete_targets(cfg: StudyConfig, results, regime: str | None = None) -> l
 def expected_sources(cfg: StudyConfig) -> dict[str, int]:
     """{target: how many sources transfer into it} once the study is complete (``study_pairs``); figures of a
     regime still being measured count each target's measured sources against it."""
-    out: dict[str, int] = {}
-    for _, target in study_pairs(cfg):
-        out[target] = out.get(target, 0) + 1
-    return out
+    from collections import Counter
+
+    return dict(Counter(target for _, target in study_pairs(cfg)))
 
 
 def complete_targets_by_regime(cfg: StudyConfig, results) -> dict[str, list[str]]:

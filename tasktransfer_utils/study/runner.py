@@ -815,6 +815,7 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
     if retry_failed:
         store.reset_failures(allowed)
     summary = WorkerSummary()
+    estimate, estimated_for = None, None  # with a deadline: wall-time estimates and the done jobs they come from
     while max_jobs is None or len(summary.ran) + len(summary.failed) < max_jobs:
         if should_stop is not None and should_stop():
             log("stopping: asked to (parent process gone)")
@@ -827,7 +828,8 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
         claimed = None
         waiting = False
         too_long: list[tuple[str, float]] = []
-        estimate = JobTimeEstimate.from_records(plan, done) if deadline is not None else None
+        if deadline is not None and done != estimated_for:  # records read again only when one was added
+            estimate, estimated_for = JobTimeEstimate.from_records(plan, done), set(done)
         for job in pending:
             if job.id in dead:
                 continue
