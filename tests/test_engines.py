@@ -239,6 +239,19 @@ def test_local_engine_recycles_worker_processes(tmp_path):
         LocalEngine(recycle_after=0).run(plan)
 
 
+@pytest.mark.parametrize("workers,recycle_after", [(1, 2), (2, None)])
+def test_local_engine_replaces_a_worker_killed_mid_job(tmp_path, workers, recycle_after):
+    root = tmp_path / "killed"
+    plan = PlanRef("study_toy_plan:toy_plan", (str(root), 3, 0.0, 0, {"gen-1": "die_once"})).load()
+    logs = []
+    summary = LocalEngine(workers=workers, poll_s=0.05, recycle_after=recycle_after).run(plan, log=logs.append)
+    assert set(plan.store.done_ids()) == {j.id for j in plan.jobs}  # the killed job ran again, then the rest
+    starts = Counter(jid for what, jid, _ in read_events(root) if what == "start")
+    assert starts["gen-1"] == 2 and all(n == 1 for jid, n in starts.items() if jid != "gen-1")
+    assert "gen-1" in summary.ran and any("without a summary; the job it was running" in m for m in logs)
+    assert _results(plan) == _reference(tmp_path, 3)
+
+
 @pytest.mark.parametrize("engine", ["local", "submitit-local"])
 def test_engines_run_only_the_selected_jobs(tmp_path, engine):
     root = tmp_path / engine

@@ -78,41 +78,96 @@ class LocalEngine:
         ctx = multiprocessing.get_context("spawn")
         total = WorkerSummary()
         budget = max_jobs
+        # Each worker is a process of its own that runs one worker loop (at most ``recycle_after`` jobs) and
+        # sends its summary back through a pipe. multiprocessing.Pool is not used: with maxtasksperchild its
+        # terminate() can deadlock when a replacement worker starts while the pool shuts down (it waits for a
+        # queue lock that the new, idle worker holds), and it never notices a worker killed mid-job.
 
-        def submit(pool):
+        def start() -> tuple[Any, Any, int | None]:
             per_task = self.recycle_after
             if budget is not None:
                 per_task = budget if per_task is None else min(per_task, budget)
             kwargs = {"poll_s": self.poll_s, "max_jobs": per_task, "parent_pid": os.getpid(), "job_ids": job_ids,
                       "deadline": deadline}
-            return pool.apply_async(_worker_entry, (plan.ref, kwargs)), per_task
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker_process, args=(plan.ref, kwargs, self.torch_threads, os.getpid(), writer),
+                               daemon=True, name="tasktransfer-worker")
+            proc.start()
+            writer.close()  # the child holds the only writing end: EOF on the reader means it is gone
+            return proc, reader, per_task
 
-        with ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.torch_threads, os.getpid()),
-                      maxtasksperchild=1 if self.recycle_after else None) as pool:
-            pending = [submit(pool) for _ in range(self.workers)]
-            last = 0.0
-            while pending:
+        running = [start() for _ in range(self.workers)]
+        replacements = max(1, plan.max_attempts) * self.workers  # for workers killed mid-job (bounded: no loop)
+        last = 0.0
+        try:
+            while running:
                 still = []
-                for task, per_task in pending:
-                    if not task.ready():
-                        still.append((task, per_task))
+                for proc, reader, per_task in running:
+                    summary = _summary_if_done(proc, reader)
+                    if summary is None:
+                        still.append((proc, reader, per_task))
                         continue
-                    s = task.get()
-                    total.ran += s["ran"]
-                    total.failed += s["failed"]
-                    total.lost += s["lost"]
-                    n = len(s["ran"]) + len(s["failed"])
+                    proc.join()
+                    reader.close()
+                    if summary is _LOST:
+                        replace = replacements > 0 and (budget is None or budget > 0)
+                        log(f"worker process {proc.pid} ended (exit code {proc.exitcode}) without a summary; the job "
+                            "it was running is run again by the next worker that claims it"
+                            + ("; starting a fresh worker" if replace else ""))
+                        if replace:
+                            replacements -= 1
+                            still.append(start())
+                        continue
+                    total.ran += summary["ran"]
+                    total.failed += summary["failed"]
+                    total.lost += summary["lost"]
+                    n = len(summary["ran"]) + len(summary["failed"])
                     if budget is not None:
                         budget -= n
                     # a worker that used its whole quota may have left work: start a fresh one
                     if self.recycle_after and per_task is not None and n >= per_task and (budget is None or budget > 0):
-                        still.append(submit(pool))
-                pending = still
+                        still.append(start())
+                running = still
                 if time.time() - last > 60:
                     log(f"[{progress(plan, self.workers).line()}]")
                     last = time.time()
                 time.sleep(0.2)
+        finally:  # interrupted (Ctrl-C, an error): stop the workers still running; their locks become stale
+            for proc, reader, _ in running:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+                reader.close()
         return total
+
+
+#: what :func:`_summary_if_done` returns for a worker process that ended without sending its summary
+_LOST = object()
+
+
+def _summary_if_done(proc, reader) -> Any:
+    """The summary a worker process sent, ``_LOST`` if it ended without one (killed, crashed), or None while it
+    runs."""
+    try:
+        if reader.poll():
+            return reader.recv()
+    except (EOFError, OSError):
+        return _LOST
+    if not proc.is_alive():
+        try:  # it may have sent its summary between the poll and the liveness check
+            return reader.recv() if reader.poll() else _LOST
+        except (EOFError, OSError):
+            return _LOST
+    return None
+
+
+def _worker_process(ref: PlanRef, kwargs: dict, torch_threads: int | None, parent_pid: int, conn) -> None:
+    """Body of a local worker process: die with the engine process, run one worker loop, send its summary."""
+    _init_worker(torch_threads, parent_pid)
+    try:
+        conn.send(_worker_entry(ref, kwargs))
+    finally:
+        conn.close()
 
 
 def _set_torch_threads(n: int | None) -> None:
