@@ -57,7 +57,7 @@ from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
 from tasktransfer_utils.study.config import load_study_config
 from tasktransfer_utils.study.plan import plan_ref
-from tasktransfer_utils.study.report import min_spread_in_se, report, selection_rankers
+from tasktransfer_utils.study.report import MIN_INTERIM_SOURCES, min_spread_in_se, report, selection_rankers
 
 out_dir = Path(output_dir) if output_dir else FIGURES_DIR
 cfg = load_study_config(study_config or CONFIGS_DIR / "offline_study.yaml")
@@ -149,6 +149,30 @@ view = sa.headline_comparisons(per_target, baselines=("Random", "DataSize"), met
 display(view.drop(columns=["target_class"]).round(3).reset_index(drop=True))
 separated = view[(view["ci_low"] > 0) | (view["ci_high"] < 0)]
 print(f"{len(separated)} of {len(view)} comparisons have an interval that excludes 0")
+
+# %% [markdown]
+# ## A regime still being measured: selection among its whole rows
+#
+# A regime whose targets do not all have every source yet has no evaluation above (here FULL→LIMITED, whose
+# 132 transfers are computed one source row at a time). Meanwhile `study.report.interim_selection` gives an
+# interim view: for every target, the methods rank only the sources whose rows are whole (the target itself left
+# out; all-class candidates). It is a smaller pool than the study's and not a random one — the rows measured
+# first are the cheapest sources, those with the smallest full training sets — so it is not the regime's result
+# (`evaluation/interim_selection.csv`, `interim_paired_comparison.csv`; `study.selection_analysis.interim_view`
+# shapes them).
+
+# %%
+if "interim_selection" in paths:
+    interim_summary = pd.read_csv(paths["interim_selection"])
+    for regime, pool in interim_summary.groupby("regime")["sources"].first().items():
+        print(f"{regime}: candidates are the whole rows of {pool}")
+    interim_table, interim_paired = sa.interim_view(interim_summary, pd.read_csv(paths["interim_paired_comparison"]))
+    display(interim_table.round(3))
+    display(interim_paired[["method", "baseline", "regime", "metric", "n_targets", "mean_diff", "ci_low", "ci_high",
+                            "wins", "ties", "losses"]].round(3))
+else:
+    print("no interim view: every regime with transfers has evaluated targets, or has fewer than "
+          f"{MIN_INTERIM_SOURCES} whole source rows")
 
 # %% [markdown]
 # ## Can one evaluation tell the sources apart?

@@ -124,3 +124,21 @@ def test_taskemb_variant_table_keeps_fused_variants_only():
     assert sorted(set(table["target_class"])) == ["QA", "all"] and list(table.columns[-2:]) == ["rho", "ndcg"]
     got = table.set_index(["method", "target_class"])["rho"].to_dict()
     assert got[("TaskEmb (empirical, gold)", "QA")] == 2.0 and got[("TaskEmb", "all")] == 1.0
+
+
+def test_interim_view_keeps_the_headline_methods_over_all_targets():
+    rows = []
+    for method, base in (("Random", 2.5), ("TaskEmb[layer_1]", 1.0), ("DataSize", 3.0), ("TextEmb", 2.0)):
+        for tclass, shift in (("all", 0.0), ("CR", 0.5)):
+            for metric, value in (("rho", base), ("ndcg", base / 10), ("spearman", 0.1)):
+                rows.append({"method": method, "regime": "FULL→LIMITED", "candidate_set": "all-class",
+                             "target_class": tclass, "metric": metric, "value": value + shift})
+    summary = pd.DataFrame(rows)
+    paired = pd.DataFrame([{"method": m, "baseline": "Random", "target_class": c, "metric": "rho", "mean_diff": d}
+                           for m, c, d in (("TextEmb", "all", -0.5), ("TextEmb", "CR", -0.1),
+                                           ("TaskEmb[layer_1]", "all", -1.5))])
+    table, comparisons = sa.interim_view(summary, paired)
+    assert [m for _, m in table.index] == ["TextEmb", "DataSize", "Random"]  # HEADLINE_METHODS order, then Random
+    assert list(table.columns) == ["rho", "ndcg"]
+    assert table.loc[("FULL→LIMITED", "DataSize"), "rho"] == 3.0 and table.loc[("FULL→LIMITED", "TextEmb"), "ndcg"] == 0.2
+    assert comparisons[["method", "mean_diff"]].values.tolist() == [["TextEmb", -0.5]]

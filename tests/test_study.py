@@ -537,6 +537,48 @@ def test_complete_targets_by_regime_handles_a_partial_regime():
     assert got == {L2L: cfg.targets, "FULL→LIMITED": ["RTE"]}
 
 
+def test_interim_selection_ranks_the_whole_rows_of_a_partial_regime(monkeypatch):
+    from tasktransfer_utils.selection.rankers import RandomRanker, Ranker
+    from tasktransfer_utils.study import report
+    from tasktransfer_utils.study.jobs import study_pairs
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    pool = ["MRPC", "RTE", "STS-B", "FAQ-TR"]
+    truth = {(s, t): 0.5 + 0.01 * ((3 * i + len(t)) % 7) for i, s in enumerate(pool) for t in cfg.targets}
+    rows = [{"source": None, "target": t, "regime": r, "seed": 0, "score": 0.5} for r in cfg.regimes
+            for t in cfg.targets]
+    rows += [{"source": s, "target": t, "regime": L2L, "seed": 0, "score": 0.5} for s, t in study_pairs(cfg)]
+    rows += [{"source": s, "target": t, "regime": F2L, "seed": 0, "score": truth[s, t]}
+             for s, t in study_pairs(cfg) if s in pool]
+    rows += [{"source": "SST-2", "target": "RTE", "regime": F2L, "seed": 0, "score": 0.9}]  # a row not whole
+    results = pd.DataFrame(rows)
+    assert report.whole_source_rows(cfg, results) == {L2L: cfg.targets, F2L: pool}
+
+    class Oracle(Ranker):
+        method = "Oracle"
+
+        def scores(self, target, candidates):
+            return {c: truth[c, target] for c in candidates}
+
+    seen = []
+
+    def rankers(plan, sub):
+        seen.append(sub)
+        return {F2L: {"Oracle": Oracle(), "Random": RandomRanker(expected=True)}}
+
+    monkeypatch.setattr(report, "selection_rankers", rankers)
+    frames, md = report.interim_selection(cfg, None, results, evaluated={L2L})
+    assert set(seen[0]["source"].dropna()) == set(pool) and set(seen[0]["regime"]) == {F2L}
+    cells = frames["interim_selection"].query("target_class == 'all'").set_index(["method", "metric"])["value"]
+    assert cells["Oracle", "rho"] == 1 and cells["Oracle", "regret@1"] == 0 and cells["Oracle", "ndcg"] == 1
+    # Random's expected rank of the best: (n+1)/2 with n = 3 candidates for the 4 pool tasks, 4 for the 8 others
+    assert cells["Random", "rho"] == pytest.approx((4 * 2 + 8 * 2.5) / 12)
+    assert "among the 4 sources with whole rows" in " ".join(md)
+    assert report.interim_selection(cfg, None, results, evaluated={L2L, F2L}) == ({}, [])  # evaluated in full
+    short = results[~((results["source"] == "FAQ-TR") & (results["target"] == "RTE") & (results["regime"] == F2L))]
+    assert report.interim_selection(cfg, None, short, evaluated={L2L}) == ({}, [])  # 3 whole rows: too few
+
+
 # `tasktransfer study run` whose first transfer stops itself (SIGSTOP) after its first optimisation step: the
 # job's lock is taken, its run directory half written, its record absent. The test then SIGKILLs it there,
 # on a slow CPU or a fast GPU alike.

@@ -266,6 +266,16 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     else:
         (out_dir / "precision_mismatches.csv").unlink(missing_ok=True)  # none left after a rerun
     md += _paired_markdown(paired)
+    interim_frames, interim_md = interim_selection(cfg, plan, results, set(eval_results["regime"]), ks=ks,
+                                                   relevance=relevance)
+    for name in ("interim_selection", "interim_paired_comparison"):
+        p = out_dir / f"{name}.csv"
+        if name in interim_frames:
+            atomic_write_text(p, interim_frames[name].to_csv(index=False, float_format="%.6g"))
+            paths[name] = p
+        else:
+            p.unlink(missing_ok=True)  # the regime is evaluated in full now (or has too few whole rows)
+    md += interim_md
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
     md += noise_md
@@ -276,6 +286,82 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     if figures:
         paths.update(_figures(cfg, eval_results, summary, out_dir))
     return paths
+
+
+#: the fewest whole source rows a regime without a complete target needs for :func:`interim_selection`
+MIN_INTERIM_SOURCES = 4
+
+
+def whole_source_rows(cfg: StudyConfig, results) -> dict[str, list[str]]:
+    """Per regime of the config: the sources with a transfer into every target they are paired with
+    (``study_pairs``), for every seed, in the config's order."""
+    pairs = study_pairs(cfg)
+    out = {}
+    for regime in cfg.regimes:
+        rows = results[(results["regime"] == regime) & results["source"].notna()]
+        have = {seed: set(zip(rows.loc[rows["seed"] == seed, "source"], rows.loc[rows["seed"] == seed, "target"]))
+                for seed in cfg.seeds}
+        out[regime] = [s for s in cfg.sources
+                       if all({(s, t) for ss, t in pairs if ss == s} <= have[seed] for seed in cfg.seeds)]
+    return out
+
+
+def interim_selection(cfg: StudyConfig, plan: Plan, results, evaluated: set[str], *, ks=(1, 3, 5),
+                      relevance: str = "minmax") -> tuple[dict[str, Any], list[str]]:
+    """Source selection in a regime still being measured, restricted to the sources whose rows are whole
+    (:func:`whole_source_rows`): for every target, the methods rank those sources (all-class; the target itself
+    left out) against their measured transfers. A smaller candidate pool than the study's, and not a random one
+    (the rows measured first are the cheapest sources): an interim view, not the regime's result, which needs
+    every source (:func:`complete_targets_by_regime`). Regimes in ``evaluated`` and regimes with fewer than
+    :data:`MIN_INTERIM_SOURCES` whole rows are skipped. Returns ({name: table}, markdown lines)."""
+    import pandas as pd
+
+    from ..selection import evaluation as sm
+
+    pools = whole_source_rows(cfg, results)
+    summaries, paireds, md = [], [], []
+    for regime in cfg.regimes:
+        pool = pools[regime]
+        if regime in evaluated or len(pool) < MIN_INTERIM_SOURCES:
+            continue
+        sub = results[(results["regime"] == regime) & results["target"].isin(cfg.targets)
+                      & (results["source"].isna() | results["source"].isin(pool))]
+        rankers = selection_rankers(plan, sub).get(regime, {})
+        if not rankers:
+            continue
+        per_target = sm.evaluate_rankers(sub, rankers, candidate_sets=("all-class",), ks=ks, relevance=relevance)
+        components = sorted(m for m in per_target["method"].unique() if m.startswith("TaskEmb[") and m.endswith("]"))
+        if components:
+            per_target = pd.concat([per_target, sm.leave_one_target_out(per_target, components)[0]],
+                                   ignore_index=True)
+        summary = sm.summarize_selection(per_target)
+        summary.insert(0, "sources", ", ".join(pool))
+        paired = sm.paired_comparison(per_target)
+        paired.insert(0, "sources", ", ".join(pool))
+        summaries.append(summary)
+        paireds.append(paired)
+        n_targets = sub["target"].nunique()
+        md += [f"## Interim: {regime} among the {len(pool)} sources with whole rows", "",
+               f"No target of {regime} has all its sources yet. Meanwhile the methods rank, for each of its "
+               f"{n_targets} targets, the sources whose rows are whole — {', '.join(pool)} — the target itself "
+               "left out (all-class candidates only). A smaller pool than the study's, and not a random one: the "
+               "rows measured first are the cheapest sources (the smallest full training sets), which also narrows "
+               "what DataSize can tell apart. Not the regime's result (`interim_selection.csv`, "
+               "`interim_paired_comparison.csv`).", "",
+               "| method | rho | ndcg | regret@1 | targets |", "|---|---|---|---|---|"]
+        cells = summary[summary["target_class"] == sm.ALL_CLASSES].set_index(["method", "metric"])
+        for method in [m for m in HEADLINE_METHODS + ("Random",) if (m, "rho") in cells.index]:
+            vals = [cells.loc[(method, m), "value"] if (method, m) in cells.index else float("nan")
+                    for m in ("rho", "ndcg", "regret@1")]
+            md.append(f"| {method} | " + " | ".join("" if v != v else f"{v:.3g}" for v in vals)
+                      + f" | {int(cells.loc[(method, 'rho'), 'n_targets'])} |")
+        md.append("")
+        md += _paired_markdown(paired, title=f"Interim paired comparison ({regime}, {len(pool)} sources)",
+                               file="interim_paired_comparison.csv")
+    if not summaries:
+        return {}, []
+    return ({"interim_selection": pd.concat(summaries, ignore_index=True),
+             "interim_paired_comparison": pd.concat(paireds, ignore_index=True)}, md)
 
 
 def _complete_targets(cfg: StudyConfig, results, regime: str | None = None) -> list[str]:
@@ -492,18 +578,19 @@ HEADLINE_METHODS = ("TextEmb", "TaskEmb", "TaskEmb (one component, chosen leave-
                     "LogME", "CurveGrad", "DataSize")
 
 
-def _paired_markdown(paired) -> list[str]:
+def _paired_markdown(paired, title: str = "Paired comparison with Random and DataSize",
+                     file: str = "paired_comparison.csv") -> list[str]:
     """Headline methods against Random and DataSize over all evaluated targets: mean difference, its
     bootstrap interval and wins / ties / losses, per regime and candidate set."""
     sub = paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
     if sub.empty:
         return []
     metrics = list(dict.fromkeys(sub["metric"]))
-    md = ["## Paired comparison with Random and DataSize", "",
+    md = [f"## {title}", "",
           "Over the evaluated targets: mean of (method − baseline), 95% percentile-bootstrap interval over "
           "targets, and wins/ties/losses (a win: the method is better on that target; lower is better for rho "
           "and regret). An interval that contains 0 means these targets do not separate the two methods. "
-          "All rows, per class too, with Wilcoxon signed-rank p-values: `paired_comparison.csv`.", ""]
+          f"All rows, per class too, with Wilcoxon signed-rank p-values: `{file}`.", ""]
     cells = sub.set_index(["baseline", "method", "regime", "candidate_set", "metric"])
     for base in dict.fromkeys(sub["baseline"]):
         md += [f"### against {base}", "", "| method | regime | candidates | " + " | ".join(metrics) + " |",

@@ -67,6 +67,25 @@ def headline_comparisons(per_target: pd.DataFrame, baselines: Sequence[str] = ("
     return paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)]
 
 
+def interim_view(summary: pd.DataFrame, paired: pd.DataFrame,
+                 metrics: Sequence[str] = ("rho", "ndcg", "regret@1")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables of :func:`study.report.interim_selection` (``interim_selection.csv``,
+    ``interim_paired_comparison.csv``) as a notebook shows them: the headline methods and Random, one row per
+    (regime, method), ``metrics`` as columns (means over all targets), and the paired comparisons of the headline
+    methods with Random and DataSize over all targets."""
+    from .report import HEADLINE_METHODS
+
+    order = list(HEADLINE_METHODS) + ["Random"]
+    cells = summary[(summary["target_class"] == "all") & summary["method"].isin(order)
+                    & summary["metric"].isin(list(metrics))]
+    table = cells.pivot_table(index=["regime", "method"], columns="metric", values="value", sort=False)
+    table = table[[m for m in metrics if m in table.columns]]
+    table = table.sort_index(key=lambda idx: idx.map(order.index) if idx.name == "method" else idx)
+    comparisons = paired[(paired["target_class"] == "all") & paired["method"].isin(HEADLINE_METHODS)
+                         & paired["metric"].isin(list(metrics))]
+    return table, comparisons.reset_index(drop=True)
+
+
 def inseparable_by_candidate_set(per_target: pd.DataFrame, spread: pd.DataFrame, min_spread_in_se: float) -> pd.DataFrame:
     """Per candidate set (in the order of ``spread``), among the targets with a standard-error bound
     (``se_bound`` not NaN), how many have their candidate sources within ``min_spread_in_se`` standard errors
