@@ -151,8 +151,8 @@ def _children(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pool_workers_die_with_their_parent(tmp_path):
-    """SIGKILL of the engine process kills its pool workers at once, with the jobs in their hands (no
+def test_local_worker_processes_die_with_their_engine(tmp_path):
+    """SIGKILL of the engine process kills its worker processes at once, with the jobs in their hands (no
     orphan keeps using the machine); a restarted run breaks their locks as stale and runs those jobs again,
     giving the results of an uninterrupted run."""
     import signal

@@ -140,5 +140,6 @@ def test_interim_view_keeps_the_headline_methods_over_all_targets():
     table, comparisons = sa.interim_view(summary, paired)
     assert [m for _, m in table.index] == ["TextEmb", "DataSize", "Random"]  # HEADLINE_METHODS order, then Random
     assert list(table.columns) == ["rho", "ndcg"]
-    assert table.loc[("FULL→LIMITED", "DataSize"), "rho"] == 3.0 and table.loc[("FULL→LIMITED", "TextEmb"), "ndcg"] == 0.2
+    assert table.loc[("FULL→LIMITED", "DataSize"), "rho"] == 3.0
+    assert table.loc[("FULL→LIMITED", "TextEmb"), "ndcg"] == 0.2
     assert comparisons[["method", "mean_diff"]].values.tolist() == [["TextEmb", -0.5]]

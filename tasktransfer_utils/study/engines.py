@@ -178,7 +178,7 @@ def _set_torch_threads(n: int | None) -> None:
 
 
 def _init_worker(torch_threads: int | None, parent_pid: int) -> None:
-    """Initialiser of a local pool worker: it dies with the engine process (:func:`die_with_parent`)."""
+    """Set-up of a local worker process: it dies with the engine process (:func:`die_with_parent`)."""
     die_with_parent(parent_pid)
     _set_torch_threads(torch_threads)
 

@@ -797,7 +797,7 @@ def run_worker(plan: Plan, *, job_ids: Iterable[str] | None = None, max_jobs: in
     With ``wait``, a worker that finds only jobs held by others or waiting on running dependencies
     polls every ``poll_s`` seconds; without, it returns. Failed jobs are retried up to
     ``plan.max_attempts`` (``retry_failed`` forgets earlier failures first). ``should_stop`` is asked before
-    each claim; True ends the worker (a pool worker whose parent died). With ``deadline`` (a ``time.time()``
+    each claim; True ends the worker (a local worker process whose engine died). With ``deadline`` (a ``time.time()``
     value) the worker starts only jobs expected to end before it, by the longest measured wall time of their
     kind and group (:meth:`JobTimeEstimate.longest`: cost-based for a kind never measured; a job of a plan with
     nothing measured yet starts), and ends once none fits: a running job is never cut, so nothing computed is
@@ -948,7 +948,7 @@ def _worker_entry(ref: PlanRef, kwargs: dict) -> dict:
     quiet_library_output()
     kwargs = dict(kwargs)
     parent = kwargs.pop("parent_pid", None)
-    if parent is not None:  # a pool worker stops claiming jobs once the process that started it is gone
+    if parent is not None:  # a local worker process stops claiming jobs once the process that started it is gone
         kwargs["should_stop"] = lambda: os.getppid() != parent
     plan = ref.load()
     summary = run_worker(plan, **kwargs)
