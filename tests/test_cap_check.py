@@ -64,3 +64,40 @@ def test_check_cap_without_a_cap_is_one_line(tmp_path, capsys):
     assert main(["study", "check-cap", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "embeddings.full_max_examples is not set" in err
+
+
+def test_uncapped_taskemb_is_stored_with_portable_paths(tmp_path, monkeypatch):
+    """The uncapped TaskEmb written to <results_dir>/cap_check names its model folder relative to runs_dir, as
+    the study's own TaskEmb job does: the file is committed, and it must not hold a path of the machine."""
+    import dataclasses
+    import json
+    import struct
+
+    import tasktransfer_utils.embeddings.taskemb as taskemb
+    import tasktransfer_utils.study.job_functions as job_functions
+    from tasktransfer_utils.study.cap_check import CAP_DIR, _uncapped
+    from tasktransfer_utils.study.jobs import finetune_id
+    from tasktransfer_utils.study.source_models import model_run_dir
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    cfg = dataclasses.replace(cfg, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    model_dir = model_run_dir(cfg, finetune_id("NER", "FULL", cfg.seeds[0])) / "model"
+    model_dir.mkdir(parents=True)
+
+    def fake_taskemb(task_data, run_dir, **kw):
+        meta = {"task": "NER", "method": "TaskEmb", "estimator": "paper", "label_source": "gold",
+                "encoder_id": "sentence-transformers/all-MiniLM-L6-v2", "regime": "FULL", "seed": 0,
+                "model_dir": str(model_dir.resolve()), "component": "encoder.layer.0.multihead_output"}
+        return {meta["component"]: TaskEmbedding(np.ones(4, dtype=np.float32), meta)}
+
+    monkeypatch.setattr(taskemb, "compute_taskemb", fake_taskemb)
+    monkeypatch.setattr(job_functions, "_load", lambda params, cfg: None)
+    monkeypatch.setattr(job_functions, "_check_encoder", lambda params, cfg: "enc")
+    embs = _uncapped(cfg, "NER", "TaskEmb", log=lambda line: None)
+    assert len(embs) == 1 and embs[0].meta["model_dir"] == str(model_dir.relative_to(tmp_path / "runs"))
+    (stored,) = (tmp_path / "results" / CAP_DIR).glob("*.safetensors")
+    raw = stored.read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert str(tmp_path) not in json.dumps(header)
+    assert json.loads(header["__metadata__"]["tasktransfer"])["embeddings"][0]["model_dir"] == str(
+        model_dir.relative_to(tmp_path / "runs"))

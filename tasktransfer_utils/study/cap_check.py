@@ -33,6 +33,7 @@ import pandas as pd
 from ..data.regimes import get_transfer_regime
 from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, of_taskemb_variant
 from ..errors import UsageError
+from ..paths import relative_paths
 from .config import StudyConfig
 
 METHODS = ("TextEmb", "TaskEmb")
@@ -109,6 +110,8 @@ def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any
                            qa_loss=qa_loss, seed=seed, batch_size=params.get("batch_size", 32), max_examples=None,
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
                            encoder=_check_encoder(params, cfg))
+    for e in embs.values():  # portable paths (relative to runs_dir), as the study's TaskEmb job stores them
+        e.meta.update(relative_paths(dict(e.meta), cfg.runs_dir))
     lib.add(list(embs.values()))
     return list(embs.values())
 
