@@ -32,6 +32,14 @@ def test_best_sources(gains):
     assert len(best) == 3
 
 
+def test_best_sources_ties_go_to_the_first_name_whatever_the_row_order(gains):
+    tie = pd.DataFrame([(LL, "NER", "Chunk", "SL", "SL", -0.01)], columns=gains.columns)  # ties POS-PTB's -0.01
+    for table in (pd.concat([gains, tie]), pd.concat([tie, gains]), pd.concat([gains, tie])[::-1]):
+        best = ta.best_sources(table.reset_index(drop=True)).set_index(["regime", "target"])
+        assert best.loc[(LL, "NER"), "source"] == "Chunk" and best.loc[(LL, "RTE"), "source"] == "SQuAD-1"
+        assert len(best) == 3
+
+
 def test_helpful_share_against_a_loop(gains):
     share = ta.helpful_share(gains)
     for (regime, tclass, in_class), value in share.items():
