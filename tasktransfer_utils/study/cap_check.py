@@ -33,7 +33,6 @@ import pandas as pd
 from ..data.regimes import get_transfer_regime
 from ..embeddings.store import EmbeddingLibrary, TaskEmbedding, of_taskemb_variant
 from ..errors import UsageError
-from ..paths import relative_paths
 from .config import StudyConfig
 
 METHODS = ("TextEmb", "TaskEmb")
@@ -67,7 +66,6 @@ def _study_embeddings(cfg: StudyConfig, method: str) -> list[TaskEmbedding]:
 def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any]) -> list[TaskEmbedding] | None:
     """The uncapped FULL embedding(s) of ``task``: read from ``<results_dir>/cap_check`` or computed as the
     study's job computes the capped one, without the cap; None for a TaskEmb whose FULL model is not on disk."""
-    from ..embeddings.store import LEGACY_QA_LOSS
     from .jobs import finetune_id, taskemb_id, textemb_id
     from .plan import plan_for
     from .source_models import model_run_dir
@@ -87,9 +85,8 @@ def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any
         emb = textemb_for_job(params, cfg)
         lib.add([emb])
         return [emb]
-    from ..embeddings.taskemb import compute_taskemb
     from ..training.fine_tuning import MODEL_SUBDIR
-    from .job_functions import DEFAULT_TASKEMB_COMPONENTS, _check_encoder, _load
+    from .job_functions import taskemb_for_job
 
     v = cfg.taskemb[0]
     job = jobs[taskemb_id(task, "FULL", seed, v["estimator"], v["labels"],
@@ -101,17 +98,8 @@ def _uncapped(cfg: StudyConfig, task: str, method: str, log: Callable[[str], Any
         log(f"{task}: no FULL model in {model_dir} (tasktransfer study rebuild-models CONFIG --task {task} "
             f"--regime FULL); its uncapped TaskEmb is left out")
         return None
-    comps = list(params.get("components") or DEFAULT_TASKEMB_COMPONENTS)
-    if params["task_class"] == "SL":
-        comps = [c for c in comps if c != "cls_output"]
-    qa_loss = params.get("qa_loss", LEGACY_QA_LOSS) if params["task_class"] == "QA" else "authors"
     log(f"{task}: TaskEmb over every FULL training row")
-    embs = compute_taskemb(_load(params, cfg), model_dir, estimator=params["estimator"], labels=params["labels"],
-                           qa_loss=qa_loss, seed=seed, batch_size=params.get("batch_size", 32), max_examples=None,
-                           num_label_samples=params.get("num_label_samples", 100), components=comps,
-                           encoder=_check_encoder(params, cfg))
-    for e in embs.values():  # portable paths (relative to runs_dir), as the study's TaskEmb job stores them
-        e.meta.update(relative_paths(dict(e.meta), cfg.runs_dir))
+    embs = taskemb_for_job(params, cfg, model_dir)
     lib.add(list(embs.values()))
     return list(embs.values())
 

@@ -216,26 +216,31 @@ def run_textemb(params: dict, ctx) -> dict:
             "device": device}
 
 
-def run_taskemb(params: dict, ctx) -> dict:
-    """TaskEmb (diagonal Fisher) of a task from the model fine-tuned on it (the ``finetune`` dependency)."""
+def taskemb_for_job(params: Mapping, cfg: StudyConfig, model_dir: Path, device: str | None = None) -> dict:
+    """The TaskEmb components {name: embedding} a ``taskemb`` job with these params computes from the model
+    fine-tuned in ``model_dir``, with every path of their metadata relative to ``runs_dir`` (portable)."""
     from ..embeddings.taskemb import compute_taskemb
 
-    cfg = _cfg(ctx)
     encoder = _check_encoder(params, cfg)
-    task_data = _load(params, cfg)
     comps = list(params.get("components") or DEFAULT_TASKEMB_COMPONENTS)
     if params["task_class"] == "SL":  # SL models have no [CLS] component (taskemb module docstring)
         comps = [c for c in comps if c != "cls_output"]
-    model_dir = model_run_dir(cfg, ctx.job.deps[0])
-    device = job_device()
     qa_loss = params.get("qa_loss", LEGACY_QA_LOSS) if params["task_class"] == "QA" else "authors"
-    embs = compute_taskemb(task_data, model_dir, estimator=params["estimator"], labels=params["labels"], qa_loss=qa_loss,
-                           seed=params["seed"], batch_size=params.get("batch_size", 32),
+    embs = compute_taskemb(_load(params, cfg), model_dir, estimator=params["estimator"], labels=params["labels"],
+                           qa_loss=qa_loss, seed=params["seed"], batch_size=params.get("batch_size", 32),
                            max_examples=params.get("max_examples"),
                            num_label_samples=params.get("num_label_samples", 100), components=comps,
                            encoder=encoder, device=device)
-    for e in embs.values():  # portable paths (relative to runs_dir)
+    for e in embs.values():
         e.meta.update(relative_paths(dict(e.meta), cfg.runs_dir))
+    return embs
+
+
+def run_taskemb(params: dict, ctx) -> dict:
+    """TaskEmb (diagonal Fisher) of a task from the model fine-tuned on it (the ``finetune`` dependency)."""
+    cfg = _cfg(ctx)
+    device = job_device()
+    embs = taskemb_for_job(params, cfg, model_run_dir(cfg, ctx.job.deps[0]), device=device)
     lib = _library(cfg)
     path = lib.add(list(embs.values()))
     first = next(iter(embs.values()))
