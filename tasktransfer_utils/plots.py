@@ -426,6 +426,7 @@ def target_score_violins(results: pd.DataFrame, *, task_classes: Mapping[str, st
                    for c in CLASS_ORDER if c in set(p["source_class"])]
         handles.append(Line2D([], [], color="black", lw=2.2, label="no transfer (target alone)"))
         if mark_best and not p.empty:
+            # p is sorted by source name, so idxmax gives a tie to the first name, as best_sources does
             best = p.loc[p.groupby("target")["score"].idxmax()]
             ax.plot(best["x"], best["score"], ls="", marker="o", ms=11, mfc="none", mec="black", mew=1.4,
                     zorder=7, label="_best")

@@ -159,6 +159,23 @@ def test_violins_one_regime_best_and_choice_marked_and_seeded_jitter():
         plots.target_score_violins(res, regime="FULL→FULL")
 
 
+def test_violins_ring_an_exact_tie_on_the_first_source_name_whatever_the_row_order():
+    """Two sources with the same score (a small dev set gives different models the same accuracy): the ring
+    sits on the first name in alphabetical order, as ``study.transfer_analysis.best_sources`` chooses."""
+    classes = {"T": "CR", "Zeta": "SL", "Alpha": "QA"}
+    rows = [{"source": "Zeta", "target": "T", "regime": "FULL→LIMITED", "score": 0.7},
+            {"source": "Alpha", "target": "T", "regime": "FULL→LIMITED", "score": 0.7},
+            {"source": "", "target": "T", "regime": "FULL→LIMITED", "score": 0.6}]
+    for order in (rows, rows[::-1]):
+        ax = plots.target_score_violins(pd.DataFrame(order), task_classes=classes).axes[0]
+        alpha = [c.get_offsets()[0] for c in ax.collections if type(c).__name__ == "PathCollection"
+                 and len(c.get_offsets()) and np.allclose(c.get_facecolor()[0][:3],
+                                                           matplotlib.colors.to_rgb(plots.CLASS_COLORS["QA"]))]
+        ring = next(ln for ln in ax.lines if ln.get_label() == "_best")
+        assert len(alpha) == 1 and len(ring.get_xdata()) == 1
+        assert (ring.get_xdata()[0], ring.get_ydata()[0]) == pytest.approx(tuple(alpha[0]))
+
+
 def test_regime_gains_side_by_side_uses_pairs_measured_in_both():
     a = _gains().assign(regime="LIMITED→LIMITED")
     b = _gains().assign(regime="FULL→LIMITED", gain=lambda d: d["gain"] * 2)
