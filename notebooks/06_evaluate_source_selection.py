@@ -153,8 +153,9 @@ print(f"{len(separated)} of {len(view)} comparisons have an interval that exclud
 # %% [markdown]
 # ## A regime still being measured: selection among its whole rows
 #
-# A regime whose targets do not all have every source yet has no evaluation above (here FULL→LIMITED, whose
-# 132 transfers are computed one source row at a time). Meanwhile `study.report.interim_selection` gives an
+# A regime whose targets do not all have every source yet (here FULL→LIMITED, whose 132 transfers are computed
+# one source row at a time) is evaluated above on its complete targets only, which are not a sample of its
+# targets, and its claims below get no verdict. Meanwhile `study.report.interim_selection` gives an
 # interim view: for every target, the methods rank only the sources whose rows are whole (the target itself left
 # out; all-class candidates). It is a smaller pool than the study's and not a random one — the rows measured
 # first are the cheapest sources, those with the smallest full training sets — so it is not the regime's result
@@ -171,7 +172,7 @@ if "interim_selection" in paths:
     display(interim_paired[["method", "baseline", "regime", "metric", "n_targets", "mean_diff", "ci_low", "ci_high",
                             "wins", "ties", "losses"]].round(3))
 else:
-    print("no interim view: every regime with transfers has evaluated targets, or has fewer than "
+    print("no interim view: every regime with transfers has all its targets complete, or has fewer than "
           f"{MIN_INTERIM_SOURCES} whole source rows")
 
 # %% [markdown]

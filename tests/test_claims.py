@@ -227,6 +227,13 @@ def test_evaluate_claims_partial_regime_and_markdown():
     assert list(summary["regime"]) == [R] * 3
     md = "\n".join(cl.claims_markdown(claims, summary))
     assert "## The paper's claims, tested" in md and "**reproduced**" in md and "0 of 6" in md
+    # the same regime with 6 of 12 targets complete: the evidence stays, no claim gets a verdict
+    part, _ = cl.evaluate_claims(res, _per_target(1.0, 3.0, 0.9, 0.7), regimes=[R], per_example_targets=list(CLASSES),
+                                 targets_expected=12, source_sizes={R: {s: 1000 for s in CLASSES}}, n_boot=200)
+    part = part.set_index("claim")
+    assert (part["verdict"] == "inconclusive: only 6 of 12 targets of this regime have all their candidate sources "
+                               "measured so far").all()
+    assert part.loc["a", "evidence"] == full.loc["a", "evidence"] and part.loc["a", "estimate"] == full.loc["a", "estimate"]
     # no transfer anywhere: every row inconclusive, empty summary
     claims, summary = cl.evaluate_claims(base_only, None, regimes=[other])
     assert len(claims) == 5 and claims["verdict"].str.startswith("inconclusive").all() and summary.empty

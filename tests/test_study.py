@@ -944,7 +944,9 @@ def test_tiny_noise_floor_restarts_reuse_the_sample_and_enter_the_report(tmp_pat
     assert (plan.artifacts_dir / "noise_floor_runs.csv").is_file()
 
 
-def test_measured_so_far_summarises_a_regime_without_a_complete_target():
+def test_measured_so_far_summarises_a_regime_still_being_measured():
+    from tasktransfer_utils.study import report
+    from tasktransfer_utils.study.jobs import study_pairs
     from tasktransfer_utils.study.report import measured_so_far
 
     cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
@@ -961,7 +963,19 @@ def test_measured_so_far_summarises_a_regime_without_a_complete_target():
     assert row["mean_rel_gain"] == pytest.approx((0.24 - 0.1 + 0.02) / 3)
     assert (row["n_bounded"], row["n_beyond_noise"]) == (2, 1)  # RTE (accuracy) is bounded, NER (span F1) is not
     assert table.set_index("pairs").loc["in-class", "n_pairs"] == 2 and "of 132 per regime" in " ".join(md)
-    assert measured_so_far(cfg, results, results) == (None, [])  # every regime evaluated: nothing to add
+    # one target complete (every source into RTE) is not a complete regime: all pairs still summarised
+    into_rte = [{"source": s, "target": "RTE", "regime": F2L, "seed": 0, "score": 0.5, "eval_examples": 100}
+                for s, t in study_pairs(cfg) if t == "RTE" and s not in ("MRPC", "SST-2")]
+    one = pd.concat([results, pd.DataFrame(into_rte)], ignore_index=True)
+    assert report.complete_targets_by_regime(cfg, one)[F2L] == ["RTE"] and report.complete_regimes(cfg, one) == set()  # L2L: baselines only here
+    table, _ = measured_so_far(cfg, evaluated, one)
+    assert table.set_index("pairs").loc["all", "n_pairs"] == 3 + len(into_rte)
+    whole = pd.concat([results[results["source"].isna()]]
+                      + [pd.DataFrame([{"source": s, "target": t, "regime": r, "seed": 0, "score": 0.5,
+                                        "eval_examples": 100} for s, t in study_pairs(cfg)]) for r in cfg.regimes],
+                      ignore_index=True)
+    assert report.complete_regimes(cfg, whole) == set(cfg.regimes)
+    assert measured_so_far(cfg, whole, whole) == (None, [])  # every regime complete: nothing to add
 
 
 

@@ -371,7 +371,9 @@ def evaluate_claims(results: pd.DataFrame, per_target: pd.DataFrame | None = Non
     ``source_task_sizes``: {source: the task's whole training set} (claim d);
     ``similarity``: columns regime, source, target, similarity (claim d); ``datasize_method``: {regime:
     name of the DataSize ranker in ``per_target``} (default "DataSize"); ``targets_expected``: the study's
-    target count, for the "k of N targets" note."""
+    target count: a regime with fewer targets keeps its evidence but gets no verdict ("inconclusive: only k of
+    N targets ..."), since the targets completed first are not a sample of the study's and a bootstrap over a
+    handful of targets is degenerate."""
     regimes = list(regimes) if regimes is not None else list(dict.fromkeys(results["regime"]))
     res = results[results["regime"].isin(regimes)]
     pairs = transfer_pairs(res, per_example_targets=per_example_targets, source_sizes=source_sizes,
@@ -400,8 +402,12 @@ def evaluate_claims(results: pd.DataFrame, per_target: pd.DataFrame | None = Non
         found.append(claim_taskemb_beats_baselines(per_target, regime,
                                                    baselines={"DataSize": ds, "CurveGrad": "CurveGrad"},
                                                    level=level, n_boot=n_boot))
+        partial = targets_expected is not None and n_t < targets_expected
         for row in found:
             row.pop("p_value", None)
+            if partial:  # the targets completed first are not a sample of the study's: evidence, no verdict
+                row["verdict"] = inconclusive(f"only {n_t} of {targets_expected} targets of this regime have all "
+                                              "their candidate sources measured so far")
             rows.append({**row, "statement": CLAIMS[row["claim"]], **common})
     claims = pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
     claims["_c"] = claims["claim"].map(list(CLAIMS).index)

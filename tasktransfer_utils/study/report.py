@@ -266,7 +266,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     else:
         (out_dir / "precision_mismatches.csv").unlink(missing_ok=True)  # none left after a rerun
     md += _paired_markdown(paired)
-    interim_frames, interim_md = interim_selection(cfg, plan, results, set(eval_results["regime"]), ks=ks,
+    interim_frames, interim_md = interim_selection(cfg, plan, results, complete_regimes(cfg, results), ks=ks,
                                                    relevance=relevance)
     for name in ("interim_selection", "interim_paired_comparison"):
         p = out_dir / f"{name}.csv"
@@ -288,8 +288,15 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     return paths
 
 
-#: the fewest whole source rows a regime without a complete target needs for :func:`interim_selection`
+#: the fewest whole source rows a regime still being measured needs for :func:`interim_selection`
 MIN_INTERIM_SOURCES = 4
+
+
+def complete_regimes(cfg: StudyConfig, results) -> set[str]:
+    """The regimes of the config whose every target has all its candidate sources measured
+    (:func:`complete_targets_by_regime`). The targets completed first are not a sample of the study's (they are
+    those whose sources were cheapest to train), so a regime with some targets complete is still being measured."""
+    return {r for r, ts in complete_targets_by_regime(cfg, results).items() if set(cfg.targets) <= set(ts)}
 
 
 def whole_source_rows(cfg: StudyConfig, results) -> dict[str, list[str]]:
@@ -312,8 +319,8 @@ def interim_selection(cfg: StudyConfig, plan: Plan, results, evaluated: set[str]
     (:func:`whole_source_rows`): for every target, the methods rank those sources (all-class; the target itself
     left out) against their measured transfers. A smaller candidate pool than the study's, and not a random one
     (the rows measured first are the cheapest sources): an interim view, not the regime's result, which needs
-    every source (:func:`complete_targets_by_regime`). Regimes in ``evaluated`` and regimes with fewer than
-    :data:`MIN_INTERIM_SOURCES` whole rows are skipped. Returns ({name: table}, markdown lines)."""
+    every source (:func:`complete_targets_by_regime`). Regimes in ``evaluated`` (those complete,
+    :func:`complete_regimes`) and regimes with fewer than :data:`MIN_INTERIM_SOURCES` whole rows are skipped. Returns ({name: table}, markdown lines)."""
     import pandas as pd
 
     from ..selection import evaluation as sm
@@ -341,8 +348,10 @@ def interim_selection(cfg: StudyConfig, plan: Plan, results, evaluated: set[str]
         summaries.append(summary)
         paireds.append(paired)
         n_targets = sub["target"].nunique()
+        n_complete = len(complete_targets_by_regime(cfg, results)[regime])
         md += [f"## Interim: {regime} among the {len(pool)} sources with whole rows", "",
-               f"No target of {regime} has all its sources yet. Meanwhile the methods rank, for each of its "
+               f"{n_complete} of the {len(cfg.targets)} targets of {regime} have all their sources so far. "
+               f"Meanwhile the methods rank, for each of its "
                f"{n_targets} targets, the sources whose rows are whole — {', '.join(pool)} — the target itself "
                "left out (all-class candidates only). A smaller pool than the study's, and not a random one: the "
                "rows measured first are the cheapest sources (the smallest full training sets), which also narrows "
@@ -436,6 +445,8 @@ def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rank
     if measured is not None:
         frames.append(("transfer_summary_measured", measured))
         md += measured_md
+    else:
+        (out_dir / "transfer_summary_measured.csv").unlink(missing_ok=True)  # every regime complete now
     for name, frame in frames:
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
@@ -444,19 +455,20 @@ def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rank
 
 
 def measured_so_far(cfg: StudyConfig, eval_results, all_results):
-    """Regimes of the study with measured transfers but no complete target yet: their pairs so far, summarised as
-    :func:`claims.transfer_summary` does (not evidence for a claim: no target has all its sources). Returns
-    (table or None, markdown lines)."""
+    """Regimes of the study with measured transfers that are still being measured (not every target has all its
+    sources, :func:`complete_regimes`): all their pairs so far, summarised as :func:`claims.transfer_summary`
+    does (not evidence for a claim yet). Returns (table or None, markdown lines)."""
     from .claims import transfer_pairs, transfer_summary
 
-    partial = [r for r in cfg.regimes if r not in set(eval_results["regime"])
+    complete = complete_regimes(cfg, all_results)
+    partial = [r for r in cfg.regimes if r not in complete
                and (all_results["regime"].eq(r) & all_results["source"].notna()).any()]
     if not partial:
         return None, []
     sub = all_results[all_results["regime"].isin(partial)]
     measured = transfer_summary(transfer_pairs(sub, per_example_targets=_per_example_targets(cfg.targets)))
-    md = ["### Measured so far in regimes without a complete target", "",
-          "Not evidence for or against a claim yet (no target has all its sources): the pairs measured so far, "
+    md = ["### Measured so far in regimes still being measured", "",
+          "Not evidence for or against a claim yet (not every target has all its sources): the pairs measured so far, "
           f"of {len(study_pairs(cfg))} per regime (`transfer_summary_measured.csv`).", "",
           "| regime | pairs | n | targets | mean rel. gain | positive gain | beyond noise (bounded pairs) |",
           "|---|---|---|---|---|---|---|"]
