@@ -320,12 +320,14 @@ def interim_selection(cfg: StudyConfig, plan: Plan, results, evaluated: set[str]
     left out) against their measured transfers. A smaller candidate pool than the study's, and not a random one
     (the rows measured first are the cheapest sources): an interim view, not the regime's result, which needs
     every source (:func:`complete_targets_by_regime`). Regimes in ``evaluated`` (those complete,
-    :func:`complete_regimes`) and regimes with fewer than :data:`MIN_INTERIM_SOURCES` whole rows are skipped. Returns ({name: table}, markdown lines)."""
+    :func:`complete_regimes`) and regimes with fewer than :data:`MIN_INTERIM_SOURCES` whole rows are skipped.
+    Returns ({name: table}, markdown lines)."""
     import pandas as pd
 
     from ..selection import evaluation as sm
 
     pools = whole_source_rows(cfg, results)
+    complete = complete_targets_by_regime(cfg, results)
     summaries, paireds, md = [], [], []
     for regime in cfg.regimes:
         pool = pools[regime]
@@ -348,7 +350,7 @@ def interim_selection(cfg: StudyConfig, plan: Plan, results, evaluated: set[str]
         summaries.append(summary)
         paireds.append(paired)
         n_targets = sub["target"].nunique()
-        n_complete = len(complete_targets_by_regime(cfg, results)[regime])
+        n_complete = len(complete[regime])
         md += [f"## Interim: {regime} among the {len(pool)} sources with whole rows", "",
                f"{n_complete} of the {len(cfg.targets)} targets of {regime} have all their sources so far. "
                f"Meanwhile the methods rank, for each of its "
