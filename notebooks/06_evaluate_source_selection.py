@@ -55,6 +55,7 @@ from tasktransfer_utils.selection import evaluation as sm
 from tasktransfer_utils.study.engines import make_engine
 from tasktransfer_utils.notebook_runner import save_key_numbers
 from tasktransfer_utils.paths import CONFIGS_DIR, FIGURES_DIR
+from tasktransfer_utils.study.claims import regime_findings
 from tasktransfer_utils.study.config import load_study_config
 from tasktransfer_utils.study.plan import plan_ref
 from tasktransfer_utils.study.report import MIN_INTERIM_SOURCES, min_spread_in_se, report, selection_rankers
@@ -215,6 +216,17 @@ display(transfer_summary[["regime", "pairs", "n_pairs", "n_targets", "mean_rel_g
                           "targets_with_gain_beyond_noise"]].round(3))
 with pd.option_context("display.max_colwidth", None):
     display(claims[["claim", "regime", "statement", "targets", "targets_expected", "verdict", "evidence"]])
+
+# %% [markdown]
+# Each regime in words: what transfer gave (mean relative gain, positive pairs, all and out-of-class), and how
+# TextEmb, TaskEmb and LogME rank the sources next to DataSize and Random over all targets with all-class
+# candidates, with the paired comparison's 95% interval from above (`study.claims.regime_findings`,
+# read from the same tables).
+
+# %%
+paired_all = pd.read_csv(paths["paired_comparison"])
+for text in regime_findings(transfer_summary, summary, paired_all, targets_expected=len(cfg.targets)).values():
+    print(text, end="\n\n")
 
 # %% [markdown]
 # ## TaskEmb per component

@@ -237,3 +237,94 @@ def test_evaluate_claims_partial_regime_and_markdown():
     # no transfer anywhere: every row inconclusive, empty summary
     claims, summary = cl.evaluate_claims(base_only, None, regimes=[other])
     assert len(claims) == 5 and claims["verdict"].str.startswith("inconclusive").all() and summary.empty
+
+
+def _findings_frames():
+    ts = pd.DataFrame([
+        {"regime": "R1", "pairs": "all", "n_pairs": 4, "n_targets": 2, "mean_rel_gain": 0.125, "n_positive": 3,
+         "share_positive": 0.75, "n_bounded": 2, "n_beyond_noise": 1},
+        {"regime": "R1", "pairs": "out-of-class", "n_pairs": 2, "n_targets": 2, "mean_rel_gain": -0.05,
+         "n_positive": 1, "share_positive": 0.5, "n_bounded": 1, "n_beyond_noise": 0},
+        {"regime": "R2", "pairs": "all", "n_pairs": 1, "n_targets": 1, "mean_rel_gain": 0.0, "n_positive": 0,
+         "share_positive": 0.0, "n_bounded": 0, "n_beyond_noise": 0},
+    ])
+    cell = lambda regime, method, metric, value, tclass="all", cset="all-class": {
+        "regime": regime, "method": method, "metric": metric, "value": value, "target_class": tclass,
+        "candidate_set": cset}
+    summary = pd.DataFrame([cell("R1", "TextEmb", "rho", 1.5), cell("R1", "Random", "rho", 2.0),
+                            cell("R1", "DataSize", "rho", 1.0), cell("R1", "LogME", "ndcg", 0.9),
+                            cell("R1", "Random", "ndcg", 0.8), cell("R1", "TextEmb", "rho", 9.0, tclass="CR"),
+                            cell("R1", "TextEmb", "rho", 7.0, cset="in-class"),
+                            cell("R2", "TextEmb", "rho", 1.0), cell("R2", "Random", "rho", 3.0)])
+    comp = lambda regime, method, base, metric, d, lo, hi, n=2: {
+        "regime": regime, "method": method, "baseline": base, "metric": metric, "mean_diff": d, "ci_low": lo,
+        "ci_high": hi, "n_targets": n, "target_class": "all", "candidate_set": "all-class"}
+    paired = pd.DataFrame([comp("R1", "TextEmb", "Random", "rho", -0.5, -0.75, -0.25),
+                           comp("R1", "TextEmb", "DataSize", "rho", 0.5, -0.5, 1.5),
+                           comp("R1", "LogME", "Random", "ndcg", 0.1, 0.05, 0.15),
+                           comp("R2", "TextEmb", "Random", "rho", -2.0, -2.0, -2.0, n=1)])
+    return ts, summary, paired
+
+
+def test_regime_findings_states_each_number_and_verdict():
+    got = cl.regime_findings(*_findings_frames(), targets_expected=2)
+    assert list(got) == ["R1", "R2"]
+    r1 = got["R1"]
+    assert r1.startswith("R1: 2 targets: mean relative gain +12.5% over 4 pairs, 3 of them positive (75%), "
+                         "1 of the 2 with a noise bound beyond it; out-of-class: mean relative gain -5.0% over 2 pairs")
+    # rho: lower is better, so an interval below 0 is "better"; one that contains 0 is "not separated"
+    assert ("TextEmb rho 1.50 against DataSize 1.00 (difference +0.50, 95% [-0.50, +1.50], not separated) and "
+            "Random 2.00 (difference -0.50, 95% [-0.75, -0.25], better)") in r1
+    assert "LogME ndcg 0.900 against Random 0.800 (difference +0.100, 95% [+0.050, +0.150], better)" in r1
+    assert "9.00" not in r1 and "7.00" not in r1  # another target class, another candidate set
+    assert "TaskEmb" not in r1 and "partial view" not in r1
+    r2 = got["R2"]
+    assert "TextEmb rho 1.00 against Random 3.00 (difference -2.00, one target)" in r2
+    assert "out-of-class" not in r2
+    assert r2.endswith("Only 1 of 2 targets have all their candidate sources so far: a partial view, not the "
+                       "regime's result.")
+
+
+def test_regime_findings_worse_and_nothing_compared():
+    ts, summary, paired = _findings_frames()
+    paired.loc[paired["method"] == "LogME", ["mean_diff", "ci_low", "ci_high"]] = [-0.1, -0.15, -0.05]
+    got = cl.regime_findings(ts, summary, paired)
+    assert "difference -0.100, 95% [-0.150, -0.050], worse" in got["R1"]
+    empty = cl.regime_findings(ts, summary.iloc[0:0], paired)
+    assert "no target has all its candidate sources yet" in empty["R1"] and "TextEmb" not in empty["R1"]
+
+
+def test_regime_findings_on_the_committed_study_matches_its_tables():
+    from tasktransfer_utils.paths import RESULTS_DIR
+
+    evaluation = RESULTS_DIR / "offline_study" / "evaluation"
+    summary = pd.read_csv(evaluation / "summary.csv")
+    ts = pd.read_csv(evaluation / "transfer_summary.csv")
+    paired = pd.read_csv(evaluation / "paired_comparison.csv")
+    got = cl.regime_findings(ts, summary, paired)
+    row = ts[(ts["regime"] == "LIMITED→LIMITED") & (ts["pairs"] == "all")].iloc[0]
+    text = got["LIMITED→LIMITED"]
+    assert f"mean relative gain {row['mean_rel_gain']:+.1%} over {row['n_pairs']} pairs" in text
+    value = summary[(summary["regime"] == "LIMITED→LIMITED") & (summary["method"] == "TaskEmb")
+                    & (summary["candidate_set"] == "all-class") & (summary["target_class"] == "all")
+                    & (summary["metric"] == "ndcg")]["value"].item()
+    assert f"TaskEmb ndcg {value:.3f} against" in text
+
+
+def test_readme_claims_table_carries_the_committed_verdicts():
+    """The README's table of the paper's claims (one row per claim, one column per regime) says what the
+    committed ``claims.csv`` says: each cell ends with that claim's verdict in that regime."""
+    from tasktransfer_utils.paths import REPO_ROOT, RESULTS_DIR
+
+    claims = pd.read_csv(RESULTS_DIR / "offline_study" / "evaluation" / "claims.csv")
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| claim of the paper |"))
+    regimes = [cell.strip() for cell in lines[header].strip("|").split("|")][1:]
+    rows = [line for line in lines[header + 2:header + 2 + len(cl.CLAIMS)]]
+    assert sorted(regimes) == sorted(claims["regime"].unique()) and len(rows) == len(cl.CLAIMS)
+    for claim, row in zip(cl.CLAIMS, rows):
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert cells[0] == f"({claim}) {cl.CLAIMS[claim]}"
+        for regime, cell in zip(regimes, cells[1:]):
+            verdict = claims[(claims["claim"] == claim) & (claims["regime"] == regime)]["verdict"].item()
+            assert cell.endswith(f"**{verdict}**"), (claim, regime)

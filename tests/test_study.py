@@ -498,6 +498,10 @@ def test_cli_status_and_report(tiny_study, capsys):
     assert "## The paper's claims, tested" in md
     # all and out-of-class pairs (RTE and Chunk have no source of their own class)
     assert list(pd.read_csv(paths["transfer_summary"])["pairs"]) == ["all", "out-of-class"]
+    # each regime in words, from the same tables: both targets evaluated, so no "partial view"
+    words = md.split("## Each regime in words", 1)[1]
+    assert words.count(f"{L2L}: 2 targets: mean relative gain") == 1 and "partial view" not in words
+    assert "TextEmb rho 1.00 against DataSize 1.00 (difference +0.00, 95% [+0.00, +0.00], not separated)" in words
     # what the claims are computed from: TextEmb cosine of the stored vectors, source sizes, noise-bound targets
     import numpy as np
 

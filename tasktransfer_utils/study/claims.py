@@ -42,6 +42,9 @@ table says how many):
     (all targets, ρ and NDCG, in-class and all-class candidates; 95% bootstrap over targets); reproduced
     when every interval excludes 0 in TaskEmb's favour, not reproduced when any excludes 0 in the
     baseline's favour, inconclusive otherwise.
+
+:func:`regime_findings` says per regime, in words, what transfer gave and how TextEmb, TaskEmb and LogME compare
+with DataSize and Random (no verdict: the numbers and their intervals).
 """
 
 from __future__ import annotations
@@ -445,7 +448,66 @@ def claims_markdown(claims: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     return md
 
 
+def _mean_gain_sentence(row: Mapping[str, Any], what: str) -> str:
+    return (f"{what}: mean relative gain {row['mean_rel_gain']:+.1%} over {int(row['n_pairs'])} pairs, "
+            f"{int(row['n_positive'])} of them positive ({row['share_positive']:.0%}), "
+            f"{int(row['n_beyond_noise'])} of the {int(row['n_bounded'])} with a noise bound beyond it")
+
+
+def regime_findings(transfer_summary: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFrame,
+                    methods: Sequence[str] = ("TextEmb", "TaskEmb", "LogME"),
+                    baselines: Sequence[str] = ("DataSize", "Random"), metrics: Sequence[str] = ("rho", "ndcg"),
+                    candidate_set: str = "all-class", targets_expected: int | None = None) -> dict[str, str]:
+    """Per regime of ``transfer_summary`` (``transfer_summary.csv``), one paragraph: the mean relative gain and
+    the positive pairs, all and out-of-class; then, for each method of ``methods`` that the regime's ``summary``
+    (``summary.csv``) holds, its mean of each metric of ``metrics`` over all targets next to each baseline's, with
+    the paired comparison's (``paired_comparison.csv``) mean difference and 95% interval: "better" or "worse"
+    when the interval excludes 0, "not separated" when it contains it, "one target" (and no interval) when one
+    target is compared. Only ``candidate_set`` candidates. A regime with fewer evaluated targets than
+    ``targets_expected`` is said to be a partial view; one with none compares nothing."""
+    out = {}
+    for regime, rows in transfer_summary.groupby("regime", sort=False):
+        by_pairs = rows.set_index("pairs")
+        n_targets = int(by_pairs.loc["all", "n_targets"])
+        parts = [_mean_gain_sentence(by_pairs.loc["all"], f"{n_targets} target{'s' * (n_targets != 1)}")]
+        if "out-of-class" in by_pairs.index:
+            parts.append(_mean_gain_sentence(by_pairs.loc["out-of-class"], "out-of-class"))
+        cells = summary[(summary["regime"] == regime) & (summary["candidate_set"] == candidate_set)
+                        & (summary["target_class"] == "all")].set_index(["method", "metric"])["value"]
+        comparisons = paired[(paired["regime"] == regime) & (paired["candidate_set"] == candidate_set)
+                             & (paired["target_class"] == "all")].set_index(["method", "baseline", "metric"])
+        if cells.empty:
+            parts.append("no target has all its candidate sources yet, so no method is compared")
+        for method in methods:
+            for metric in metrics:
+                if (method, metric) not in cells.index:
+                    continue
+                fmt = ".3f" if metric == "ndcg" else ".2f"
+                said = []
+                for base in baselines:
+                    if (base, metric) not in cells.index or (method, base, metric) not in comparisons.index:
+                        continue
+                    c = comparisons.loc[(method, base, metric)]
+                    if c["n_targets"] < 2:
+                        verdict = "one target"
+                    elif c["ci_low"] > 0 or c["ci_high"] < 0:
+                        verdict = "better" if (c["mean_diff"] < 0) == lower_is_better(metric) else "worse"
+                    else:
+                        verdict = "not separated"
+                    interval = "" if c["n_targets"] < 2 else f", 95% [{c['ci_low']:+{fmt}}, {c['ci_high']:+{fmt}}]"
+                    said.append(f"{base} {cells[(base, metric)]:{fmt}} (difference {c['mean_diff']:+{fmt}}{interval}, "
+                                f"{verdict})")
+                parts.append(f"{method} {metric} {cells[(method, metric)]:{fmt}}"
+                             + (" against " + " and ".join(said) if said else ""))
+        text = f"{regime}: " + "; ".join(parts) + "."
+        if targets_expected is not None and n_targets < targets_expected:
+            text += (f" Only {n_targets} of {targets_expected} targets have all their candidate sources so far: "
+                     "a partial view, not the regime's result.")
+        out[regime] = text
+    return out
+
+
 __all__ = ["CLAIMS", "LEVEL", "MANY_SHARE", "NOISE_SE", "SMALL_SOURCE", "claim_many_settings", "claim_out_of_class",
            "claim_similarity_over_size", "claim_small_source", "claim_taskemb_beats_baselines", "claims_markdown",
-           "evaluate_claims", "interval_verdict", "noise_pass_rate", "per_target_spearman", "share_interval",
-           "transfer_pairs", "transfer_summary"]
+           "evaluate_claims", "interval_verdict", "noise_pass_rate", "per_target_spearman", "regime_findings",
+           "share_interval", "transfer_pairs", "transfer_summary"]

@@ -152,6 +152,7 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     import pandas as pd
 
     from ..selection import evaluation as sm
+    from .claims import regime_findings
 
     plan = plan_for(cfg)
     paths = write_tables(plan)
@@ -280,6 +281,13 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
     md += noise_md
     md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths, all_results=results)
+    findings = regime_findings(pd.read_csv(paths["transfer_summary"]), summary, paired,
+                               targets_expected=len(cfg.targets))
+    if findings:
+        md += ["## Each regime in words", "",
+               "All targets, all-class candidates; differences with their 95% bootstrap interval over targets "
+               "(`paired_comparison.csv`; `study.claims.regime_findings`).", ""]
+        md += [text + "\n" for text in findings.values()]
     p = out_dir / "selection_tables.md"
     atomic_write_text(p, "\n".join(md) + "\n")
     paths["selection_tables"] = p
