@@ -17,7 +17,8 @@ import pytest
 
 from study_toy_plan import TESTS_DIR, read_events, toy_plan
 from tasktransfer_utils.study.runner import (Job, JobTimeEstimate, Plan, PlanRef, ParamsMismatchError, atomic_write_json,
-                                             load_results, progress, run_worker, select_jobs, with_dependencies)
+                                             job_wall_time_s, load_results, progress, run_worker, select_jobs,
+                                             with_dependencies)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -282,6 +283,29 @@ def test_job_time_estimate_from_records_by_hand(tmp_path):
     assert by_id["total"].group == "B" and by_id["total"].cost == 1.0
     assert est.mean(by_id["total"]) == est.longest(by_id["total"]) == pytest.approx(150.0)
     assert progress(plan).eta_s == pytest.approx(300.0 + 150.0)
+
+
+def test_a_resumed_job_counts_every_attempt(tmp_path):
+    """A fine-tune resumed from a checkpoint: its record's wall time covers the last attempt only (SST-2's FULL
+    fine-tune: 674 s for its last 902 of 6,315 steps), its result's adds every attempt (3,687 s); the estimates
+    take the latter. Other records keep their own wall time."""
+    resumed = {"wall_time_s": 674.0, "result": {"wall_time_s": 3687.0, "resumed_from_steps": [4418, 5413]}}
+    assert job_wall_time_s(resumed) == 3687.0
+    not_resumed = {"wall_time_s": 120.0, "result": {"wall_time_s": 100.0, "resumed_from_steps": None}}
+    assert job_wall_time_s(not_resumed) == 120.0
+    assert job_wall_time_s({"wall_time_s": 50.0, "result": {"wall_time_s": 900.0}}) == 50.0  # not resumed
+    assert job_wall_time_s({"result": {}}) is None
+    plan = toy_plan(tmp_path, n=3)
+    run_worker(plan, wait=False, max_jobs=4)
+    for jid, w in {"gen-0": 10.0, "gen-1": 40.0, "gen-2": 25.0}.items():
+        path = tmp_path / "records" / f"{jid}.json"
+        rec = json.loads(path.read_text())
+        rec["wall_time_s"] = w
+        if jid == "gen-0":
+            rec["result"] = {**(rec["result"] or {}), "wall_time_s": 70.0, "resumed_from_steps": [3]}
+        path.write_text(json.dumps(rec))
+    est = JobTimeEstimate.from_records(plan)
+    assert est.longest(plan.by_id["gen-2"]) == 70.0 and est.mean(plan.by_id["gen-2"]) == pytest.approx(45.0)
 
 
 def test_time_limit_starts_only_jobs_that_fit_and_stops(tmp_path, monkeypatch):

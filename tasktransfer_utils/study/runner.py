@@ -562,6 +562,19 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def job_wall_time_s(record: Mapping[str, Any]) -> float | None:
+    """The wall time (s) a finished job took, from its record. The record's ``wall_time_s`` covers the attempt
+    that finished it; a fine-tune resumed from a checkpoint (``result.resumed_from_steps``) ran in several
+    attempts, and its result's ``wall_time_s`` adds the training and evaluation time of every attempt, so the
+    larger of the two is taken there (the earlier attempts' model loading is not counted). None when the
+    record has no wall time."""
+    wall = record.get("wall_time_s")
+    result = record.get("result") or {}
+    if isinstance(result, Mapping) and result.get("resumed_from_steps") and result.get("wall_time_s") is not None:
+        return max(float(result["wall_time_s"]), float(wall or 0.0))
+    return None if wall is None else float(wall)
+
+
 @dataclass
 class JobTimeEstimate:
     """Wall-time estimates of a plan's jobs from its finished records: per (kind, group) the mean and the
@@ -585,7 +598,7 @@ class JobTimeEstimate:
                 rec = store.read_record(jid)
             except (ValueError, OSError):
                 continue
-            w = rec.get("wall_time_s")
+            w = job_wall_time_s(rec)
             if w is None:
                 continue
             j = plan.by_id[jid]

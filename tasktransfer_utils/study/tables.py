@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import StudyConfig
 from .jobs import _regime_sides, build_jobs, CLASS_ORDER
-from .runner import atomic_write_text, load_results, Plan
+from .runner import atomic_write_text, job_wall_time_s, load_results, Plan
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def _row(source, target, regime, seed, source_class, target_class, jid, result, 
     row = {"source": source, "target": target, "regime": regime, "seed": seed, "score": result["score"],
            "source_class": source_class, "target_class": target_class, "job_id": jid,
            "train_examples": result.get("train_examples"), "eval_examples": result.get("eval_examples"),
-           "wall_time_s": rec.get("wall_time_s"), "precision": run_precision(result)}
+           "wall_time_s": job_wall_time_s(rec), "precision": run_precision(result)}
     for k, v in (result.get("final_metrics") or {}).items():
         if isinstance(v, (int, float)):
             row[f"metric_{k}"] = v
@@ -127,7 +127,8 @@ def noise_floor_runs(plan: Plan):
 
 def finetune_table(plan: Plan):
     """One row per single-task fine-tune: task, task_class, regime, seed, score, train_examples,
-    train_examples_per_s, wall_time_s (job), num_train_steps, job_id."""
+    train_examples_per_s, wall_time_s (the job's, every attempt: :func:`runner.job_wall_time_s`), num_train_steps,
+    job_id."""
     import pandas as pd
 
     rows = []
@@ -138,7 +139,7 @@ def finetune_table(plan: Plan):
         rows.append({"task": p["task"], "task_class": p["task_class"], "regime": p["regime"], "seed": p["seed"],
                      "score": r["score"], "train_examples": r.get("train_examples"),
                      "train_examples_per_s": r.get("train_examples_per_s"), "num_train_steps": r.get("num_train_steps"),
-                     "wall_time_s": rec.get("wall_time_s"), "job_id": jid})
+                     "wall_time_s": job_wall_time_s(rec), "job_id": jid})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -149,14 +150,15 @@ def finetune_table(plan: Plan):
 
 def job_times(plan: Plan):
     """Wall time per finished job, summarised per (kind, class, regime, device): n, mean, min, max seconds and
-    jobs per hour (3600 / mean). ``device`` is what the job's result records ("cpu", "cuda"); records made
+    jobs per hour (3600 / mean); a fine-tune resumed from a checkpoint counts every attempt
+    (:func:`runner.job_wall_time_s`). ``device`` is what the job's result records ("cpu", "cuda"); records made
     before embedding and LogME jobs recorded it say "not recorded"."""
     import pandas as pd
 
     keys = ["kind", "class", "regime", "device"]
     rows = [{"kind": rec["kind"], "class": rec.get("group"), "regime": (rec.get("params") or {}).get("regime"),
              "device": (rec.get("result") or {}).get("device") or "not recorded",
-             "wall_time_s": rec.get("wall_time_s")}
+             "wall_time_s": job_wall_time_s(rec)}
             for rec in load_results(plan).values()]
     if not rows:
         return pd.DataFrame(columns=[*keys, "n", "mean_s", "min_s", "max_s", "jobs_per_hour"])
