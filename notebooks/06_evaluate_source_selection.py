@@ -154,9 +154,9 @@ print(f"{len(separated)} of {len(view)} comparisons have an interval that exclud
 # %% [markdown]
 # ## A regime still being measured: selection among its whole rows
 #
-# A regime whose targets do not all have every source yet (here FULL→LIMITED, whose 132 transfers are computed
-# one source row at a time) is evaluated above on its complete targets only, which are not a sample of its
-# targets, and its claims below get no verdict. Meanwhile `study.report.interim_selection` gives an
+# A regime whose targets do not all have every source yet (a study computed one source row at a time, as the
+# offline study's FULL→LIMITED was) is evaluated above on its complete targets only, which are not a sample of
+# its targets, and its claims below get no verdict. Meanwhile `study.report.interim_selection` gives an
 # interim view: for every target, the methods rank only the sources whose rows are whole (the target itself left
 # out; all-class candidates). It is a smaller pool than the study's and not a random one — the rows measured
 # first are the cheapest sources, those with the smallest full training sets — so it is not the regime's result
