@@ -228,6 +228,6 @@ print(save_key_numbers(numbers, out_dir, "03_run_transfer_study"))
 #    LIMITED→LIMITED: positive if a source trained on all its data helps more, as the paper finds.
 # 2. `study_config = "configs/paper_study.yaml"`: the paper's setting (BERT-base, the paper's 23 tasks that
 #    load from the Hugging Face hub, three regimes). The progress line counts its jobs — thousands, against
-#    the offline study's 624 — and the notebook stops at loading the results with an error naming the
+#    the offline study's 640 — and the notebook stops at loading the results with an error naming the
 #    command that runs the study; `tasktransfer study run configs/paper_study.yaml --dry-run` gives its job
 #    counts and a GPU-hour estimate.
