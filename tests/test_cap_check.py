@@ -101,3 +101,42 @@ def test_uncapped_taskemb_is_stored_with_portable_paths(tmp_path, monkeypatch):
     assert str(tmp_path) not in json.dumps(header)
     assert json.loads(header["__metadata__"]["tasktransfer"])["embeddings"][0]["model_dir"] == str(
         model_dir.relative_to(tmp_path / "runs"))
+
+
+def test_a_run_for_one_method_keeps_the_other_methods_rows(tmp_path, monkeypatch):
+    """check-cap --method TextEmb rewrites the TextEmb rows of embedding_cap_check.csv and
+    embedding_cap_cosines.csv and keeps the TaskEmb rows an earlier run wrote (a run for one method had
+    dropped the other's)."""
+    import dataclasses
+
+    import pandas as pd
+
+    import tasktransfer_utils.study.cap_check as cap_check
+
+    cfg = load_study_config(CONFIGS_DIR / "offline_study.yaml")
+    cfg = dataclasses.replace(cfg, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    out = tmp_path / "results" / "evaluation"
+    out.mkdir(parents=True)
+    old_rank = pd.DataFrame([{"regime": "FULL→LIMITED", "method": m, "target": "RTE", "n_sources": 2,
+                              "spearman": 0.5, "same_first": False} for m in ("TaskEmb", "TextEmb")])
+    old_rank.to_csv(out / "embedding_cap_check.csv", index=False)
+    old_cos = pd.DataFrame([{"task": "NER", "method": m, "component": c, "cosine": 0.5, "rows_capped": 1,
+                             "rows_uncapped": 2} for m, c in (("TaskEmb", "encoder.layer.0.layer_output"),
+                                                              ("TextEmb", "text"))])
+    old_cos.to_csv(out / "embedding_cap_cosines.csv", index=False)
+    study = [_textemb("NER", [1, 0, 0], "FULL"), _textemb("MRPC", [0, 1, 0], "FULL"),
+             _textemb("RTE", [1, 0.1, 0], "LIMITED")]
+    monkeypatch.setattr(cap_check, "capped_sources", lambda cfg: {"NER": 14041})
+    monkeypatch.setattr(cap_check, "_study_embeddings", lambda cfg, method: study)
+    monkeypatch.setattr(cap_check, "_uncapped",
+                        lambda cfg, task, method, log: [_textemb("NER", [0, 0, 1], "FULL", 99)])
+    paths = cap_check.check_embedding_cap(cfg, ["TextEmb"], log=lambda line: None)
+    rank = pd.read_csv(paths["rankings"])
+    assert list(rank["method"]) == ["TextEmb", "TaskEmb"]  # this run's row, then the one kept, in METHODS order
+    kept = rank[rank["method"] == "TaskEmb"]
+    assert len(kept) == 1 and kept["spearman"].item() == 0.5  # the earlier TaskEmb row, as it was
+    new = rank[(rank["method"] == "TextEmb") & (rank["target"] == "RTE")]
+    assert len(new) == 1 and new["spearman"].item() != 0.5 and new["first_capped"].item() == "NER"
+    cos = pd.read_csv(paths["cosines"])
+    assert cos[cos["method"] == "TaskEmb"]["cosine"].tolist() == [0.5]
+    assert cos[cos["method"] == "TextEmb"]["cosine"].item() == pytest.approx(0.0)  # [1,0,0] · [0,0,1]

@@ -16,7 +16,8 @@ measures it:
    correlation between the two rankings' scores, whether the first choice is the same, and each capped
    source's rank in both.
 
-Written to ``<results_dir>/evaluation/embedding_cap_cosines.csv`` and ``embedding_cap_check.csv``. Rankings
+Written to ``<results_dir>/evaluation/embedding_cap_cosines.csv`` and ``embedding_cap_check.csv``; a run limited to
+one method (``--method``) keeps the rows an earlier run wrote for the other. Rankings
 use every source whose FULL embedding the study holds so far (``n_sources`` says how many) and every target
 with its embedding; TaskEmb is the fused ranking (RRF of the components that are not rounding noise), as in
 the report.
@@ -152,6 +153,25 @@ def cap_cosines(capped: Sequence[TaskEmbedding], uncapped: Sequence[TaskEmbeddin
     return pd.DataFrame(rows, columns=["task", "method", "component", "cosine", "rows_capped", "rows_uncapped"])
 
 
+def _with_other_methods(path: Path, table: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """``table`` (this run's rows, of ``methods``) after the rows of ``path`` (an earlier run's file, if any) whose
+    method is not among ``methods``, in :data:`METHODS` order."""
+    if not path.is_file():
+        return table
+    try:
+        earlier = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):  # an empty or unreadable file: nothing to keep
+        return table
+    if "method" not in earlier.columns:
+        return table
+    kept = earlier[~earlier["method"].isin(list(methods))]
+    if kept.empty:
+        return table
+    both = pd.concat([kept, table], ignore_index=True) if not table.empty else kept.reset_index(drop=True)
+    order = {m: i for i, m in enumerate(METHODS)}
+    return both.sort_values("method", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
+
+
 def check_embedding_cap(cfg: StudyConfig, methods: Sequence[str] = METHODS, *,
                         log: Callable[[str], Any] = print) -> dict[str, Path]:
     """The cap check of the module docstring; returns {"cosines": path, "rankings": path}."""
@@ -196,6 +216,9 @@ def check_embedding_cap(cfg: StudyConfig, methods: Sequence[str] = METHODS, *,
     paths = {"cosines": out / "embedding_cap_cosines.csv", "rankings": out / "embedding_cap_check.csv"}
     cosines = pd.concat(cos_tables, ignore_index=True) if cos_tables else cap_cosines([], [])
     rankings = pd.concat(rank_tables, ignore_index=True) if rank_tables else pd.DataFrame()
+    # a run that checks some methods keeps the rows an earlier run wrote for the others
+    cosines = _with_other_methods(paths["cosines"], cosines, methods)
+    rankings = _with_other_methods(paths["rankings"], rankings, methods)
     cosines.to_csv(paths["cosines"], index=False, float_format="%.6g")
     rankings.to_csv(paths["rankings"], index=False, float_format="%.6g")
     for (regime, method), grp in rankings.groupby(["regime", "method"]) if not rankings.empty else ():
