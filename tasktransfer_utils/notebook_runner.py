@@ -259,7 +259,8 @@ def pair_problems(notebook: str | os.PathLike) -> list[str]:
 
 def source_notebook(notebook: str | os.PathLike):
     """The notebook's cells as the pair holds them (read from the percent script when there is one, with
-    ``NOTEBOOK_METADATA``), without outputs. Raises ValueError when the ``.ipynb`` and the script differ."""
+    ``NOTEBOOK_METADATA``), without outputs. Raises :class:`errors.UsageError` (a ValueError) when the ``.ipynb`` and
+    the script differ: one line from the command line, naming the command that syncs them."""
     import jupytext
     import nbformat
 
@@ -270,7 +271,9 @@ def source_notebook(notebook: str | os.PathLike):
     else:
         problems = pair_problems(notebook)
         if problems:
-            raise ValueError(problems[0])
+            from .errors import UsageError
+
+            raise UsageError(problems[0])
         nb = jupytext.read(script)
         nb.metadata = deepcopy(NOTEBOOK_METADATA)
     nb = deepcopy(nb)
