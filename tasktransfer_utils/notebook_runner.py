@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .paths import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -271,8 +272,6 @@ def source_notebook(notebook: str | os.PathLike):
     else:
         problems = pair_problems(notebook)
         if problems:
-            from .errors import UsageError
-
             raise UsageError(problems[0])
         nb = jupytext.read(script)
         nb.metadata = deepcopy(NOTEBOOK_METADATA)

@@ -104,6 +104,14 @@ def share_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def interval_side(metric: str, ci_low: float, ci_high: float) -> int:
+    """Where the interval of a paired difference (method − baseline) of ``metric`` lies: +1 entirely in the
+    method's favour (lower is better for rho and regret), -1 entirely in the baseline's, 0 when it contains 0."""
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    lo, hi = sorted((sign * ci_low, sign * ci_high))
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
 def interval_verdict(low: float, high: float, threshold: float, what: str) -> str:
     """Reproduced when [low, high] lies above ``threshold``, not reproduced when below, else inconclusive."""
     if not (low == low and high == high):
@@ -334,10 +342,9 @@ def claim_taskemb_beats_baselines(per_target: pd.DataFrame | None, regime: str, 
     parts, favour, against = [], 0, 0
     label = {v: k for k, v in baselines.items()}
     for r in paired.itertuples():
-        sign = -1.0 if lower_is_better(r.metric) else 1.0
-        lo, hi = sorted((sign * r.ci_low, sign * r.ci_high))
-        favour += lo > 0
-        against += hi < 0
+        side = interval_side(r.metric, r.ci_low, r.ci_high)
+        favour += side > 0
+        against += side < 0
         parts.append(f"vs {label.get(r.baseline, r.baseline)} ({r.baseline}) {r.metric} {r.candidate_set}: "
                      f"{r.mean_diff:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], {r.wins}/{r.ties}/{r.losses}")
     n_cmp = len(paired)
@@ -454,6 +461,16 @@ def _mean_gain_sentence(row: Mapping[str, Any], what: str) -> str:
             f"{int(row['n_beyond_noise'])} of the {int(row['n_bounded'])} with a noise bound beyond it")
 
 
+def _against(base: str, value: float, c: Mapping[str, Any], metric: str, fmt: str) -> str:
+    """"<baseline> <value> (difference d, 95% [lo, hi], better|worse|not separated)" for one paired row ``c``;
+    one target: no interval, and no verdict."""
+    if c["n_targets"] < 2:
+        return f"{base} {value:{fmt}} (difference {c['mean_diff']:+{fmt}}, one target)"
+    verdict = {1: "better", -1: "worse", 0: "not separated"}[interval_side(metric, c["ci_low"], c["ci_high"])]
+    return (f"{base} {value:{fmt}} (difference {c['mean_diff']:+{fmt}}, 95% [{c['ci_low']:+{fmt}}, "
+            f"{c['ci_high']:+{fmt}}], {verdict})")
+
+
 def regime_findings(transfer_summary: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFrame,
                     methods: Sequence[str] = ("TextEmb", "TaskEmb", "LogME"),
                     baselines: Sequence[str] = ("DataSize", "Random"), metrics: Sequence[str] = ("rho", "ndcg"),
@@ -462,9 +479,9 @@ def regime_findings(transfer_summary: pd.DataFrame, summary: pd.DataFrame, paire
     the positive pairs, all and out-of-class; then, for each method of ``methods`` that the regime's ``summary``
     (``summary.csv``) holds, its mean of each metric of ``metrics`` over all targets next to each baseline's, with
     the paired comparison's (``paired_comparison.csv``) mean difference and 95% interval: "better" or "worse"
-    when the interval excludes 0, "not separated" when it contains it, "one target" (and no interval) when one
-    target is compared. Only ``candidate_set`` candidates. A regime with fewer evaluated targets than
-    ``targets_expected`` is said to be a partial view; one with none compares nothing."""
+    when the interval excludes 0 (:func:`interval_side`), "not separated" when it contains it, "one target" (and
+    no interval) when one target is compared. Only ``candidate_set`` candidates. A regime with fewer evaluated
+    targets than ``targets_expected`` is said to be a partial view; one with none compares nothing."""
     out = {}
     for regime, rows in transfer_summary.groupby("regime", sort=False):
         by_pairs = rows.set_index("pairs")
@@ -478,27 +495,13 @@ def regime_findings(transfer_summary: pd.DataFrame, summary: pd.DataFrame, paire
                              & (paired["target_class"] == "all")].set_index(["method", "baseline", "metric"])
         if cells.empty:
             parts.append("no target has all its candidate sources yet, so no method is compared")
-        for method in methods:
-            for metric in metrics:
-                if (method, metric) not in cells.index:
-                    continue
-                fmt = ".3f" if metric == "ndcg" else ".2f"
-                said = []
-                for base in baselines:
-                    if (base, metric) not in cells.index or (method, base, metric) not in comparisons.index:
-                        continue
-                    c = comparisons.loc[(method, base, metric)]
-                    if c["n_targets"] < 2:
-                        verdict = "one target"
-                    elif c["ci_low"] > 0 or c["ci_high"] < 0:
-                        verdict = "better" if (c["mean_diff"] < 0) == lower_is_better(metric) else "worse"
-                    else:
-                        verdict = "not separated"
-                    interval = "" if c["n_targets"] < 2 else f", 95% [{c['ci_low']:+{fmt}}, {c['ci_high']:+{fmt}}]"
-                    said.append(f"{base} {cells[(base, metric)]:{fmt}} (difference {c['mean_diff']:+{fmt}}{interval}, "
-                                f"{verdict})")
-                parts.append(f"{method} {metric} {cells[(method, metric)]:{fmt}}"
-                             + (" against " + " and ".join(said) if said else ""))
+        for method, metric in ((m, k) for m in methods for k in metrics if (m, k) in cells.index):
+            fmt = ".3f" if metric == "ndcg" else ".2f"
+            said = [_against(base, cells[(base, metric)], comparisons.loc[(method, base, metric)], metric, fmt)
+                    for base in baselines
+                    if (base, metric) in cells.index and (method, base, metric) in comparisons.index]
+            parts.append(f"{method} {metric} {cells[(method, metric)]:{fmt}}"
+                         + (" against " + " and ".join(said) if said else ""))
         text = f"{regime}: " + "; ".join(parts) + "."
         if targets_expected is not None and n_targets < targets_expected:
             text += (f" Only {n_targets} of {targets_expected} targets have all their candidate sources so far: "
@@ -506,8 +509,7 @@ def regime_findings(transfer_summary: pd.DataFrame, summary: pd.DataFrame, paire
         out[regime] = text
     return out
 
-
 __all__ = ["CLAIMS", "LEVEL", "MANY_SHARE", "NOISE_SE", "SMALL_SOURCE", "claim_many_settings", "claim_out_of_class",
            "claim_similarity_over_size", "claim_small_source", "claim_taskemb_beats_baselines", "claims_markdown",
-           "evaluate_claims", "interval_verdict", "noise_pass_rate", "per_target_spearman", "regime_findings",
-           "share_interval", "transfer_pairs", "transfer_summary"]
+           "evaluate_claims", "interval_side", "interval_verdict", "noise_pass_rate", "per_target_spearman",
+           "regime_findings", "share_interval", "transfer_pairs", "transfer_summary"]

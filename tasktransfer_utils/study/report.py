@@ -280,9 +280,10 @@ def report(cfg: StudyConfig, *, figures: bool = True, log=print) -> dict[str, Pa
     md += _spread_markdown(spread)
     md += _separable_markdown(summary, summary_separable, noisy, min_se)
     md += noise_md
-    md += _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths, all_results=results)
-    findings = regime_findings(pd.read_csv(paths["transfer_summary"]), summary, paired,
-                               targets_expected=len(cfg.targets))
+    claims_md, transfer_summary = _claims_section(cfg, plan, eval_results, per_target, rankers, out_dir, paths,
+                                                  all_results=results)
+    md += claims_md
+    findings = regime_findings(transfer_summary, summary, paired, targets_expected=len(cfg.targets))
     if findings:
         md += ["## Each regime in words", "",
                "All targets, all-class candidates; differences with their 95% bootstrap interval over targets "
@@ -442,9 +443,9 @@ def claim_inputs(cfg: StudyConfig, rankers: Mapping[str, Mapping[str, Any]], res
 
 
 def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rankers, out_dir: Path,
-                    paths: dict, all_results=None) -> list[str]:
+                    paths: dict, all_results=None) -> tuple[list[str], Any]:
     """Claims (a)–(e) of the paper per regime (:mod:`claims`): writes claims.csv and transfer_summary.csv,
-    returns the markdown section."""
+    returns the markdown section and the transfer summary."""
     from .claims import claims_markdown, evaluate_claims
 
     claims, summary = evaluate_claims(eval_results, per_target, regimes=cfg.regimes, targets_expected=len(cfg.targets),
@@ -461,7 +462,7 @@ def _claims_section(cfg: StudyConfig, plan: Plan, eval_results, per_target, rank
         p = out_dir / f"{name}.csv"
         atomic_write_text(p, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = p
-    return md
+    return md, summary
 
 
 def measured_so_far(cfg: StudyConfig, eval_results, all_results):
